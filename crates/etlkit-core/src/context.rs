@@ -1,0 +1,152 @@
+//! [`Context`]: what a running stage can report besides batches — rejected rows and de-duplicated rows.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Result;
+
+/// One row that a stage refused, with everything a person needs to find and fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Where the row came from: a file path, a table, or a stage name.
+    pub origin: String,
+    /// 1-based physical line (for text files) or row number, when known.
+    pub line: Option<u64>,
+    /// The offending column, when one is to blame.
+    pub column: Option<String>,
+    /// The offending value, when one is to blame.
+    pub value: Option<String>,
+    /// Why the row was rejected.
+    pub reason: String,
+    /// The raw input text of the row, when the stage has it.
+    pub raw: Option<String>,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(c) = &self.column {
+            write!(f, " column `{c}`")?;
+        }
+        if let Some(v) = &self.value {
+            write!(f, " value {v:?}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Where rejected rows go when the user asked for rejects instead of errors.
+///
+/// Implementors MUST be cheap to call from several threads at once. An `Err` from `reject` stops the
+/// pipeline (e.g. the reject file cannot be written).
+pub trait RejectSink: Send + Sync {
+    /// Records one rejected row.
+    fn reject(&self, row: Rejected) -> Result<()>;
+}
+
+/// A [`RejectSink`] that keeps every rejected row in memory. Handy in tests and small jobs.
+#[derive(Debug, Default)]
+pub struct MemoryRejects {
+    rows: Mutex<Vec<Rejected>>,
+}
+
+impl MemoryRejects {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The rows rejected so far, in arrival order.
+    pub fn rows(&self) -> Vec<Rejected> {
+        self.rows.lock().expect("reject list poisoned").clone()
+    }
+}
+
+impl RejectSink for MemoryRejects {
+    fn reject(&self, row: Rejected) -> Result<()> {
+        self.rows.lock().expect("reject list poisoned").push(row);
+        Ok(())
+    }
+}
+
+/// The default [`RejectSink`]: logs each rejected row at `warn` level (they are also counted in
+/// [`LoadStats::rows_rejected`](crate::LoadStats::rows_rejected)).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogRejects;
+
+impl RejectSink for LogRejects {
+    fn reject(&self, row: Rejected) -> Result<()> {
+        tracing::warn!(target: "etlkit::reject", "rejected row: {row}");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) rejected: AtomicU64,
+    pub(crate) deduplicated: AtomicU64,
+}
+
+/// Handed to every stage: the way to report rejected and de-duplicated rows so that
+/// rows read = written + rejected + de-duplicated + filtered always holds.
+///
+/// Cloning is cheap; clones share counters. A stage used outside a pipeline can use
+/// [`Context::default`] (rejects are logged) or [`Context::with_rejects`].
+#[derive(Clone)]
+pub struct Context {
+    counters: Arc<Counters>,
+    rejects: Arc<dyn RejectSink>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self::with_rejects(Arc::new(LogRejects))
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("rejected", &self.rejected())
+            .field("deduplicated", &self.deduplicated())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context whose rejected rows go to `rejects`.
+    pub fn with_rejects(rejects: Arc<dyn RejectSink>) -> Self {
+        Context { counters: Arc::default(), rejects }
+    }
+
+    /// A context sharing this one's reject sink but with its own counters (one per stage).
+    pub fn fork(&self) -> Self {
+        Context { counters: Arc::default(), rejects: Arc::clone(&self.rejects) }
+    }
+
+    /// Sends one row to the reject sink and counts it.
+    pub fn reject(&self, row: Rejected) -> Result<()> {
+        self.rejects.reject(row)?;
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts `n` rows dropped as duplicates of rows already seen.
+    pub fn record_deduplicated(&self, n: u64) {
+        self.counters.deduplicated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Rows rejected through this context (and its clones) so far.
+    pub fn rejected(&self) -> u64 {
+        self.counters.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Rows counted as duplicates through this context (and its clones) so far.
+    pub fn deduplicated(&self) -> u64 {
+        self.counters.deduplicated.load(Ordering::Relaxed)
+    }
+}

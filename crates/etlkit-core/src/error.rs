@@ -1,0 +1,131 @@
+//! The error type of `etlkit-core` and of every pipeline run.
+
+use std::fmt;
+
+/// A boxed error from another crate or from user code, kept whole so `source()` chains stay intact.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used throughout `etlkit-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which pipeline stage produced an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// The [`Source`](crate::Source) or the re-batching right after it.
+    Source,
+    /// A [`Transform`](crate::Transform).
+    Transform,
+    /// The [`Sink`](crate::Sink).
+    Sink,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Source => "source",
+            Stage::Transform => "transform",
+            Stage::Sink => "sink",
+        })
+    }
+}
+
+/// Errors of `etlkit-core`.
+///
+/// Errors from other etlkit crates convert into [`Error::Stage`] (each crate implements
+/// `From<ItsError> for etlkit_core::Error`), keeping the original error as the `source()` so callers can
+/// downcast to it. [`Error::is_retryable`] says whether running the same work again can succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range. Never retryable.
+    #[error("invalid configuration: `{field}` {reason}")]
+    InvalidConfig {
+        /// The offending field, e.g. `batch_size`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A stage (source, transform or sink) failed; `source` is the stage's own error.
+    #[error("{stage} `{name}` failed")]
+    Stage {
+        /// Which kind of stage.
+        stage: Stage,
+        /// The stage's name, e.g. `csv:trips.csv` or `postgres-copy:trips`.
+        name: String,
+        /// Whether retrying the same work can help (a dropped connection, a deadlock), as judged by the
+        /// stage that raised it.
+        retryable: bool,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// An Arrow compute or construction error inside the runtime.
+    #[error("arrow error")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A batch did not have the schema the stage expected.
+    #[error("schema mismatch in {stage}: expected {expected}, found {found}")]
+    SchemaMismatch {
+        /// The stage that noticed.
+        stage: Stage,
+        /// The expected schema, rendered.
+        expected: String,
+        /// The schema found, rendered.
+        found: String,
+    },
+    /// A stage panicked. The panic message is kept; the pipeline stopped every other task.
+    #[error("{stage} panicked: {message}")]
+    Panicked {
+        /// Which stage.
+        stage: Stage,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The counts do not add up: rows read ≠ written + rejected + de-duplicated + filtered.
+    /// This means a stage lost or invented rows; it is a bug in that stage and never retryable.
+    #[error(
+        "row accounting mismatch: read {read} != written {written} + rejected {rejected} + deduplicated {deduplicated} + filtered {filtered}"
+    )]
+    RowAccounting {
+        /// Rows read.
+        read: u64,
+        /// Rows written.
+        written: u64,
+        /// Rows rejected.
+        rejected: u64,
+        /// Rows dropped as duplicates.
+        deduplicated: u64,
+        /// Rows dropped by transforms for other reasons.
+        filtered: u64,
+    },
+}
+
+impl Error {
+    /// Wraps a stage's error, taking `retryable` from the stage's own judgement.
+    pub fn stage(
+        stage: Stage,
+        name: impl Into<String>,
+        retryable: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Stage { stage, name: name.into(), retryable, source: source.into() }
+    }
+
+    /// Whether running the same work again can succeed (e.g. after a dropped connection or a
+    /// deadlock). Configuration errors, bad input and bugs are never retryable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Stage { retryable: true, .. })
+    }
+
+    /// Finds the first error of type `E` in the `source()` chain (including `self`'s direct source).
+    pub fn find_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(hit) = e.downcast_ref::<E>() {
+                return Some(hit);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
