@@ -29,8 +29,10 @@ pub struct PipelineConfig {
     /// stage this bounds memory: roughly `(2 * channel_capacity + transform_concurrency + workers + 1)`
     /// batches at once, whatever the input size. Default: 4.
     pub channel_capacity: usize,
-    /// When true, the sink receives batches in source order (with `workers = 1`, `write` calls happen in
-    /// exactly that order; with more workers they start in that order). Default: false.
+    /// When true, batches reach the sink stage in source order even when transforms run in parallel:
+    /// with `workers = 1`, `write` calls happen in exactly source order; with more workers, batches are
+    /// handed to the writers in source order but concurrent writes may finish in any order.
+    /// Default: false.
     pub preserve_order: bool,
     /// How often the progress hook is called at most. Default: 1 s.
     pub progress_interval: Duration,

@@ -1,1 +1,564 @@
-pub struct Pipeline;
+//! The [`Pipeline`] runtime: source → re-batching → transforms → sink, over bounded channels.
+//!
+//! Tasks (all in one [`JoinSet`], so dropping the run future aborts every one of them):
+//!
+//! ```text
+//! source task ──(seq, batch)──► transform tasks ×T ──► [reorder task] ──► sink tasks ×W
+//!  re-batches to batch_size      each runs the chain on    only with          each calls
+//!  and flushes partial batches   the dedicated rayon pool  preserve_order     Sink::write
+//!  after flush_interval          (T threads)
+//! ```
+//!
+//! Every arrow is a bounded channel of `channel_capacity` batches, so memory stays bounded.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::StreamExt;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::batch::{Rebatcher, batch_bytes};
+use crate::config::PipelineConfig;
+use crate::context::{Context, LogRejects, RejectSink};
+use crate::error::{Error, Result, Stage};
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::stats::{LoadStats, Progress};
+use crate::transform::Transform;
+
+type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+type Seq = u64;
+type Tx = async_channel::Sender<(Seq, Vec<RecordBatch>)>;
+type Rx = async_channel::Receiver<(Seq, Vec<RecordBatch>)>;
+
+/// A source, zero or more transforms and a sink, run with a [`PipelineConfig`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{Int64Array, RecordBatch};
+/// use etlkit_core::{FnTransform, NullSink, MemorySource, Pipeline, PipelineConfig};
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let batch = RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from_iter_values(0..100)) as _)])?;
+/// let source = MemorySource::new(batch.schema(), vec![batch])?;
+/// let keep_even = FnTransform::same_schema("even", |b: RecordBatch| {
+///     let v = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+///     let mask = arrow_array::BooleanArray::from_iter(v.iter().map(|x| x.map(|x| x % 2 == 0)));
+///     Ok(arrow_select::filter::filter_record_batch(&b, &mask)?)
+/// });
+/// let stats = Pipeline::new(source, Arc::new(NullSink::new()))
+///     .transform(keep_even)
+///     .config(PipelineConfig { batch_size: 10, ..Default::default() })
+///     .run()
+///     .await?;
+/// assert_eq!((stats.rows_read, stats.rows_written, stats.rows_filtered), (100, 50, 50));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct Pipeline {
+    source: Box<dyn Source>,
+    transforms: Vec<Arc<dyn Transform>>,
+    sink: Arc<dyn Sink>,
+    config: PipelineConfig,
+    progress: Option<ProgressHook>,
+    rejects: Arc<dyn RejectSink>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("source", &self.source.name())
+            .field("transforms", &self.transforms.iter().map(|t| t.name().to_owned()).collect::<Vec<_>>())
+            .field("sink", &self.sink.name())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters shared by the tasks of one run.
+#[derive(Default)]
+struct RunCounters {
+    source_rows: AtomicU64,
+    transform_in: AtomicU64,
+    transform_out: AtomicU64,
+    sink_in: AtomicU64,
+    written: AtomicU64,
+    batches: AtomicU64,
+    bytes: AtomicU64,
+    last_progress_ms: AtomicU64,
+}
+
+impl Pipeline {
+    /// A pipeline from `source` to `sink` with the default [`PipelineConfig`] and no transforms.
+    pub fn new(source: impl Source + 'static, sink: Arc<dyn Sink>) -> Self {
+        Self::from_boxed(Box::new(source), sink)
+    }
+
+    /// Like [`Pipeline::new`] for an already boxed source.
+    pub fn from_boxed(source: Box<dyn Source>, sink: Arc<dyn Sink>) -> Self {
+        Pipeline {
+            source,
+            transforms: Vec::new(),
+            sink,
+            config: PipelineConfig::default(),
+            progress: None,
+            rejects: Arc::new(LogRejects),
+        }
+    }
+
+    /// Appends a transform to the chain (transforms run in the order added).
+    pub fn transform(self, t: impl Transform + 'static) -> Self {
+        self.transform_arc(Arc::new(t))
+    }
+
+    /// Appends a shared transform (keep a handle to read its state afterwards).
+    pub fn transform_arc(mut self, t: Arc<dyn Transform>) -> Self {
+        self.transforms.push(t);
+        self
+    }
+
+    /// Sets the configuration (validated when the run starts).
+    pub fn config(mut self, config: PipelineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Calls `hook` at most every `progress_interval` while the run goes on, and once at the end.
+    pub fn on_progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(hook));
+        self
+    }
+
+    /// Where rejected rows go (default: logged at `warn` and counted).
+    pub fn rejects(mut self, rejects: Arc<dyn RejectSink>) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        if self.config.transform_concurrency > 1 {
+            if let Some(t) = self.transforms.iter().find(|t| t.properties().order_sensitive) {
+                return Err(Error::InvalidConfig {
+                    field: "transform_concurrency",
+                    reason: format!(
+                        "is {}, but transform `{}` is order-sensitive and needs transform_concurrency = 1",
+                        self.config.transform_concurrency,
+                        t.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the pipeline to completion (needs a tokio runtime with time enabled).
+    ///
+    /// On success the sink has committed ([`Sink::finish`]) and the returned stats satisfy
+    /// `rows_read == rows_written + rows_rejected + rows_deduplicated + rows_filtered` (for
+    /// transforms that do not create rows). On the first error every task is stopped, the sink is
+    /// aborted, and that error is returned. Dropping the returned future aborts all tasks too.
+    pub async fn run(self) -> Result<LoadStats> {
+        self.validate()?;
+        let started = Instant::now();
+        let Pipeline { source, transforms, sink, config, progress, rejects } = self;
+
+        let mut schema = source.schema();
+        for t in &transforms {
+            schema = t.output_schema(&schema)?;
+        }
+        let total_rows = source.total_rows();
+        let source_name = source.name();
+        sink.start(&schema).await?;
+
+        let root = Context::with_rejects(rejects);
+        let (src_ctx, tr_ctx, sink_ctx) = (root.fork(), root.fork(), root.fork());
+        let counters = Arc::new(RunCounters::default());
+        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+        let cap = config.channel_capacity;
+
+        let (src_tx, src_rx) = async_channel::bounded(cap);
+        let sink_rx = if transforms.is_empty() {
+            src_rx
+        } else {
+            let pool = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.transform_concurrency)
+                    .thread_name(|i| format!("etlkit-transform-{i}"))
+                    .build()
+                    .map_err(|e| Error::stage(Stage::Transform, "thread pool", false, e))?,
+            );
+            let (tx, rx) = async_channel::bounded(cap);
+            let (out_tx, sink_rx) = if config.preserve_order && config.transform_concurrency > 1 {
+                let (reorder_tx, reorder_rx) = async_channel::bounded(cap);
+                tasks.spawn(
+                    guarded(Stage::Transform, reorder(reorder_rx, tx))
+                        .instrument(tracing::info_span!("etlkit.reorder")),
+                );
+                (reorder_tx, rx)
+            } else {
+                (tx, rx)
+            };
+            let stage = TransformStage {
+                transforms: Arc::new(transforms),
+                pool,
+                ctx: tr_ctx.clone(),
+                counters: counters.clone(),
+            };
+            tasks.spawn(
+                guarded(Stage::Transform, stage.run(src_rx, out_tx, config.transform_concurrency))
+                    .instrument(tracing::info_span!("etlkit.transform")),
+            );
+            sink_rx
+        };
+
+        tasks.spawn(
+            guarded(
+                Stage::Source,
+                source_task(source, src_ctx.clone(), config.clone(), src_tx, counters.clone()),
+            )
+            .instrument(tracing::info_span!("etlkit.source", name = %source_name)),
+        );
+        for worker in 0..config.workers {
+            let w = SinkWorker {
+                sink: sink.clone(),
+                ctx: sink_ctx.clone(),
+                counters: counters.clone(),
+                progress: progress.clone(),
+                progress_every_ms: config.progress_interval.as_millis() as u64,
+                total_rows,
+                started,
+            };
+            tasks.spawn(
+                guarded(Stage::Sink, w.run(sink_rx.clone()))
+                    .instrument(tracing::info_span!("etlkit.sink", worker)),
+            );
+        }
+        drop(sink_rx);
+
+        if let Err(e) = supervise(&mut tasks).await {
+            sink.abort().await;
+            return Err(e);
+        }
+        let sink_stats = match sink.finish().await {
+            Ok(s) => s,
+            Err(e) => {
+                sink.abort().await;
+                return Err(e);
+            }
+        };
+
+        let c = &counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let delivered = load(&c.sink_in);
+        let written = load(&c.written);
+        if written + sink_ctx.rejected() != delivered {
+            return Err(Error::RowAccounting {
+                read: delivered,
+                written,
+                rejected: sink_ctx.rejected(),
+                deduplicated: 0,
+                filtered: 0,
+            });
+        }
+        let dropped_by_transforms = load(&c.transform_in).saturating_sub(load(&c.transform_out));
+        let mut stats = LoadStats {
+            rows_read: load(&c.source_rows) + src_ctx.rejected(),
+            rows_written: written,
+            rows_rejected: src_ctx.rejected() + tr_ctx.rejected() + sink_ctx.rejected(),
+            rows_deduplicated: tr_ctx.deduplicated(),
+            rows_filtered: dropped_by_transforms
+                .saturating_sub(tr_ctx.deduplicated())
+                .saturating_sub(tr_ctx.rejected()),
+            batches: load(&c.batches),
+            bytes: load(&c.bytes),
+            ..LoadStats::default()
+        };
+        stats.retries = sink_stats.retries;
+        stats.counters = sink_stats.counters;
+        stats.elapsed = started.elapsed();
+        if let Some(hook) = &progress {
+            hook(&Progress::new(stats.rows_read, written, total_rows, stats.elapsed));
+        }
+        tracing::info!(
+            rows_read = stats.rows_read,
+            rows_written = stats.rows_written,
+            rows_rejected = stats.rows_rejected,
+            elapsed_ms = stats.elapsed.as_millis() as u64,
+            "pipeline finished"
+        );
+        Ok(stats)
+    }
+}
+
+/// Waits for every task; on the first failure aborts the rest and returns that failure.
+async fn supervise(tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+    while let Some(joined) = tasks.join_next().await {
+        let failure = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            // Task bodies are wrapped in `guarded`, so a JoinError is a cancellation, which only
+            // happens after we abort.
+            Err(_) => continue,
+        };
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        return Err(failure);
+    }
+    Ok(())
+}
+
+/// Turns a panic inside a task into [`Error::Panicked`] naming the stage.
+async fn guarded(stage: Stage, fut: impl Future<Output = Result<()>>) -> Result<()> {
+    use futures::FutureExt;
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| Err(Error::Panicked { stage, message: panic_message(payload) }))
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Reads the source, re-batches to `batch_size`, flushes partial batches after `flush_interval`.
+async fn source_task(
+    source: Box<dyn Source>,
+    ctx: Context,
+    config: PipelineConfig,
+    tx: Tx,
+    counters: Arc<RunCounters>,
+) -> Result<()> {
+    let schema: SchemaRef = source.schema();
+    let mut stream = source.into_stream(ctx);
+    let mut rebatcher = Rebatcher::new(schema.clone(), config.batch_size, config.max_batch_bytes);
+    let mut seq: Seq = 0;
+    let mut pending_since: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match pending_since {
+            None => stream.next().await,
+            Some(since) => {
+                match tokio::time::timeout_at(since + config.flush_interval, stream.next()).await {
+                    Ok(item) => item,
+                    Err(_elapsed) => {
+                        pending_since = None;
+                        if let Some(b) = rebatcher.flush()? {
+                            if !emit(&tx, &mut seq, b, &counters).await {
+                                return Ok(());
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(item) = next else { break };
+        let batch = item?;
+        if batch.schema() != schema {
+            return Err(Error::SchemaMismatch {
+                stage: Stage::Source,
+                expected: format!("{schema:?}"),
+                found: format!("{:?}", batch.schema()),
+            });
+        }
+        let ready = rebatcher.push(batch)?;
+        let emitted = !ready.is_empty();
+        for b in ready {
+            if !emit(&tx, &mut seq, b, &counters).await {
+                return Ok(());
+            }
+        }
+        pending_since = match rebatcher.pending_rows() {
+            0 => None,
+            _ if emitted || pending_since.is_none() => Some(tokio::time::Instant::now()),
+            _ => pending_since,
+        };
+    }
+    if let Some(b) = rebatcher.flush()? {
+        emit(&tx, &mut seq, b, &counters).await;
+    }
+    Ok(())
+}
+
+/// Sends one batch downstream; false when downstream has gone (it failed or was aborted; the
+/// supervisor reports why).
+async fn emit(tx: &Tx, seq: &mut Seq, batch: RecordBatch, counters: &RunCounters) -> bool {
+    counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    let s = *seq;
+    *seq += 1;
+    tx.send((s, vec![batch])).await.is_ok()
+}
+
+struct TransformStage {
+    transforms: Arc<Vec<Arc<dyn Transform>>>,
+    pool: Arc<rayon::ThreadPool>,
+    ctx: Context,
+    counters: Arc<RunCounters>,
+}
+
+impl TransformStage {
+    /// Runs `concurrency` transform loops, then the transforms' `finish` chain.
+    async fn run(self, rx: Rx, tx: Tx, concurrency: usize) -> Result<()> {
+        let this = Arc::new(self);
+        let mut loops: JoinSet<Result<()>> = JoinSet::new();
+        for _ in 0..concurrency {
+            let (this, rx, tx) = (this.clone(), rx.clone(), tx.clone());
+            loops.spawn(guarded(Stage::Transform, async move {
+                while let Ok((seq, batches)) = rx.recv().await {
+                    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    this.counters.transform_in.fetch_add(rows, Ordering::Relaxed);
+                    let out = this.on_pool(move |t, ctx| chain(t, 0, batches, ctx)).await?;
+                    let out_rows: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
+                    this.counters.transform_out.fetch_add(out_rows, Ordering::Relaxed);
+                    if tx.send((seq, out)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }));
+        }
+        drop(rx);
+        supervise(&mut loops).await?;
+        // Every batch is through: flush stateful transforms in chain order.
+        let tail = this
+            .on_pool(|t, ctx| {
+                let mut out = Vec::new();
+                for i in 0..t.len() {
+                    let flushed = t[i].finish(ctx)?;
+                    out.extend(chain(t, i + 1, flushed, ctx)?);
+                }
+                Ok(out)
+            })
+            .await?;
+        if !tail.is_empty() {
+            let rows: u64 = tail.iter().map(|b| b.num_rows() as u64).sum();
+            this.counters.transform_out.fetch_add(rows, Ordering::Relaxed);
+            let _ = tx.send((Seq::MAX, tail)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the dedicated pool and waits for it without blocking the async executor.
+    async fn on_pool<F>(&self, f: F) -> Result<Vec<RecordBatch>>
+    where
+        F: FnOnce(&[Arc<dyn Transform>], &Context) -> Result<Vec<RecordBatch>> + Send + 'static,
+    {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (transforms, ctx) = (self.transforms.clone(), self.ctx.clone());
+        self.pool.spawn(move || {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&transforms, &ctx)));
+            let _ = done_tx.send(r);
+        });
+        match done_rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(payload)) => {
+                Err(Error::Panicked { stage: Stage::Transform, message: panic_message(payload) })
+            }
+            Err(_) => Err(Error::Panicked {
+                stage: Stage::Transform,
+                message: "transform pool dropped the job".into(),
+            }),
+        }
+    }
+}
+
+/// Applies `transforms[from..]` to `batches`, dropping empty batches.
+fn chain(
+    transforms: &[Arc<dyn Transform>],
+    from: usize,
+    mut batches: Vec<RecordBatch>,
+    ctx: &Context,
+) -> Result<Vec<RecordBatch>> {
+    for t in &transforms[from..] {
+        let mut next = Vec::with_capacity(batches.len());
+        for b in batches {
+            next.extend(t.apply(b, ctx)?.into_iter().filter(|b| b.num_rows() > 0));
+        }
+        batches = next;
+    }
+    Ok(batches)
+}
+
+/// Restores source order after parallel transforms (only with `preserve_order`).
+async fn reorder(rx: Rx, tx: Tx) -> Result<()> {
+    let mut next: Seq = 0;
+    let mut parked: BTreeMap<Seq, Vec<RecordBatch>> = BTreeMap::new();
+    while let Ok((seq, batches)) = rx.recv().await {
+        parked.insert(seq, batches);
+        while let Some(batches) = parked.remove(&next) {
+            next += 1;
+            if tx.send((next - 1, batches)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    // The finish tail (Seq::MAX) and anything else left, in order.
+    for (seq, batches) in parked {
+        if tx.send((seq, batches)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+struct SinkWorker {
+    sink: Arc<dyn Sink>,
+    ctx: Context,
+    counters: Arc<RunCounters>,
+    progress: Option<ProgressHook>,
+    progress_every_ms: u64,
+    total_rows: Option<u64>,
+    started: Instant,
+}
+
+impl SinkWorker {
+    async fn run(self, rx: Rx) -> Result<()> {
+        while let Ok((_seq, batches)) = rx.recv().await {
+            for batch in batches {
+                let rows = batch.num_rows() as u64;
+                let bytes = batch_bytes(&batch) as u64;
+                self.counters.sink_in.fetch_add(rows, Ordering::Relaxed);
+                let accepted = self.sink.write(batch, &self.ctx).await?;
+                let c = &self.counters;
+                c.written.fetch_add(accepted, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.maybe_report();
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_report(&self) {
+        let Some(hook) = &self.progress else { return };
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let last = self.counters.last_progress_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < self.progress_every_ms {
+            return;
+        }
+        if self
+            .counters
+            .last_progress_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let c = &self.counters;
+            hook(&Progress::new(
+                c.source_rows.load(Ordering::Relaxed),
+                c.written.load(Ordering::Relaxed),
+                self.total_rows,
+                self.started.elapsed(),
+            ));
+        }
+    }
+}

@@ -24,6 +24,8 @@ impl TransformProperties {
     pub const PARALLEL: Self = TransformProperties { stateful: false, order_sensitive: false };
     /// Stateful but order-insensitive (e.g. de-duplication with a shared seen-set).
     pub const STATEFUL: Self = TransformProperties { stateful: true, order_sensitive: false };
+    /// Stateful and order-sensitive (e.g. a running total): batches one at a time, in source order.
+    pub const ORDERED: Self = TransformProperties { stateful: true, order_sensitive: true };
 }
 
 /// CPU work on a batch: one batch in, zero or more batches out.
