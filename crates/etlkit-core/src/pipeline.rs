@@ -143,17 +143,16 @@ impl Pipeline {
 
     fn validate(&self) -> Result<()> {
         self.config.validate()?;
-        if self.config.transform_concurrency > 1 {
-            if let Some(t) = self.transforms.iter().find(|t| t.properties().order_sensitive) {
-                return Err(Error::InvalidConfig {
-                    field: "transform_concurrency",
-                    reason: format!(
-                        "is {}, but transform `{}` is order-sensitive and needs transform_concurrency = 1",
-                        self.config.transform_concurrency,
-                        t.name()
-                    ),
-                });
-            }
+        let order_sensitive = self.transforms.iter().find(|t| t.properties().order_sensitive);
+        if let (Some(t), true) = (order_sensitive, self.config.transform_concurrency > 1) {
+            return Err(Error::InvalidConfig {
+                field: "transform_concurrency",
+                reason: format!(
+                    "is {}, but transform `{}` is order-sensitive and needs transform_concurrency = 1",
+                    self.config.transform_concurrency,
+                    t.name()
+                ),
+            });
         }
         Ok(())
     }
@@ -352,10 +351,10 @@ async fn source_task(
                     Ok(item) => item,
                     Err(_elapsed) => {
                         pending_since = None;
-                        if let Some(b) = rebatcher.flush()? {
-                            if !emit(&tx, &mut seq, b, &counters).await {
-                                return Ok(());
-                            }
+                        if let Some(b) = rebatcher.flush()?
+                            && !emit(&tx, &mut seq, b, &counters).await
+                        {
+                            return Ok(());
                         }
                         continue;
                     }
