@@ -1,5 +1,50 @@
 //! # etlkit-source
 //!
 //! Streaming readers that turn CSV and Parquet files into Arrow `RecordBatch`es for an etlkit
-//! [`Pipeline`](etlkit_core::Pipeline), with bounded memory and errors that name the file, line,
-//! column and value. (The readers arrive with issue 3; this crate currently exposes nothing.)
+//! [`Pipeline`](etlkit_core::Pipeline): [`ParquetSource`] and [`CsvSource`], both implementing
+//! [`etlkit_core::Source`].
+//!
+//! - **Bounded memory.** Decoding runs on dedicated threads (never on the async executor) and hands
+//!   batches over bounded channels; [`ReadMetrics::peak_in_flight`] shows the bound holds. Dropping
+//!   the stream cancels the read.
+//! - **Errors a person can act on.** Bad input fails with a [`SourceError`] naming the file, the
+//!   1-based physical line (header = line 1), the column and the value — or, with
+//!   [`OnError::Reject`], the row goes to [`Context::reject`](etlkit_core::Context::reject) and
+//!   reading continues (rows read = good + rejected).
+//! - **Inputs** are one file, a list, a directory or a glob ([`Input`]), read in sorted order.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use etlkit_core::{Context, Source};
+//! use etlkit_source::{CsvSource, CsvSourceConfig, Input};
+//! use futures::StreamExt;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("trips.csv");
+//! std::fs::write(&path, "id,fare,pickup\n1,2.5,2024-01-01 10:00:00\n2,NA,01/02/2024 11:30:00\n")?;
+//!
+//! let source = CsvSource::open(CsvSourceConfig { input: Input::File(path), ..Default::default() })?;
+//! let schema = source.schema();
+//! assert_eq!(schema.field(0).data_type(), &arrow_schema::DataType::Int64);
+//! let batches: Vec<_> = futures::executor::block_on(Box::new(source).into_stream(Context::default()).collect());
+//! let batch = batches.into_iter().next().unwrap()?;
+//! assert_eq!(batch.num_rows(), 2);
+//! assert_eq!(batch.column(1).null_count(), 1); // `NA` is a NULL marker by default
+//! # Ok(()) }
+//! ```
+
+#[cfg(feature = "csv")]
+mod csv_source;
+mod error;
+mod input;
+mod metrics;
+#[cfg(feature = "parquet")]
+mod parquet_source;
+
+#[cfg(feature = "csv")]
+pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig, OnError};
+pub use error::{Result, SourceError};
+pub use input::Input;
+pub use metrics::ReadMetrics;
+#[cfg(feature = "parquet")]
+pub use parquet_source::{PARQUET_EXTENSIONS, ParquetSource, ParquetSourceConfig, Shard};

@@ -1,0 +1,375 @@
+//! Turning parsed CSV records into typed Arrow columns, spotting every bad row on the way.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, PrimitiveBuilder, StringBuilder};
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{ArrayRef, ArrowPrimitiveType, BooleanArray, RecordBatch};
+use arrow_cast::parse::Parser;
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use chrono::{NaiveDate, NaiveDateTime};
+
+use super::records::RecordChunk;
+
+/// How values are recognised: NULL markers, date/time formats, float-written integers.
+#[derive(Debug, Clone)]
+pub(crate) struct ValueParser {
+    pub(crate) null_markers: Vec<Vec<u8>>,
+    pub(crate) timestamp_formats: Vec<String>,
+    pub(crate) date_formats: Vec<String>,
+    pub(crate) integers_from_floats: bool,
+}
+
+/// Whether `dt` is a column type the CSV reader can produce.
+pub(crate) fn supported(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::Date32
+            | DataType::Timestamp(_, _)
+            | DataType::Decimal128(_, _)
+    )
+}
+
+impl ValueParser {
+    #[inline]
+    pub(crate) fn is_null(&self, v: &[u8]) -> bool {
+        self.null_markers.iter().any(|m| m.as_slice() == v)
+    }
+
+    pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+        match s.trim() {
+            t if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("t") || t == "1" => Some(true),
+            t if t.eq_ignore_ascii_case("false") || t.eq_ignore_ascii_case("f") || t == "0" => Some(false),
+            t if t.eq_ignore_ascii_case("yes") || t.eq_ignore_ascii_case("y") => Some(true),
+            t if t.eq_ignore_ascii_case("no") || t.eq_ignore_ascii_case("n") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// An integer, also accepting a whole number written as a float (`2.0`, `3e2`) when allowed.
+    #[inline]
+    fn parse_int<T>(&self, s: &str) -> Option<T::Native>
+    where
+        T: Parser,
+        T::Native: TryFrom<i64>,
+    {
+        if let Some(v) = T::parse(s) {
+            return Some(v);
+        }
+        if self.integers_from_floats {
+            let f: f64 = s.trim().parse().ok()?;
+            if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                return T::Native::try_from(f as i64).ok();
+            }
+        }
+        None
+    }
+
+    /// Microseconds since the epoch (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
+    /// text or any of the configured formats.
+    pub(crate) fn parse_timestamp_nanos(&self, s: &str) -> Option<i64> {
+        if let Ok(dt) = arrow_cast::parse::string_to_datetime(&chrono::Utc, s) {
+            return dt.timestamp_nanos_opt();
+        }
+        let t = s.trim();
+        self.timestamp_formats
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+            .and_then(|ndt| ndt.and_utc().timestamp_nanos_opt())
+    }
+
+    /// Days since the epoch from `YYYY-MM-DD` or any of the configured date formats.
+    pub(crate) fn parse_date(&self, s: &str) -> Option<i32> {
+        if let Some(d) = Date32Type::parse(s) {
+            return Some(d);
+        }
+        let t = s.trim();
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        self.date_formats
+            .iter()
+            .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
+            .and_then(|d| i32::try_from(d.signed_duration_since(epoch).num_days()).ok())
+    }
+}
+
+/// One bad value (or row) found while converting a chunk.
+#[derive(Debug, Clone)]
+pub(crate) struct Bad {
+    pub(crate) row: usize,
+    /// Field index in the record (orders the faults of one row), `usize::MAX` for whole-row faults.
+    pub(crate) field: usize,
+    /// The schema column to blame, when one is.
+    pub(crate) column: Option<String>,
+    pub(crate) value: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// Converts records into the columns of `schema`. `positions[i]` is the record field holding
+/// schema column `i`; `expected_fields` is the field count every record must have.
+pub(crate) struct ChunkConverter<'a> {
+    pub(crate) schema: &'a SchemaRef,
+    pub(crate) positions: &'a [usize],
+    pub(crate) expected_fields: usize,
+    pub(crate) values: &'a ValueParser,
+}
+
+impl ChunkConverter<'_> {
+    /// Builds a batch of every record of `chunk` (bad rows hold nulls) and lists the faults found,
+    /// sorted by row, at most one per row (the leftmost).
+    pub(crate) fn convert(
+        &self,
+        chunk: &RecordChunk,
+        faults: &mut Vec<Bad>,
+    ) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let rows = chunk.len();
+        faults.clear();
+        for row in 0..rows {
+            let n = chunk.field_count(row);
+            if n != self.expected_fields {
+                faults.push(Bad {
+                    row,
+                    field: usize::MAX,
+                    column: None,
+                    value: None,
+                    reason: format!("expected {} fields, found {n}", self.expected_fields),
+                });
+            }
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.positions.len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let col = ColumnCtx {
+                chunk,
+                idx: self.positions[i],
+                name: field.name(),
+                expected: self.expected_fields,
+                nullable: field.is_nullable(),
+            };
+            let array = self.column(&col, field.data_type(), faults);
+            columns.push(array);
+        }
+        if !faults.is_empty() {
+            // One fault per row: whole-row faults first, else the leftmost field.
+            faults.sort_by_key(|b| (b.row, if b.field == usize::MAX { 0 } else { b.field + 1 }));
+            faults.dedup_by_key(|b| b.row);
+        }
+        // Nulls in bad rows may break non-nullable fields; those rows are removed (reject) or end the
+        // read (fail) before anyone sees the batch, so build it without the nullability check.
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+        if faults.is_empty() {
+            RecordBatch::try_new_with_options(Arc::clone(self.schema), columns, &options)
+        } else {
+            let relaxed = Arc::new(arrow_schema::Schema::new(
+                self.schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ));
+            RecordBatch::try_new_with_options(relaxed, columns, &options)
+        }
+    }
+
+    fn column(&self, col: &ColumnCtx<'_>, dt: &DataType, faults: &mut Vec<Bad>) -> ArrayRef {
+        let v = self.values;
+        match dt {
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(col.chunk.len());
+                col.each(
+                    v,
+                    faults,
+                    "Boolean",
+                    |s| ValueParser::parse_bool(s),
+                    |x| match x {
+                        Some(x) => b.append_value(x),
+                        None => b.append_null(),
+                    },
+                );
+                Arc::new(b.finish()) as ArrayRef
+            }
+            DataType::Int8 => self.ints::<Int8Type>(col, faults, dt),
+            DataType::Int16 => self.ints::<Int16Type>(col, faults, dt),
+            DataType::Int32 => self.ints::<Int32Type>(col, faults, dt),
+            DataType::Int64 => self.ints::<Int64Type>(col, faults, dt),
+            DataType::UInt8 => self.ints::<UInt8Type>(col, faults, dt),
+            DataType::UInt16 => self.ints::<UInt16Type>(col, faults, dt),
+            DataType::UInt32 => self.ints::<UInt32Type>(col, faults, dt),
+            DataType::UInt64 => self.uints64(col, faults, dt),
+            DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, |s| Float32Type::parse(s)),
+            DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, |s| Float64Type::parse(s)),
+            DataType::Date32 => prim::<Date32Type>(col, v, faults, dt, |s| v.parse_date(s)),
+            DataType::Timestamp(unit, _) => {
+                let div = match unit {
+                    TimeUnit::Second => 1_000_000_000,
+                    TimeUnit::Millisecond => 1_000_000,
+                    TimeUnit::Microsecond => 1_000,
+                    TimeUnit::Nanosecond => 1,
+                };
+                let parse = |s: &str| v.parse_timestamp_nanos(s).map(|n| n.div_euclid(div));
+                match unit {
+                    TimeUnit::Second => prim::<TimestampSecondType>(col, v, faults, dt, parse),
+                    TimeUnit::Millisecond => prim::<TimestampMillisecondType>(col, v, faults, dt, parse),
+                    TimeUnit::Microsecond => prim::<TimestampMicrosecondType>(col, v, faults, dt, parse),
+                    TimeUnit::Nanosecond => prim::<TimestampNanosecondType>(col, v, faults, dt, parse),
+                }
+            }
+            DataType::Decimal128(p, s) => {
+                let (p, s) = (*p, *s);
+                let mut b = PrimitiveBuilder::<Decimal128Type>::with_capacity(col.chunk.len());
+                col.each(
+                    v,
+                    faults,
+                    &dt.to_string(),
+                    |t| arrow_cast::parse::parse_decimal::<Decimal128Type>(t.trim(), p, s).ok(),
+                    |x| b.append_option(x),
+                );
+                Arc::new(b.finish().with_precision_and_scale(p, s).expect("valid decimal type")) as ArrayRef
+            }
+            DataType::Utf8 => {
+                let mut b = StringBuilder::with_capacity(col.chunk.len(), col.chunk.len() * 8);
+                for row in 0..col.chunk.len() {
+                    let Some(raw) = col.get(row) else {
+                        b.append_null();
+                        continue;
+                    };
+                    if v.is_null(raw) {
+                        if !col.nullable {
+                            faults.push(col.bad(row, raw, "NULL in a non-nullable column".to_owned()));
+                        }
+                        b.append_null();
+                        continue;
+                    }
+                    match std::str::from_utf8(raw) {
+                        Ok(s) => b.append_value(s),
+                        Err(_) => {
+                            faults.push(col.bad(row, raw, "invalid UTF-8".to_owned()));
+                            b.append_null();
+                        }
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+            other => unreachable!("unsupported type {other} was rejected at open"),
+        }
+    }
+
+    fn ints<T>(&self, col: &ColumnCtx<'_>, faults: &mut Vec<Bad>, dt: &DataType) -> ArrayRef
+    where
+        T: Parser,
+        T::Native: TryFrom<i64>,
+    {
+        let v = self.values;
+        prim::<T>(col, v, faults, dt, |s| v.parse_int::<T>(s))
+    }
+
+    fn uints64(&self, col: &ColumnCtx<'_>, faults: &mut Vec<Bad>, dt: &DataType) -> ArrayRef {
+        let v = self.values;
+        prim::<UInt64Type>(col, v, faults, dt, |s| {
+            UInt64Type::parse(s).or_else(|| v.parse_int::<Int64Type>(s).and_then(|i| u64::try_from(i).ok()))
+        })
+    }
+}
+
+/// One column of one chunk.
+struct ColumnCtx<'a> {
+    chunk: &'a RecordChunk,
+    idx: usize,
+    name: &'a str,
+    expected: usize,
+    nullable: bool,
+}
+
+impl ColumnCtx<'_> {
+    /// The field's bytes, or `None` when the row is ragged (already a fault).
+    #[inline]
+    fn get(&self, row: usize) -> Option<&[u8]> {
+        (self.chunk.field_count(row) == self.expected).then(|| self.chunk.field(row, self.idx))
+    }
+
+    fn bad(&self, row: usize, raw: &[u8], reason: String) -> Bad {
+        Bad {
+            row,
+            field: self.idx,
+            column: Some(self.name.to_owned()),
+            value: Some(String::from_utf8_lossy(raw).into_owned()),
+            reason,
+        }
+    }
+
+    /// Parses every value of the column, handing `Some(value)`/`None` (null or bad) to `push`.
+    #[inline]
+    fn each<V>(
+        &self,
+        values: &ValueParser,
+        faults: &mut Vec<Bad>,
+        type_name: &str,
+        parse: impl Fn(&str) -> Option<V>,
+        mut push: impl FnMut(Option<V>),
+    ) {
+        for row in 0..self.chunk.len() {
+            let Some(raw) = self.get(row) else {
+                push(None);
+                continue;
+            };
+            if values.is_null(raw) {
+                if !self.nullable {
+                    faults.push(self.bad(row, raw, "NULL in a non-nullable column".to_owned()));
+                }
+                push(None);
+                continue;
+            }
+            let parsed = match std::str::from_utf8(raw) {
+                Ok(s) => parse(s).ok_or_else(|| format!("not a valid {type_name}")),
+                Err(_) => Err("invalid UTF-8".to_owned()),
+            };
+            match parsed {
+                Ok(x) => push(Some(x)),
+                Err(reason) => {
+                    faults.push(self.bad(row, raw, reason));
+                    push(None);
+                }
+            }
+        }
+    }
+}
+
+fn prim<T: ArrowPrimitiveType>(
+    col: &ColumnCtx<'_>,
+    values: &ValueParser,
+    faults: &mut Vec<Bad>,
+    dt: &DataType,
+    parse: impl Fn(&str) -> Option<T::Native>,
+) -> ArrayRef {
+    let mut b = PrimitiveBuilder::<T>::with_capacity(col.chunk.len());
+    let name = match dt {
+        DataType::Timestamp(..) => "timestamp".to_owned(),
+        DataType::Date32 => "date".to_owned(),
+        other => other.to_string(),
+    };
+    col.each(values, faults, &name, parse, |x| b.append_option(x));
+    Arc::new(b.finish().with_data_type(dt.clone())) as ArrayRef
+}
+
+/// A boolean mask keeping every row without a fault.
+pub(crate) fn keep_mask(rows: usize, faults: &[Bad]) -> BooleanArray {
+    let mut keep = vec![true; rows];
+    for b in faults {
+        keep[b.row] = false;
+    }
+    BooleanArray::from(keep)
+}

@@ -1,0 +1,517 @@
+//! [`CsvSource`]: reads CSV files into typed batches on a dedicated thread, with exact line numbers
+//! in every error and an optional reject output.
+
+mod convert;
+mod infer;
+mod records;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
+use etlkit_core::{BatchStream, Context, Rejected, Source};
+use futures::StreamExt;
+
+use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
+use self::infer::Guess;
+use self::records::{Dialect, RecordChunk, RecordReader, unterminated_quote};
+use crate::error::{Result, SourceError, into_core};
+use crate::input::Input;
+use crate::metrics::ReadMetrics;
+
+/// File extensions a directory listing picks up for CSV.
+pub const CSV_EXTENSIONS: &[&str] = &["csv", "tsv", "txt"];
+
+/// What to do with a bad row (ragged, unparseable value, invalid UTF-8, unterminated quote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// End the read with a [`SourceError::BadRow`] naming file, line, column and value. The default.
+    #[default]
+    Fail,
+    /// Send the row to [`Context::reject`] (file, line, column, value, reason, raw text) and go on.
+    Reject,
+}
+
+/// Configuration of a [`CsvSource`]. Build with `CsvSourceConfig { input, ..Default::default() }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvSourceConfig {
+    /// What to read: a file, a list, a directory (`.csv`/`.tsv`/`.txt` files, sorted) or a glob
+    /// (sorted). Default: an empty list (fails validation).
+    pub input: Input,
+    /// The first line of each file names the columns. Columns are matched to the schema by these
+    /// names, so files may order them differently. Default: `true`.
+    pub has_header: bool,
+    /// Field separator. Default: `b','`.
+    pub delimiter: u8,
+    /// Quote character; `None` turns quoting off. A doubled quote inside a quoted field is a literal
+    /// quote. Quoted fields may span lines. Default: `Some(b'"')`.
+    pub quote: Option<u8>,
+    /// Escape character inside quoted fields (e.g. `Some(b'\\')` for `\"`). Default: `None`.
+    pub escape: Option<u8>,
+    /// Field values that mean NULL, compared exactly (after unquoting). Default: `""`, `NA`, `NULL`,
+    /// `\N`.
+    pub null_markers: Vec<String>,
+    /// The schema of the output. Columns are taken by header name (so a subset of the file's columns
+    /// may be read), or by position without a header. `None` infers it from the first file.
+    /// Supported types: Boolean, Int8–64, UInt8–64, Float32/64, Utf8, Date32, Timestamp (any unit/tz)
+    /// and Decimal128. Default: `None`.
+    pub schema: Option<SchemaRef>,
+    /// Rows of the first file sampled for inference (Int64, Float64, Boolean, Date32,
+    /// Timestamp(µs), else Utf8; every column nullable). Default: 1000.
+    pub infer_rows: usize,
+    /// Timestamp formats (chrono `strftime` syntax) tried after ISO 8601 / RFC 3339 (which are always
+    /// accepted: `2024-01-02T03:04:05Z`, `2024-01-02 03:04:05.123`, `2024-01-02T03:04:05+02:00`).
+    /// Values without an offset are taken as UTC. Default: `%m/%d/%Y %H:%M:%S`,
+    /// `%m/%d/%Y %I:%M:%S %p`, `%m/%d/%Y %H:%M`, `%Y/%m/%d %H:%M:%S`, `%d.%m.%Y %H:%M:%S`.
+    pub timestamp_formats: Vec<String>,
+    /// Date formats tried after `YYYY-MM-DD`. Default: `%m/%d/%Y`, `%Y/%m/%d`, `%d.%m.%Y`.
+    pub date_formats: Vec<String>,
+    /// Accept whole numbers written as floats (`2.0`, as pandas writes integer columns holding NaN)
+    /// in integer columns. `2.5` is still an error. Default: `true`.
+    pub integers_from_floats: bool,
+    /// Name for header cells that are empty (pandas writes one for its index column): the prefix
+    /// followed by the 0-based column position, e.g. `unnamed_0`. Default: `"unnamed_"`.
+    pub unnamed_column_prefix: String,
+    /// Rows per batch; every batch but a file's last has exactly this many rows (fewer when rows were
+    /// rejected). Default: 8192.
+    pub batch_size: usize,
+    /// Parsed batches waiting for the consumer; memory is bounded by `channel_capacity + 1` batches
+    /// plus one being parsed. Default: 2.
+    pub channel_capacity: usize,
+    /// Fail on the first bad row, or reject bad rows and go on. Default: [`OnError::Fail`].
+    pub on_error: OnError,
+}
+
+impl Default for CsvSourceConfig {
+    fn default() -> Self {
+        CsvSourceConfig {
+            input: Input::List(Vec::new()),
+            has_header: true,
+            delimiter: b',',
+            quote: Some(b'"'),
+            escape: None,
+            null_markers: ["", "NA", "NULL", "\\N"].map(String::from).to_vec(),
+            schema: None,
+            infer_rows: 1000,
+            timestamp_formats: [
+                "%m/%d/%Y %H:%M:%S",
+                "%m/%d/%Y %I:%M:%S %p",
+                "%m/%d/%Y %H:%M",
+                "%Y/%m/%d %H:%M:%S",
+                "%d.%m.%Y %H:%M:%S",
+            ]
+            .map(String::from)
+            .to_vec(),
+            date_formats: ["%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y"].map(String::from).to_vec(),
+            integers_from_floats: true,
+            unnamed_column_prefix: "unnamed_".to_owned(),
+            batch_size: 8192,
+            channel_capacity: 2,
+            on_error: OnError::Fail,
+        }
+    }
+}
+
+impl CsvSourceConfig {
+    /// Checks every field; returns [`SourceError::InvalidConfig`] naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(SourceError::config("batch_size", "must be at least 1"));
+        }
+        if self.channel_capacity == 0 {
+            return Err(SourceError::config("channel_capacity", "must be at least 1"));
+        }
+        if self.schema.is_none() && self.infer_rows == 0 {
+            return Err(SourceError::config("infer_rows", "must be at least 1 when no schema is given"));
+        }
+        if matches!(self.delimiter, b'\n' | b'\r') {
+            return Err(SourceError::config("delimiter", "cannot be a line terminator"));
+        }
+        if let Some(q) = self.quote {
+            if matches!(q, b'\n' | b'\r') || q == self.delimiter {
+                return Err(SourceError::config("quote", "cannot be a line terminator or the delimiter"));
+            }
+        }
+        if let Some(e) = self.escape
+            && (matches!(e, b'\n' | b'\r') || e == self.delimiter)
+        {
+            return Err(SourceError::config("escape", "cannot be a line terminator or the delimiter"));
+        }
+        if self.has_header && self.unnamed_column_prefix.is_empty() {
+            return Err(SourceError::config("unnamed_column_prefix", "must not be empty"));
+        }
+        if let Some(schema) = &self.schema {
+            if schema.fields().is_empty() {
+                return Err(SourceError::config("schema", "has no columns"));
+            }
+            let mut seen = HashSet::new();
+            for f in schema.fields() {
+                if !supported(f.data_type()) {
+                    return Err(SourceError::config(
+                        "schema",
+                        format!("column `{}` has unsupported type {}", f.name(), f.data_type()),
+                    ));
+                }
+                if !seen.insert(f.name()) {
+                    return Err(SourceError::config("schema", format!("names column `{}` twice", f.name())));
+                }
+            }
+        }
+        for f in self.timestamp_formats.iter().chain(&self.date_formats) {
+            if chrono::format::StrftimeItems::new(f).any(|i| matches!(i, chrono::format::Item::Error)) {
+                return Err(SourceError::config("timestamp_formats", format!("`{f}` is not a valid format")));
+            }
+        }
+        if let Input::List(l) = &self.input
+            && l.is_empty()
+        {
+            return Err(SourceError::config("input", "names no file"));
+        }
+        Ok(())
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect { delimiter: self.delimiter, quote: self.quote, escape: self.escape }
+    }
+
+    fn value_parser(&self) -> ValueParser {
+        ValueParser {
+            null_markers: self.null_markers.iter().map(|m| m.as_bytes().to_vec()).collect(),
+            timestamp_formats: self.timestamp_formats.clone(),
+            date_formats: self.date_formats.clone(),
+            integers_from_floats: self.integers_from_floats,
+        }
+    }
+}
+
+/// A [`Source`] over CSV files, read one after another in order on a dedicated thread.
+///
+/// Opening reads the first file's header (and, without an explicit schema, samples `infer_rows`
+/// rows to infer the types). [`Source::total_rows`] is unknown (`None`) for CSV.
+#[derive(Debug)]
+pub struct CsvSource {
+    config: CsvSourceConfig,
+    files: Vec<PathBuf>,
+    schema: SchemaRef,
+    metrics: Arc<ReadMetrics>,
+    name: String,
+}
+
+impl CsvSource {
+    /// Validates `config`, lists the files and settles the schema.
+    pub fn open(config: CsvSourceConfig) -> Result<Self> {
+        config.validate()?;
+        let files = config.input.resolve(CSV_EXTENSIONS)?;
+        let schema = match &config.schema {
+            Some(s) => Arc::clone(s),
+            None => infer_schema(&config, &files[0])?,
+        };
+        let name = format!("csv:{}", config.input.describe());
+        Ok(CsvSource { config, files, schema, metrics: Arc::default(), name })
+    }
+
+    /// The files that will be read, in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// A handle on this reader's live counters (see [`ReadMetrics`]).
+    pub fn metrics(&self) -> Arc<ReadMetrics> {
+        Arc::clone(&self.metrics)
+    }
+}
+
+fn open_file(path: &Path, dialect: Dialect) -> Result<RecordReader<File>> {
+    let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+    Ok(RecordReader::new(file, dialect))
+}
+
+/// Reads the header record; `None` for an empty file.
+fn read_header(
+    config: &CsvSourceConfig,
+    path: &Path,
+    reader: &mut RecordReader<File>,
+) -> Result<Option<Vec<String>>> {
+    let mut chunk = RecordChunk::default();
+    if !reader.read_record(&mut chunk).map_err(|e| SourceError::io(path, e))? {
+        return Ok(None);
+    }
+    let mut names = Vec::with_capacity(chunk.field_count(0));
+    let mut seen = HashSet::new();
+    for i in 0..chunk.field_count(0) {
+        let raw = chunk.field(0, i);
+        let name = std::str::from_utf8(raw).map_err(|_| SourceError::Header {
+            path: path.to_owned(),
+            reason: format!("column {} name {:?} is not valid UTF-8", i + 1, String::from_utf8_lossy(raw)),
+        })?;
+        let name =
+            if name.is_empty() { format!("{}{i}", config.unnamed_column_prefix) } else { name.to_owned() };
+        if !seen.insert(name.clone()) {
+            return Err(SourceError::Header {
+                path: path.to_owned(),
+                reason: format!("column `{name}` appears twice"),
+            });
+        }
+        names.push(name);
+    }
+    Ok(Some(names))
+}
+
+fn infer_schema(config: &CsvSourceConfig, path: &Path) -> Result<SchemaRef> {
+    let mut reader = open_file(path, config.dialect())?;
+    let header = if config.has_header {
+        match read_header(config, path, &mut reader)? {
+            Some(h) => Some(h),
+            None => {
+                return Err(SourceError::Header { path: path.to_owned(), reason: "file is empty".into() });
+            }
+        }
+    } else {
+        None
+    };
+    let values = config.value_parser();
+    let mut chunk = RecordChunk::default();
+    reader.read_chunk(&mut chunk, config.infer_rows).map_err(|e| SourceError::io(path, e))?;
+    let width = match &header {
+        Some(h) => h.len(),
+        None if chunk.len() > 0 => chunk.field_count(0),
+        None => return Err(SourceError::Header { path: path.to_owned(), reason: "file is empty".into() }),
+    };
+    let mut guesses = vec![Guess::Empty; width];
+    for row in 0..chunk.len() {
+        if chunk.field_count(row) != width {
+            continue; // a ragged row is reported when it is read
+        }
+        for (i, g) in guesses.iter_mut().enumerate() {
+            let raw = chunk.field(row, i);
+            if !values.is_null(raw) {
+                *g = g.merge(Guess::of(&values, raw));
+            }
+        }
+    }
+    let names = header.unwrap_or_else(|| (1..=width).map(|i| format!("column_{i}")).collect());
+    let fields: Vec<Field> =
+        names.into_iter().zip(guesses).map(|(n, g)| Field::new(n, g.data_type(), true)).collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Everything the reading thread needs.
+struct Job {
+    config: CsvSourceConfig,
+    files: Vec<PathBuf>,
+    schema: SchemaRef,
+    values: ValueParser,
+    ctx: Context,
+    tx: async_channel::Sender<etlkit_core::Result<RecordBatch>>,
+    metrics: Arc<ReadMetrics>,
+    cancelled: Arc<AtomicBool>,
+    name: String,
+}
+
+impl Job {
+    fn run(&self) {
+        if let Err(e) = self.read_all() {
+            let _ = self.tx.send_blocking(Err(e));
+        }
+    }
+
+    fn read_all(&self) -> etlkit_core::Result<()> {
+        let mut chunk = RecordChunk::default();
+        let mut faults = Vec::new();
+        for path in &self.files {
+            if !self.read_file(path, &mut chunk, &mut faults)? {
+                return Ok(()); // consumer went away
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one file; `Ok(false)` when the consumer went away.
+    fn read_file(
+        &self,
+        path: &Path,
+        chunk: &mut RecordChunk,
+        faults: &mut Vec<Bad>,
+    ) -> etlkit_core::Result<bool> {
+        let err = |e: SourceError| into_core(&self.name, e);
+        let dialect = self.config.dialect();
+        let mut reader = open_file(path, dialect).map_err(err)?;
+        let (positions, expected_fields) = if self.config.has_header {
+            let Some(header) = read_header(&self.config, path, &mut reader).map_err(err)? else {
+                return Ok(true); // empty file: no rows
+            };
+            let mut positions = Vec::with_capacity(self.schema.fields().len());
+            for f in self.schema.fields() {
+                match header.iter().position(|h| h == f.name()) {
+                    Some(p) => positions.push(p),
+                    None => {
+                        return Err(err(SourceError::Header {
+                            path: path.to_owned(),
+                            reason: format!("column `{}` of the schema is not in the header", f.name()),
+                        }));
+                    }
+                }
+            }
+            (positions, header.len())
+        } else {
+            ((0..self.schema.fields().len()).collect(), self.schema.fields().len())
+        };
+        let converter = ChunkConverter {
+            schema: &self.schema,
+            positions: &positions,
+            expected_fields,
+            values: &self.values,
+        };
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            chunk.clear();
+            let n = reader
+                .read_chunk(chunk, self.config.batch_size)
+                .map_err(|e| err(SourceError::io(path, e)))?;
+            if n == 0 {
+                return Ok(true);
+            }
+            faults.clear();
+            let batch = converter
+                .convert(chunk, faults)
+                .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?;
+            // A record that ran into end of input inside quotes swallowed the rest of the file.
+            let last = n - 1;
+            if !chunk.raw(last).ends_with(b"\n")
+                && !chunk.raw(last).ends_with(b"\r")
+                && let Some(offset) = unterminated_quote(chunk.raw(last), reader.dialect())
+            {
+                faults.retain(|b| b.row != last);
+                faults.push(Bad {
+                    row: last,
+                    field: usize::MAX,
+                    column: None,
+                    value: None,
+                    reason: format!(
+                        "unterminated quoted field (opened on line {})",
+                        chunk.line(last) + offset
+                    ),
+                });
+            }
+            let batch = if faults.is_empty() {
+                batch
+            } else {
+                match self.config.on_error {
+                    OnError::Fail => return Err(err(bad_row(path, chunk, &faults[0]))),
+                    OnError::Reject => {
+                        for b in faults.iter() {
+                            let e = bad_row(path, chunk, b);
+                            let SourceError::BadRow { path, line, column, value, reason, raw } = e else {
+                                unreachable!("bad_row builds BadRow")
+                            };
+                            self.ctx.reject(Rejected {
+                                origin: path.display().to_string(),
+                                line: Some(line),
+                                column,
+                                value,
+                                reason,
+                                raw: Some(raw),
+                            })?;
+                        }
+                        let kept = arrow_select::filter::filter_record_batch(&batch, &keep_mask(n, faults))
+                            .and_then(|b| {
+                                RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
+                            })
+                            .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?;
+                        kept
+                    }
+                }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.metrics.enter();
+            if self.tx.send_blocking(Ok(batch)).is_err() {
+                self.metrics.leave();
+                return Ok(false);
+            }
+        }
+    }
+}
+
+fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> SourceError {
+    let line = if b.field == usize::MAX { chunk.line(b.row) } else { chunk.field_line(b.row, b.field) };
+    SourceError::BadRow {
+        path: path.to_owned(),
+        line,
+        column: b.column.clone(),
+        value: b.value.clone(),
+        reason: b.reason.clone(),
+        raw: chunk.raw_text(b.row),
+    }
+}
+
+/// Sets the cancel flag when the stream is dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Source for CsvSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
+        let this = *self;
+        let (tx, rx) = async_channel::bounded(this.config.channel_capacity);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::clone(&this.metrics);
+        let job = Job {
+            values: this.config.value_parser(),
+            config: this.config,
+            files: this.files,
+            schema: this.schema,
+            ctx,
+            tx,
+            metrics: Arc::clone(&metrics),
+            cancelled: Arc::clone(&cancelled),
+            name: this.name.clone(),
+        };
+        let spawned = std::thread::Builder::new().name("etlkit-csv".into()).spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+            if outcome.is_err() {
+                let e = SourceError::Internal("the CSV reader thread panicked".into());
+                let _ = job.tx.send_blocking(Err(into_core(&job.name, e)));
+            }
+        });
+        if let Err(e) = spawned {
+            let e = SourceError::Internal(format!("cannot start the CSV reader thread: {e}"));
+            return futures::stream::once(async move { Err(into_core(&this.name, e)) }).boxed();
+        }
+        let guard = CancelOnDrop(cancelled);
+        let mut failed = false;
+        rx.map(move |item| {
+            let _ = &guard;
+            if let Ok(b) = &item {
+                metrics.leave();
+                metrics.delivered(b.num_rows());
+            }
+            item
+        })
+        .take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            futures::future::ready(go)
+        })
+        .boxed()
+    }
+}

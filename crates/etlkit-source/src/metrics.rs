@@ -1,0 +1,54 @@
+//! [`ReadMetrics`]: live counters of a reader, shared with whoever holds a handle.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counters a reader updates while it runs. Get a handle with `metrics()` on a source before
+/// calling `into_stream`; it stays valid (and keeps the final values) after the stream ends.
+///
+/// `peak_in_flight` is the proof of bounded memory: for Parquet it counts row groups whose decoding
+/// has started but whose batches have not all been taken by the consumer (bounded by
+/// `max_row_groups_in_flight`); for CSV it counts batches parsed but not yet taken (bounded by
+/// `channel_capacity + 1`). Neither depends on the input size.
+#[derive(Debug, Default)]
+pub struct ReadMetrics {
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    batches: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl ReadMetrics {
+    /// The largest number of units (row groups or batches, see the type docs) held at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Units held right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Batches handed to the consumer so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Rows handed to the consumer so far (rejected rows are not counted here).
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivered(&self, rows: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}

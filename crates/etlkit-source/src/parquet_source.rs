@@ -1,0 +1,592 @@
+//! [`ParquetSource`]: reads Parquet files, decoding row groups in parallel with bounded memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_schema::{Field, Schema, SchemaRef};
+use etlkit_core::{BatchStream, Context, Source};
+use futures::StreamExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+
+use crate::error::{Result, SourceError, into_core};
+use crate::input::Input;
+use crate::metrics::ReadMetrics;
+
+/// File extensions a directory listing picks up for Parquet.
+pub const PARQUET_EXTENSIONS: &[&str] = &["parquet", "parq", "pq"];
+
+/// One of `count` disjoint parts of the input, by row group: part `index` (0-based) reads the row
+/// groups whose position in the global row-group list (all files, in order) is `index` modulo
+/// `count`. `count` processes with `index = 0..count` together read every row exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0..count`.
+    pub index: usize,
+    /// Number of parts, at least 1.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Part `index` of `count` (the `shard(k, n)` of the docs).
+    pub fn new(index: usize, count: usize) -> Self {
+        Shard { index, count }
+    }
+}
+
+/// Configuration of a [`ParquetSource`]. Build with `ParquetSourceConfig { input, ..Default::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetSourceConfig {
+    /// What to read: a file, a list, a directory (`.parquet`/`.parq`/`.pq` files, sorted) or a glob
+    /// (sorted). Default: an empty list (fails validation).
+    pub input: Input,
+    /// Rows per batch. A row group yields batches of exactly this many rows except its last one.
+    /// Default: 8192.
+    pub batch_size: usize,
+    /// Columns to read, by name, in this output order. `None` reads every column (the union over all
+    /// files, in first-seen order). Default: `None`.
+    pub columns: Option<Vec<String>>,
+    /// Decoder threads; row groups (of one or several files) are decoded in parallel on them.
+    /// Default: the number of CPUs.
+    pub workers: usize,
+    /// At most this many row groups are in flight at once (decoding, or decoded and waiting for the
+    /// consumer). Together with `batches_per_row_group` this bounds memory whatever the input size.
+    /// Default: `2 * workers` of the default, i.e. twice the number of CPUs.
+    pub max_row_groups_in_flight: usize,
+    /// Decoded batches buffered per in-flight row group before its decoder waits. Default: 2.
+    pub batches_per_row_group: usize,
+    /// `true`: batches come out in file and row-group order. `false`: whichever row group's batches
+    /// are ready first (faster when row groups differ in cost). Default: `true`.
+    pub preserve_order: bool,
+    /// Read only one part of the row groups (scale-out over several processes). Default: `None`
+    /// (everything).
+    pub shard: Option<Shard>,
+    /// When a file lacks a column that another file has, fill it with nulls (only for nullable
+    /// columns) instead of failing. Default: `false`.
+    pub allow_missing_columns: bool,
+}
+
+impl Default for ParquetSourceConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ParquetSourceConfig {
+            input: Input::List(Vec::new()),
+            batch_size: 8192,
+            columns: None,
+            workers: cpus,
+            max_row_groups_in_flight: 2 * cpus,
+            batches_per_row_group: 2,
+            preserve_order: true,
+            shard: None,
+            allow_missing_columns: false,
+        }
+    }
+}
+
+impl ParquetSourceConfig {
+    /// Checks every field; returns [`SourceError::InvalidConfig`] naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(SourceError::config("batch_size", "must be at least 1"));
+        }
+        if self.workers == 0 {
+            return Err(SourceError::config("workers", "must be at least 1"));
+        }
+        if self.max_row_groups_in_flight == 0 {
+            return Err(SourceError::config("max_row_groups_in_flight", "must be at least 1"));
+        }
+        if self.batches_per_row_group == 0 {
+            return Err(SourceError::config("batches_per_row_group", "must be at least 1"));
+        }
+        if let Some(s) = self.shard
+            && (s.count == 0 || s.index >= s.count)
+        {
+            return Err(SourceError::config(
+                "shard",
+                format!("index {} must be below count {} (count at least 1)", s.index, s.count),
+            ));
+        }
+        if let Some(cols) = &self.columns {
+            if cols.is_empty() {
+                return Err(SourceError::config("columns", "must name at least one column (or be None)"));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = cols.iter().find(|c| !seen.insert(c.as_str())) {
+                return Err(SourceError::config("columns", format!("names `{dup}` twice")));
+            }
+        }
+        if let Input::List(l) = &self.input
+            && l.is_empty()
+        {
+            return Err(SourceError::config("input", "names no file"));
+        }
+        Ok(())
+    }
+}
+
+/// How one file maps onto the output schema.
+#[derive(Debug)]
+struct FilePlan {
+    path: PathBuf,
+    metadata: ArrowReaderMetadata,
+    mask: ProjectionMask,
+    /// For each output column: its index in this file's projected batches, or `None` (fill nulls).
+    columns: Vec<Option<usize>>,
+}
+
+/// One unit of parallel work.
+#[derive(Debug, Clone, Copy)]
+struct RowGroupTask {
+    file: usize,
+    row_group: usize,
+}
+
+/// A [`Source`] over Parquet files. Reads the footers when opened (for the schema and
+/// [`Source::total_rows`]); decodes row groups on `workers` dedicated threads when streamed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use arrow_array::{Int64Array, RecordBatch};
+/// use etlkit_core::{Context, Source};
+/// use etlkit_source::{Input, ParquetSource, ParquetSourceConfig};
+/// use futures::StreamExt;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("ids.parquet");
+/// let batch = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(0..1000)) as _)])?;
+/// let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path)?, batch.schema(), None)?;
+/// w.write(&batch)?;
+/// w.close()?;
+///
+/// let config = ParquetSourceConfig { input: Input::File(path), batch_size: 300, ..Default::default() };
+/// let source = ParquetSource::open(config)?;
+/// assert_eq!(source.total_rows(), Some(1000));
+/// let batches: Vec<_> = futures::executor::block_on(Box::new(source).into_stream(Context::default()).collect());
+/// let rows: usize = batches.into_iter().map(|b| b.unwrap().num_rows()).sum();
+/// assert_eq!(rows, 1000);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ParquetSource {
+    config: ParquetSourceConfig,
+    schema: SchemaRef,
+    files: Vec<Arc<FilePlan>>,
+    tasks: Vec<RowGroupTask>,
+    total_rows: u64,
+    metrics: Arc<ReadMetrics>,
+    name: String,
+}
+
+impl ParquetSource {
+    /// Validates `config`, lists the files, reads every footer and reconciles the schemas.
+    ///
+    /// This does blocking file I/O (one footer per file); in async code with many files call it
+    /// from `spawn_blocking`.
+    pub fn open(config: ParquetSourceConfig) -> Result<Self> {
+        config.validate()?;
+        let paths = config.input.resolve(PARQUET_EXTENSIONS)?;
+        let mut metas = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+            let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                .map_err(|source| SourceError::Parquet { path: path.clone(), source })?;
+            metas.push(meta);
+        }
+        let (schema, plans) = reconcile(&config, paths, metas)?;
+        let files: Vec<Arc<FilePlan>> = plans.into_iter().map(Arc::new).collect();
+
+        let mut tasks = Vec::new();
+        let mut total_rows = 0u64;
+        let mut global = 0usize;
+        for (fi, plan) in files.iter().enumerate() {
+            for (ri, rg) in plan.metadata.metadata().row_groups().iter().enumerate() {
+                let mine = config.shard.is_none_or(|s| global % s.count == s.index);
+                global += 1;
+                if mine {
+                    tasks.push(RowGroupTask { file: fi, row_group: ri });
+                    total_rows += rg.num_rows() as u64;
+                }
+            }
+        }
+        let name = format!("parquet:{}", config.input.describe());
+        Ok(ParquetSource { config, schema, files, tasks, total_rows, metrics: Arc::default(), name })
+    }
+
+    /// The files that will be read, in order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// Number of row groups this source (or shard) will decode.
+    pub fn row_groups(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// A handle on this reader's live counters (see [`ReadMetrics`]).
+    pub fn metrics(&self) -> Arc<ReadMetrics> {
+        Arc::clone(&self.metrics)
+    }
+}
+
+/// Builds the output schema and each file's plan; fails on type conflicts and (unless allowed) on
+/// missing columns, naming both files and the column.
+fn reconcile(
+    config: &ParquetSourceConfig,
+    paths: Vec<PathBuf>,
+    metas: Vec<ArrowReaderMetadata>,
+) -> Result<(SchemaRef, Vec<FilePlan>)> {
+    // Where each column was first seen: (file index, field).
+    let mut first_seen: HashMap<String, (usize, Field)> = HashMap::new();
+    let mut union_order: Vec<String> = Vec::new();
+    for (fi, meta) in metas.iter().enumerate() {
+        for field in meta.schema().fields() {
+            match first_seen.get(field.name()) {
+                None => {
+                    first_seen.insert(field.name().clone(), (fi, field.as_ref().clone()));
+                    union_order.push(field.name().clone());
+                }
+                Some((first, f)) if f.data_type() != field.data_type() => {
+                    return Err(SourceError::TypeConflict {
+                        column: field.name().clone(),
+                        first_path: paths[*first].clone(),
+                        first_type: f.data_type().clone(),
+                        other_path: paths[fi].clone(),
+                        other_type: field.data_type().clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let wanted: Vec<String> = match &config.columns {
+        Some(cols) => {
+            if let Some(missing) = cols.iter().find(|c| !first_seen.contains_key(c.as_str())) {
+                return Err(SourceError::ColumnNotFound { column: missing.clone(), path: paths[0].clone() });
+            }
+            cols.clone()
+        }
+        None => union_order,
+    };
+
+    let mut out_fields = Vec::with_capacity(wanted.len());
+    let mut plans = Vec::with_capacity(paths.len());
+    let mut nullable = vec![false; wanted.len()];
+    let mut per_file_roots: Vec<Vec<Option<usize>>> = Vec::with_capacity(paths.len());
+    for (fi, meta) in metas.iter().enumerate() {
+        let file_schema = meta.schema();
+        let mut roots = Vec::with_capacity(wanted.len());
+        for (ci, name) in wanted.iter().enumerate() {
+            let (first, reference) = &first_seen[name];
+            match file_schema.index_of(name) {
+                Ok(idx) => {
+                    nullable[ci] |= file_schema.field(idx).is_nullable();
+                    roots.push(Some(idx));
+                }
+                Err(_) => {
+                    if !(config.allow_missing_columns && reference.is_nullable()) {
+                        return Err(SourceError::MissingColumn {
+                            column: name.clone(),
+                            present_in: paths[*first].clone(),
+                            missing_in: paths[fi].clone(),
+                            nullable: reference.is_nullable(),
+                        });
+                    }
+                    nullable[ci] = true;
+                    roots.push(None);
+                }
+            }
+        }
+        per_file_roots.push(roots);
+    }
+    for (ci, name) in wanted.iter().enumerate() {
+        let reference = &first_seen[name].1;
+        out_fields.push(reference.clone().with_nullable(nullable[ci]));
+    }
+    let schema = Arc::new(Schema::new(out_fields));
+
+    for ((path, meta), roots) in paths.into_iter().zip(metas).zip(per_file_roots) {
+        let mut selected: Vec<usize> = roots.iter().flatten().copied().collect();
+        selected.sort_unstable();
+        let mask = ProjectionMask::roots(meta.parquet_schema(), selected.iter().copied());
+        let columns = roots
+            .iter()
+            .map(|r| r.map(|root| selected.binary_search(&root).expect("selected root")))
+            .collect();
+        plans.push(FilePlan { path, metadata: meta, mask, columns });
+    }
+    Ok((schema, plans))
+}
+
+/// What a decoder thread sends for one row group.
+enum Msg {
+    Batch(RecordBatch),
+    Err(SourceError),
+    /// The row group is finished (only sent in first-finished mode).
+    Done,
+}
+
+struct Job {
+    task: RowGroupTask,
+    tx: async_channel::Sender<Msg>,
+}
+
+struct Shared {
+    files: Vec<Arc<FilePlan>>,
+    schema: SchemaRef,
+    batch_size: usize,
+    cancelled: AtomicBool,
+    /// In first-finished mode, workers send `Done` after each row group.
+    send_done: bool,
+}
+
+impl Shared {
+    /// Decodes one row group, sending its batches; returns early when the consumer went away.
+    fn decode(&self, job: &Job) {
+        let plan = &self.files[job.task.file];
+        let result = (|| -> Result<()> {
+            let file = File::open(&plan.path).map_err(|e| SourceError::io(&plan.path, e))?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plan.metadata.clone())
+                .with_projection(plan.mask.clone())
+                .with_row_groups(vec![job.task.row_group])
+                .with_batch_size(self.batch_size)
+                .build()
+                .map_err(|source| SourceError::Parquet { path: plan.path.clone(), source })?;
+            for batch in reader {
+                if self.cancelled.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
+                let batch = self.adapt(plan, batch)?;
+                if job.tx.send_blocking(Msg::Batch(batch)).is_err() {
+                    return Ok(()); // consumer gone
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = job.tx.send_blocking(Msg::Err(e));
+        }
+        if self.send_done {
+            let _ = job.tx.send_blocking(Msg::Done);
+        }
+    }
+
+    /// Reorders a file's projected batch into the output schema, filling absent columns with nulls.
+    fn adapt(&self, plan: &FilePlan, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let columns: Vec<ArrayRef> = plan
+            .columns
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(src, field)| match src {
+                Some(i) => Arc::clone(batch.column(*i)),
+                None => new_null_array(field.data_type(), rows),
+            })
+            .collect();
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })
+    }
+}
+
+/// The consumer side: submits row groups as in-flight slots free up and yields their batches.
+struct Reader {
+    shared: Arc<Shared>,
+    metrics: Arc<ReadMetrics>,
+    tasks: std::vec::IntoIter<RowGroupTask>,
+    work_tx: async_channel::Sender<Job>,
+    max_in_flight: usize,
+    per_row_group: usize,
+    /// Ordered mode: receivers of in-flight row groups, in order.
+    ordered: Option<VecDeque<async_channel::Receiver<Msg>>>,
+    /// First-finished mode: one channel for all row groups, and the number in flight.
+    unordered: Option<(async_channel::Sender<Msg>, async_channel::Receiver<Msg>)>,
+    unordered_in_flight: usize,
+    done: bool,
+    name: String,
+    _threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+        self.work_tx.close();
+        if let Some(q) = &self.ordered {
+            for rx in q {
+                rx.close();
+            }
+        }
+        if let Some((_, rx)) = &self.unordered {
+            rx.close();
+        }
+    }
+}
+
+impl Reader {
+    /// Submits row groups until `max_in_flight` are in flight or none are left.
+    fn top_up(&mut self) {
+        loop {
+            let in_flight = match &self.ordered {
+                Some(q) => q.len(),
+                None => self.unordered_in_flight,
+            };
+            if in_flight >= self.max_in_flight {
+                return;
+            }
+            let Some(task) = self.tasks.next() else {
+                self.work_tx.close(); // workers exit once the queue drains
+                return;
+            };
+            let tx = match (&mut self.ordered, &self.unordered) {
+                (Some(q), _) => {
+                    let (tx, rx) = async_channel::bounded(self.per_row_group);
+                    q.push_back(rx);
+                    tx
+                }
+                (None, Some((tx, _))) => {
+                    self.unordered_in_flight += 1;
+                    tx.clone()
+                }
+                (None, None) => unreachable!("reader has a mode"),
+            };
+            self.metrics.enter();
+            // The work queue is unbounded; its length is bounded by `max_in_flight`.
+            if self.work_tx.try_send(Job { task, tx }).is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<etlkit_core::Result<RecordBatch>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            self.top_up();
+            let msg = if let Some(q) = &mut self.ordered {
+                let Some(front) = q.front() else {
+                    self.done = true;
+                    return None;
+                };
+                match front.recv().await {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        // Row group finished and fully consumed.
+                        q.pop_front();
+                        self.metrics.leave();
+                        continue;
+                    }
+                }
+            } else {
+                if self.unordered_in_flight == 0 {
+                    self.done = true;
+                    return None;
+                }
+                let (_, rx) = self.unordered.as_ref().expect("unordered mode");
+                match rx.recv().await {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        self.done = true;
+                        return Some(Err(into_core(
+                            &self.name,
+                            SourceError::Internal("decoder threads vanished".into()),
+                        )));
+                    }
+                }
+            };
+            match msg {
+                Msg::Batch(b) => {
+                    self.metrics.delivered(b.num_rows());
+                    return Some(Ok(b));
+                }
+                Msg::Done => {
+                    self.unordered_in_flight -= 1;
+                    self.metrics.leave();
+                }
+                Msg::Err(e) => {
+                    self.done = true;
+                    self.shared.cancelled.store(true, Ordering::Relaxed);
+                    return Some(Err(into_core(&self.name, e)));
+                }
+            }
+        }
+    }
+}
+
+impl Source for ParquetSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.total_rows)
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn into_stream(self: Box<Self>, _ctx: Context) -> BatchStream {
+        let this = *self;
+        let config = this.config;
+        let shared = Arc::new(Shared {
+            files: this.files,
+            schema: this.schema,
+            batch_size: config.batch_size,
+            cancelled: AtomicBool::new(false),
+            send_done: !config.preserve_order,
+        });
+        let (work_tx, work_rx) = async_channel::unbounded::<Job>();
+        let threads = config.workers.min(this.tasks.len().max(1));
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = Arc::clone(&shared);
+            let work_rx = work_rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("etlkit-parquet-{i}")).spawn(move || {
+                while let Ok(job) = work_rx.recv_blocking() {
+                    if shared.cancelled.load(Ordering::Relaxed) {
+                        continue; // drain without work so senders drop
+                    }
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.decode(&job)));
+                    if outcome.is_err() {
+                        let err = SourceError::Internal("a Parquet decoder thread panicked".into());
+                        let _ = job.tx.send_blocking(Msg::Err(err));
+                        if shared.send_done {
+                            let _ = job.tx.send_blocking(Msg::Done);
+                        }
+                    }
+                }
+            });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    let err = SourceError::Internal(format!("cannot start decoder thread: {e}"));
+                    return futures::stream::once(async move { Err(into_core(&this.name, err)) }).boxed();
+                }
+            }
+        }
+        let cap = config.max_row_groups_in_flight * config.batches_per_row_group;
+        let reader = Reader {
+            shared,
+            metrics: this.metrics,
+            tasks: this.tasks.into_iter(),
+            work_tx,
+            max_in_flight: config.max_row_groups_in_flight,
+            per_row_group: config.batches_per_row_group,
+            ordered: config.preserve_order.then(VecDeque::new),
+            unordered: (!config.preserve_order).then(|| async_channel::bounded(cap)),
+            unordered_in_flight: 0,
+            done: false,
+            name: this.name,
+            _threads: handles,
+        };
+        futures::stream::unfold(reader, |mut r| async move { r.next().await.map(|item| (item, r)) }).boxed()
+    }
+}

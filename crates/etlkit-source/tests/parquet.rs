@@ -1,0 +1,335 @@
+//! ParquetSource: inputs, batch size, projection, parallel bounded decode, order, shards, schema
+//! reconciliation, footer row counts, cancellation. Every file is written by the test into a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use etlkit_core::{Context, Source};
+use etlkit_source::{Input, ParquetSource, ParquetSourceConfig, Shard, SourceError};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+/// Writes `batch` to `path` in row groups of `rg_rows` rows.
+fn write(path: &Path, batch: &RecordBatch, rg_rows: usize) {
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(rg_rows)).build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// `id` (Int64, not null) from `start`, `name` (Utf8), `v` (Int32).
+fn ids(start: i64, n: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("v", DataType::Int32, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(start..start + n)),
+        Arc::new(StringArray::from_iter_values((start..start + n).map(|i| format!("n{i}")))),
+        Arc::new(Int32Array::from_iter_values((start..start + n).map(|i| (i * 2) as i32))),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn config(input: Input) -> ParquetSourceConfig {
+    ParquetSourceConfig { input, workers: 2, max_row_groups_in_flight: 4, ..Default::default() }
+}
+
+fn read(source: ParquetSource) -> Vec<RecordBatch> {
+    let schema = source.schema();
+    let out: Vec<_> = futures::executor::block_on(Box::new(source).into_stream(Context::default()).collect());
+    out.into_iter()
+        .map(|r| {
+            let b = r.unwrap();
+            assert_eq!(b.schema(), schema, "every batch has the source schema");
+            b
+        })
+        .collect()
+}
+
+fn id_column(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+fn open_err(cfg: ParquetSourceConfig) -> SourceError {
+    ParquetSource::open(cfg).expect_err("open must fail")
+}
+
+#[test]
+fn one_file_batch_size_and_total_rows_from_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parquet");
+    write(&path, &ids(0, 3500), 1000);
+    let cfg = ParquetSourceConfig { batch_size: 300, ..config(Input::File(path)) };
+    let source = ParquetSource::open(cfg).unwrap();
+    assert_eq!(source.total_rows(), Some(3500));
+    assert_eq!(source.row_groups(), 4);
+    let batches = read(source);
+    let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+    // Row groups of 1000, 1000, 1000, 500 rows, each cut into batches of 300.
+    let per_rg = |n: usize| {
+        let mut v = vec![300; n / 300];
+        if n % 300 > 0 {
+            v.push(n % 300);
+        }
+        v
+    };
+    let expected: Vec<usize> = [1000, 1000, 1000, 500].into_iter().flat_map(per_rg).collect();
+    assert_eq!(sizes, expected);
+    assert_eq!(id_column(&batches), (0..3500).collect::<Vec<_>>());
+    let names = batches[0].column_by_name("name").unwrap().as_string::<i32>();
+    assert_eq!(names.value(7), "n7");
+}
+
+#[test]
+fn list_directory_and_glob_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written out of name order to prove sorting; a non-Parquet and a hidden file are ignored.
+    write(&dir.path().join("b.parquet"), &ids(100, 100), 64);
+    write(&dir.path().join("a.parquet"), &ids(0, 100), 64);
+    write(&dir.path().join("c.PARQUET"), &ids(200, 100), 64);
+    std::fs::write(dir.path().join("notes.txt"), "not parquet").unwrap();
+    std::fs::write(dir.path().join("_SUCCESS"), "").unwrap();
+    let all: Vec<i64> = (0..300).collect();
+
+    let from_dir = read(ParquetSource::open(config(Input::Dir(dir.path().to_owned()))).unwrap());
+    assert_eq!(id_column(&from_dir), all);
+
+    let pattern = format!("{}/*.parquet", dir.path().display());
+    let from_glob = ParquetSource::open(config(Input::parse(&pattern))).unwrap();
+    assert_eq!(from_glob.files().len(), 2, "glob is case-sensitive: c.PARQUET does not match");
+    assert_eq!(id_column(&read(from_glob)), (0..200).collect::<Vec<_>>());
+
+    // A list keeps the caller's order.
+    let list: Vec<PathBuf> = ["c.PARQUET", "a.parquet"].iter().map(|n| dir.path().join(n)).collect();
+    let from_list = read(ParquetSource::open(config(Input::List(list))).unwrap());
+    let expected: Vec<i64> = (200..300).chain(0..100).collect();
+    assert_eq!(id_column(&from_list), expected);
+
+    let none = format!("{}/*.nothing", dir.path().display());
+    assert!(matches!(open_err(config(Input::parse(&none))), SourceError::NoFiles { .. }));
+}
+
+#[test]
+fn projection_by_name_in_requested_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parquet");
+    write(&path, &ids(0, 50), 20);
+    let cfg = ParquetSourceConfig {
+        columns: Some(vec!["v".into(), "id".into()]),
+        ..config(Input::File(path.clone()))
+    };
+    let source = ParquetSource::open(cfg).unwrap();
+    let names: Vec<String> = source.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["v", "id"]);
+    let batches = read(source);
+    assert_eq!(batches[0].num_columns(), 2);
+    let v = batches[0].column(0).as_primitive::<arrow_array::types::Int32Type>();
+    assert_eq!(v.value(5), 10);
+    assert_eq!(id_column(&batches), (0..50).collect::<Vec<_>>());
+
+    let cfg = ParquetSourceConfig { columns: Some(vec!["nope".into()]), ..config(Input::File(path.clone())) };
+    match open_err(cfg) {
+        SourceError::ColumnNotFound { column, path: p } => {
+            assert_eq!(column, "nope");
+            assert_eq!(p, path);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn parallel_decode_keeps_row_groups_in_flight_bounded_in_both_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.parquet"), &ids(0, 2000), 50); // 40 row groups
+    write(&dir.path().join("b.parquet"), &ids(2000, 1000), 50); // 20 more
+    for preserve_order in [true, false] {
+        for bound in [1, 3] {
+            let cfg = ParquetSourceConfig {
+                workers: 2,
+                max_row_groups_in_flight: bound,
+                batches_per_row_group: 1,
+                batch_size: 16,
+                preserve_order,
+                ..config(Input::Dir(dir.path().to_owned()))
+            };
+            let source = ParquetSource::open(cfg).unwrap();
+            let metrics = source.metrics();
+            let mut got = id_column(&read(source));
+            assert!(metrics.peak_in_flight() <= bound, "peak {} > bound {bound}", metrics.peak_in_flight());
+            assert!(metrics.peak_in_flight() >= 1);
+            assert_eq!(metrics.in_flight(), 0);
+            assert_eq!(metrics.rows(), 3000);
+            if preserve_order {
+                assert_eq!(got, (0..3000).collect::<Vec<_>>(), "file and row-group order kept");
+            } else {
+                got.sort_unstable();
+                assert_eq!(got, (0..3000).collect::<Vec<_>>(), "every row exactly once");
+            }
+        }
+    }
+}
+
+#[test]
+fn shards_are_disjoint_and_cover_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.parquet"), &ids(0, 700), 100);
+    write(&dir.path().join("b.parquet"), &ids(700, 300), 100);
+    let mut all = Vec::new();
+    let mut total = 0;
+    for k in 0..3 {
+        let cfg = ParquetSourceConfig {
+            shard: Some(Shard::new(k, 3)),
+            ..config(Input::Dir(dir.path().to_owned()))
+        };
+        let source = ParquetSource::open(cfg).unwrap();
+        let expected_rgs = (0..10).filter(|i| i % 3 == k).count();
+        assert_eq!(source.row_groups(), expected_rgs);
+        total += source.total_rows().unwrap();
+        let got = id_column(&read(source));
+        assert_eq!(got.len(), expected_rgs * 100);
+        all.extend(got);
+    }
+    assert_eq!(total, 1000);
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<_>>());
+
+    let bad =
+        ParquetSourceConfig { shard: Some(Shard::new(3, 3)), ..config(Input::Dir(dir.path().to_owned())) };
+    assert!(matches!(open_err(bad), SourceError::InvalidConfig { field: "shard", .. }));
+}
+
+#[test]
+fn schema_reconciliation_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.parquet");
+    write(&a, &ids(0, 10), 100);
+    // b: same columns, other order.
+    let b_batch = ids(10, 10);
+    let b_batch = b_batch.project(&[2, 0, 1]).unwrap();
+    let b = dir.path().join("b.parquet");
+    write(&b, &b_batch, 100);
+    let batches = read(ParquetSource::open(config(Input::List(vec![a.clone(), b.clone()]))).unwrap());
+    assert_eq!(id_column(&batches), (0..20).collect::<Vec<_>>());
+    let v: Vec<i32> = batches
+        .iter()
+        .flat_map(|b| b.column(2).as_primitive::<arrow_array::types::Int32Type>().values().to_vec())
+        .collect();
+    assert_eq!(v, (0..20).map(|i| i * 2).collect::<Vec<_>>(), "columns matched by name");
+
+    // c lacks the nullable column `name`.
+    let c = dir.path().join("c.parquet");
+    write(&c, &ids(20, 10).project(&[0, 2]).unwrap(), 100);
+    match open_err(config(Input::List(vec![a.clone(), c.clone()]))) {
+        SourceError::MissingColumn { column, present_in, missing_in, nullable } => {
+            assert_eq!(
+                (column.as_str(), present_in, missing_in, nullable),
+                ("name", a.clone(), c.clone(), true)
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let allowed = ParquetSourceConfig {
+        allow_missing_columns: true,
+        ..config(Input::List(vec![a.clone(), c.clone()]))
+    };
+    let batches = read(ParquetSource::open(allowed).unwrap());
+    assert_eq!(id_column(&batches), (0..10).chain(20..30).collect::<Vec<_>>());
+    let last = batches.last().unwrap();
+    assert_eq!(last.column_by_name("name").unwrap().null_count(), last.num_rows());
+
+    // d lacks the non-nullable column `id`: never filled.
+    let d = dir.path().join("d.parquet");
+    write(&d, &ids(0, 10).project(&[1, 2]).unwrap(), 100);
+    let cfg = ParquetSourceConfig {
+        allow_missing_columns: true,
+        ..config(Input::List(vec![a.clone(), d.clone()]))
+    };
+    match open_err(cfg) {
+        SourceError::MissingColumn { column, nullable, .. } => {
+            assert_eq!((column.as_str(), nullable), ("id", false))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // e has `v` as Utf8: a conflict naming both files and the column.
+    let e = dir.path().join("e.parquet");
+    let e_batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("name", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ("v", Arc::new(StringArray::from(vec!["2"])) as ArrayRef),
+    ])
+    .unwrap();
+    write(&e, &e_batch, 100);
+    let err = open_err(config(Input::List(vec![a.clone(), e.clone()])));
+    let msg = err.to_string();
+    match err {
+        SourceError::TypeConflict { column, first_path, other_path, first_type, other_type } => {
+            assert_eq!(column, "v");
+            assert_eq!((first_path, other_path), (a.clone(), e.clone()));
+            assert_eq!((first_type, other_type), (DataType::Int32, DataType::Utf8));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(msg.contains("a.parquet") && msg.contains("e.parquet") && msg.contains("`v`"), "{msg}");
+}
+
+#[test]
+fn corrupt_file_error_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.parquet");
+    std::fs::write(&path, b"this is not a parquet file at all").unwrap();
+    let err = open_err(config(Input::File(path.clone())));
+    assert!(matches!(&err, SourceError::Parquet { path: p, .. } if *p == path), "{err:?}");
+    assert!(!err.is_retryable());
+    let core: etlkit_core::Error = err.into();
+    assert!(core.find_source::<SourceError>().is_some(), "source chain kept");
+}
+
+#[test]
+fn dropping_the_stream_stops_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.parquet"), &ids(0, 5000), 100);
+    let cfg = ParquetSourceConfig {
+        batch_size: 10,
+        max_row_groups_in_flight: 2,
+        batches_per_row_group: 1,
+        ..config(Input::Dir(dir.path().to_owned()))
+    };
+    let source = ParquetSource::open(cfg).unwrap();
+    let metrics = source.metrics();
+    let mut stream = Box::new(source).into_stream(Context::default());
+    let first = futures::executor::block_on(stream.next()).unwrap().unwrap();
+    assert_eq!(first.num_rows(), 10);
+    drop(stream);
+    assert_eq!(metrics.rows(), 10);
+    assert!(metrics.peak_in_flight() <= 2);
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    let ok = config(Input::File("x.parquet".into()));
+    for (cfg, field) in [
+        (ParquetSourceConfig { batch_size: 0, ..ok.clone() }, "batch_size"),
+        (ParquetSourceConfig { workers: 0, ..ok.clone() }, "workers"),
+        (ParquetSourceConfig { max_row_groups_in_flight: 0, ..ok.clone() }, "max_row_groups_in_flight"),
+        (ParquetSourceConfig { batches_per_row_group: 0, ..ok.clone() }, "batches_per_row_group"),
+        (ParquetSourceConfig { columns: Some(vec!["a".into(), "a".into()]), ..ok.clone() }, "columns"),
+        (ParquetSourceConfig { input: Input::List(vec![]), ..ok.clone() }, "input"),
+    ] {
+        match cfg.validate() {
+            Err(SourceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
