@@ -1,0 +1,123 @@
+//! Dedup: within and across batches, concurrent callers, precomputed hash columns, seeding, and the
+//! count reaching LoadStats through a real pipeline run.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::*;
+use etlkit_core::{Context, MemorySink, MemorySource, Pipeline, PipelineConfig, Transform};
+use etlkit_hash::{Algorithm, Dedup, DedupConfig, HashFormat, RowHashConfig, RowHashTransform, RowHasher};
+
+/// Rows `keys` as (k, name) with name derived from k, so equal keys are equal rows.
+fn batch(keys: impl IntoIterator<Item = i64>) -> RecordBatch {
+    let keys: Vec<i64> = keys.into_iter().collect();
+    RecordBatch::try_from_iter([
+        ("k", Arc::new(Int64Array::from(keys.clone())) as ArrayRef),
+        ("name", Arc::new(StringArray::from_iter_values(keys.iter().map(|k| format!("n{}", k % 1000))))),
+    ])
+    .unwrap()
+}
+
+fn keys(b: &RecordBatch) -> Vec<i64> {
+    b.column(0).as_primitive::<arrow_array::types::Int64Type>().values().to_vec()
+}
+
+#[test]
+fn drops_repeats_within_and_across_batches_keeping_first_occurrence() {
+    let d = Dedup::new(DedupConfig::default()).unwrap();
+    let ctx = Context::default();
+    let out = d.apply(batch([5, 1, 5, 2, 1, 5]), &ctx).unwrap();
+    assert_eq!(keys(&out[0]), [5, 1, 2]);
+    let out = d.apply(batch([2, 3, 5, 3]), &ctx).unwrap();
+    assert_eq!(keys(&out[0]), [3]);
+    assert!(d.apply(batch([1, 2, 3]), &ctx).unwrap().is_empty()); // all seen: no batch
+    assert_eq!(ctx.deduplicated(), 3 + 3 + 3);
+    assert_eq!(d.distinct(), 4);
+    // only the configured columns define a duplicate
+    let by_name = Dedup::new(DedupConfig { columns: vec!["name".into()], ..Default::default() }).unwrap();
+    let out = by_name.apply(batch([1, 1001, 2]), &ctx).unwrap(); // n1, n1, n2
+    assert_eq!(keys(&out[0]), [1, 2]);
+}
+
+#[test]
+fn concurrent_callers_keep_each_distinct_row_exactly_once() {
+    for shards in [1, 64] {
+        let d =
+            Dedup::new(DedupConfig { shards, algorithm: Algorithm::Blake3, ..Default::default() }).unwrap();
+        let ctx = Context::default();
+        // 4 threads × 20 batches of 500 rows drawn from 3000 distinct keys, heavily overlapping.
+        let kept: Vec<Vec<i64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (d, ctx) = (&d, &ctx);
+                    s.spawn(move || {
+                        let mut kept = Vec::new();
+                        for b in 0..20 {
+                            let ks = (0..500).map(|i| ((t * 7919 + b * 104_729 + i * 31) % 3000) as i64);
+                            for out in d.apply(batch(ks), ctx).unwrap() {
+                                kept.extend(keys(&out));
+                            }
+                        }
+                        kept
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<i64> = kept.into_iter().flatten().collect();
+        let total_kept = all.len() as u64;
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len() as u64, total_kept, "a row was kept twice (shards = {shards})");
+        assert_eq!(total_kept + ctx.deduplicated(), 4 * 20 * 500);
+        assert_eq!(d.distinct() as u64, total_kept);
+    }
+}
+
+#[test]
+fn uses_precomputed_hash_column_and_seeded_digests() {
+    let ctx = Context::default();
+    let first = batch([1, 2, 3]);
+    for format in [HashFormat::Binary, HashFormat::Hex] {
+        let add = RowHashTransform::new(RowHashConfig { format, ..Default::default() }).unwrap();
+        let d =
+            Dedup::new(DedupConfig { hash_column: Some("row_hash".into()), ..Default::default() }).unwrap();
+        // Seed with the digests of rows loaded by an "earlier run".
+        let earlier = RowHasher::all_columns(Algorithm::Sha256).hash_batch(&first).unwrap();
+        assert_eq!(d.seed((0..3).map(|i| earlier.value(i).try_into().unwrap())), 3);
+        let hashed = add.apply(batch([3, 4, 1, 4]), &ctx).unwrap().remove(0);
+        let out = d.apply(hashed, &ctx).unwrap();
+        assert_eq!(keys(&out[0]), [4]);
+    }
+    assert_eq!(ctx.deduplicated(), 2 * 3);
+    // a hash column of the wrong type is refused up front
+    let d = Dedup::new(DedupConfig { hash_column: Some("k".into()), ..Default::default() }).unwrap();
+    assert!(d.output_schema(&first.schema()).is_err());
+    assert!(d.apply(first, &ctx).is_err());
+    assert!(Dedup::new(DedupConfig { shards: 3, ..Default::default() }).is_err());
+}
+
+#[test]
+fn pipeline_counts_duplicates_in_load_stats() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let batches = vec![batch(0..1000), batch((500..1500).chain(0..10))];
+    let source = MemorySource::new(batches[0].schema(), batches).unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let config = PipelineConfig { batch_size: 256, transform_concurrency: 2, ..Default::default() };
+    let stats = rt
+        .block_on(
+            Pipeline::new(source, sink.clone())
+                .transform(RowHashTransform::new(RowHashConfig::default()).unwrap())
+                .transform(
+                    Dedup::new(DedupConfig { hash_column: Some("row_hash".into()), ..Default::default() })
+                        .unwrap(),
+                )
+                .config(config)
+                .run(),
+        )
+        .unwrap();
+    assert_eq!(stats.rows_read, 2010);
+    assert_eq!(stats.rows_deduplicated, 510);
+    assert_eq!(stats.rows_written, 1500);
+    assert_eq!(sink.committed_rows(), 1500);
+}
