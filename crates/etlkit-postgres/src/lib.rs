@@ -1,4 +1,64 @@
 //! # etlkit-postgres
 //!
-//! PostgreSQL for etlkit: a binary-COPY sink, staged upserts, a COPY source and replication, built on
-//! sqlx. (The sink arrives with issue 5; this crate currently exposes nothing.)
+//! PostgreSQL for etlkit, built on sqlx: [`PgCopySink`] loads Arrow batches by binary `COPY`
+//! (append, truncate-and-load, or staged upsert), and [`PgSource`] streams a table or query out
+//! with `COPY (query) TO STDOUT (FORMAT binary)`.
+//!
+//! - Column types come from the target table's catalog; each Arrow column is cast to its column's
+//!   type and checked (an `Int64` going into `integer` that does not fit fails with the row, the
+//!   column and the value). Encoding uses [`pgpq`](https://crates.io/crates/pgpq).
+//! - Every identifier is quoted ([`quote_ident`]); values travel only in COPY data or bind
+//!   parameters; passwords never appear in `Debug` output or logs ([`DatabaseUrl`]).
+//! - Commit units are all-or-nothing; errors say whether a retry can help
+//!   ([`PgError::is_retryable`]).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use etlkit_core::{MemorySource, Pipeline, PipelineConfig};
+//! use etlkit_core::arrow_array::{Int64Array, RecordBatch, StringArray};
+//! use etlkit_postgres::{DatabaseUrl, PgCopySink, PgSinkConfig, TableRef, WriteMode, OnConflict,
+//!     ChangeDetection, connect, create_table_if_not_exists};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let batch = RecordBatch::try_from_iter([
+//!     ("id", Arc::new(Int64Array::from(vec![1, 2])) as _),
+//!     ("name", Arc::new(StringArray::from(vec!["a", "b"])) as _),
+//! ])?;
+//! let pool = connect(&DatabaseUrl::new("postgres://postgres@127.0.0.1/etl"), 3, "etlkit").await?;
+//! let table = TableRef::new("people");
+//! create_table_if_not_exists(&pool, &table, &batch.schema(), &["id"]).await?;
+//! let config = PgSinkConfig {
+//!     table,
+//!     mode: WriteMode::Upsert {
+//!         key: vec!["id".into()],
+//!         on_conflict: OnConflict::DoUpdate { compare: ChangeDetection::AllColumns },
+//!     },
+//!     ..Default::default()
+//! };
+//! let sink = Arc::new(PgCopySink::new(pool, config)?);
+//! let source = MemorySource::new(batch.schema(), vec![batch])?;
+//! let stats = Pipeline::new(source, sink).config(PipelineConfig { workers: 2, ..Default::default() }).run().await?;
+//! println!("inserted {}", stats.counter("inserted"));
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod conform;
+mod connection;
+mod copy;
+mod error;
+mod identifier;
+mod merge;
+mod sink;
+mod source;
+mod table;
+
+pub use catalog::{PgType, TableColumn, table_columns};
+pub use conform::{DEFAULT_NUMERIC_SCALE, NanosPolicy, NulPolicy};
+pub use connection::{DatabaseUrl, connect, redact};
+pub use error::{PgError, Result};
+pub use identifier::{TableRef, quote_ident};
+pub use merge::{ChangeDetection, OnConflict};
+pub use sink::{BulkTuning, PgCopySink, PgSinkConfig, WriteMode};
+pub use source::{PgSource, PgSourceConfig, SourceQuery};
+pub use table::{create_table_if_not_exists, create_table_sql, pg_type_for};

@@ -1,0 +1,651 @@
+//! [`PgCopySink`]: Arrow batches into an existing table by binary COPY, in all-or-nothing commit
+//! units, over up to `workers` connections at once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use etlkit_core::{Context, LoadStats, Sink, Stage};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
+use tokio::sync::OnceCell;
+
+use crate::catalog::table_columns;
+use crate::conform::{Conformer, NanosPolicy, NulPolicy};
+use crate::copy::{TupleEncoder, copy_batches};
+use crate::error::{PgError, Result};
+use crate::identifier::{TableRef, column_list, quote_ident};
+use crate::merge::{OnConflict, merge_sql};
+
+/// How rows reach the target table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// COPY straight into the table. The default.
+    #[default]
+    Append,
+    /// `TRUNCATE` the table and load it in one transaction, committed by `finish` (the table is
+    /// locked exclusively until then; on error or `abort` the old contents stay). Loads over one connection, whatever `workers` is, because the truncating
+    /// transaction holds an exclusive lock; `rows_per_transaction` and retries do not apply.
+    Truncate,
+    /// COPY into a staging table in the same transaction, then merge into the target with
+    /// `INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT (key)`. Needs a unique index or primary
+    /// key on exactly `key`. Among rows with the same key in one commit unit, the last one wins.
+    Upsert {
+        /// The conflict key columns.
+        key: Vec<String>,
+        /// What to do with existing keys.
+        on_conflict: OnConflict,
+    },
+}
+
+/// Opt-in settings for big loads. All off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkTuning {
+    /// `SET LOCAL synchronous_commit = off` in every load transaction: commits do not wait for the
+    /// WAL flush. A crash can lose the last few commits (never corrupt them).
+    pub synchronous_commit_off: bool,
+    /// Drop the table's secondary indexes (not primary keys, unique or constraint indexes) in
+    /// `start`, and rebuild them from their saved definitions in `finish` (and in `abort`).
+    pub rebuild_indexes: bool,
+    /// `ANALYZE` the table after `finish` committed.
+    pub analyze: bool,
+    /// Upsert only: stage into a regular `UNLOGGED` table (in shared buffers, dropped at the end
+    /// of its unit) instead of a `TEMP` table (in the session's `temp_buffers`, 8 MB by default).
+    /// Faster for large units; needs `CREATE` on the target's schema.
+    pub unlogged_staging: bool,
+}
+
+/// Configuration of a [`PgCopySink`]. Build with struct syntax over [`Default`], then
+/// [`validate`](Self::validate) (the sink's constructor does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSinkConfig {
+    /// The target table; it must exist (see [`create_table_if_not_exists`](crate::create_table_if_not_exists)).
+    /// Default: empty (must be set).
+    pub table: TableRef,
+    /// Append, truncate or upsert. Default: [`WriteMode::Append`].
+    pub mode: WriteMode,
+    /// Rows per commit unit, per connection: when a connection's open transaction holds at least
+    /// this many rows after a write, it is committed. `0` means one transaction per connection for
+    /// the whole run, committed by `finish`. Default: 500 000.
+    pub rows_per_transaction: u64,
+    /// Bytes of encoded COPY data per message sent to the server. Default: 4 MiB.
+    pub send_buffer_bytes: usize,
+    /// Whole-unit retries after a retryable error (lost connection, deadlock, serialization
+    /// failure). Retrying needs the unit's batches, so with `max_retries > 0` each connection keeps
+    /// its open unit's batches in memory (bounded by `rows_per_transaction`). In `Append` mode a
+    /// failed `COMMIT` is never retried (it may have committed). Default: 2.
+    pub max_retries: u32,
+    /// Timestamps with nanoseconds. Default: [`NanosPolicy::Reject`].
+    pub nanos: NanosPolicy,
+    /// Text with NUL bytes. Default: [`NulPolicy::Reject`].
+    pub nul: NulPolicy,
+    /// Opt-in bulk-load settings. Default: all off.
+    pub tuning: BulkTuning,
+    /// Client-side limit for one COPY, merge or commit (server `statement_timeout` does not bound
+    /// COPY). Default: 10 minutes.
+    pub timeout: Duration,
+}
+
+impl Default for PgSinkConfig {
+    fn default() -> Self {
+        PgSinkConfig {
+            table: TableRef::new(""),
+            mode: WriteMode::Append,
+            rows_per_transaction: 500_000,
+            send_buffer_bytes: 4 << 20,
+            max_retries: 2,
+            nanos: NanosPolicy::Reject,
+            nul: NulPolicy::Reject,
+            tuning: BulkTuning::default(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl PgSinkConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
+        if self.table.name.is_empty() {
+            return bad("table", "must name a table");
+        }
+        if self.send_buffer_bytes < 8 << 10 || self.send_buffer_bytes > 512 << 20 {
+            return bad("send_buffer_bytes", "must be between 8 KiB and 512 MiB");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout", "must be positive");
+        }
+        if let WriteMode::Upsert { key, on_conflict } = &self.mode {
+            if key.is_empty() {
+                return bad("mode", "Upsert needs at least one key column");
+            }
+            if let OnConflict::DoUpdate { compare: crate::merge::ChangeDetection::HashColumn(h) } =
+                on_conflict
+                && key.contains(h)
+            {
+                return bad("mode", "the hash column cannot be a key column");
+            }
+        } else if self.tuning.unlogged_staging {
+            return bad("tuning.unlogged_staging", "only applies to WriteMode::Upsert");
+        }
+        Ok(())
+    }
+}
+
+/// What `start` worked out once per run.
+#[derive(Debug)]
+struct Plan {
+    conformer: Conformer,
+    columns: Vec<String>,
+}
+
+/// Per-connection state: a checked-out connection, its open transaction and commit unit.
+struct Writer {
+    conn: Option<PoolConnection<Postgres>>,
+    encoder: TupleEncoder,
+    in_tx: bool,
+    unit_rows: u64,
+    retained: Vec<RecordBatch>,
+    stage: Option<String>,
+    truncated: bool,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+    duplicate_keys: u64,
+    transactions: u64,
+}
+
+static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes Arrow batches into an existing PostgreSQL table by binary `COPY`.
+///
+/// - Column types come from the table's catalog; input columns are matched by name and cast to
+///   them (range-checked: a value that does not fit fails with row, column and value).
+/// - Durability: when `write` returns `Ok`, the batch is in an open transaction on one of the
+///   sink's connections; it is committed when that connection's unit reaches
+///   [`PgSinkConfig::rows_per_transaction`] rows or by `finish`. `abort` (or any error) rolls back
+///   every open unit: a unit is all-or-nothing.
+/// - `write` may run concurrently (the pipeline's `workers`): each concurrent call uses its own
+///   connection and its own COPY, so the pool needs at least `workers` connections.
+/// - `finish` returns counters `inserted`, `updated`, `unchanged`, `duplicate_keys` (rows that lost
+///   to a later row with the same key in the same unit; upsert only), `transactions` and
+///   `connections`, and `retries`. Rows written = inserted + updated + unchanged + duplicate_keys.
+pub struct PgCopySink {
+    pool: PgPool,
+    config: PgSinkConfig,
+    quoted: String,
+    plan: OnceCell<Plan>,
+    idle: Mutex<Vec<Writer>>,
+    truncate_gate: tokio::sync::Mutex<()>,
+    rows_seen: AtomicU64,
+    retries: AtomicU64,
+    connections: AtomicUsize,
+    tally: Mutex<Tally>,
+    dropped_indexes: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for PgCopySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pool (and its connect options, which may hold a password) is deliberately left out.
+        f.debug_struct("PgCopySink").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl PgCopySink {
+    /// A sink writing through `pool` (which should allow at least `workers` connections).
+    pub fn new(pool: PgPool, config: PgSinkConfig) -> Result<Self> {
+        config.validate()?;
+        let quoted = config.table.quoted();
+        Ok(PgCopySink {
+            pool,
+            config,
+            quoted,
+            plan: OnceCell::new(),
+            idle: Mutex::new(Vec::new()),
+            truncate_gate: tokio::sync::Mutex::new(()),
+            rows_seen: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            tally: Mutex::new(Tally::default()),
+            dropped_indexes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgSinkConfig {
+        &self.config
+    }
+
+    async fn plan(&self, schema: &SchemaRef) -> Result<&Plan> {
+        self.plan
+            .get_or_try_init(|| async {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+                let table = table_columns(&mut conn, &self.config.table).await?;
+                let conformer = Conformer::plan(
+                    &self.quoted,
+                    &table,
+                    schema,
+                    self.config.nanos,
+                    self.config.nul.clone(),
+                )?;
+                let columns: Vec<String> = conformer.column_names().map(str::to_owned).collect();
+                if let WriteMode::Upsert { key, .. } = &self.config.mode
+                    && let Some(k) = key.iter().find(|k| !columns.contains(k))
+                {
+                    return Err(PgError::InvalidConfig {
+                        field: "mode",
+                        reason: format!("upsert key column `{k}` is not among the input columns"),
+                    });
+                }
+                // Check the encoders build now rather than on the first write.
+                TupleEncoder::new(conformer.target_schema(), &conformer.encoder_builders()?)?;
+                Ok(Plan { conformer, columns })
+            })
+            .await
+    }
+
+    fn retain(&self) -> bool {
+        self.config.max_retries > 0 && self.config.mode != WriteMode::Truncate
+    }
+
+    async fn new_writer(&self, plan: &Plan) -> Result<Writer> {
+        let conn =
+            self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let encoder = TupleEncoder::new(plan.conformer.target_schema(), &plan.conformer.encoder_builders()?)?;
+        Ok(Writer {
+            conn: Some(conn),
+            encoder,
+            in_tx: false,
+            unit_rows: 0,
+            retained: Vec::new(),
+            stage: None,
+            truncated: false,
+        })
+    }
+
+    fn take_idle(&self) -> Option<Writer> {
+        self.idle.lock().expect("sink state poisoned").pop()
+    }
+
+    fn put_idle(&self, w: Writer) {
+        self.idle.lock().expect("sink state poisoned").push(w);
+    }
+
+    /// Opens a transaction (and the staging table) on `w` when none is open.
+    async fn begin(&self, w: &mut Writer, plan: &Plan) -> Result<()> {
+        if w.in_tx {
+            return Ok(());
+        }
+        if w.conn.is_none() {
+            w.conn = Some(
+                self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?,
+            );
+            self.connections.fetch_add(1, Ordering::Relaxed);
+        }
+        let conn = w.conn.as_mut().expect("connection present");
+        let mut sql = String::from("BEGIN");
+        if self.config.tuning.synchronous_commit_off {
+            sql.push_str("; SET LOCAL synchronous_commit = off");
+        }
+        if self.config.mode == WriteMode::Truncate && !w.truncated {
+            sql.push_str(&format!("; TRUNCATE {}", self.quoted));
+        }
+        exec(conn, sql).await.map_err(|e| PgError::db("beginning a transaction", self.quoted.clone(), e))?;
+        w.in_tx = true;
+        w.truncated = self.config.mode == WriteMode::Truncate;
+        if matches!(self.config.mode, WriteMode::Upsert { .. }) {
+            let n = STAGE_SEQ.fetch_add(1, Ordering::Relaxed);
+            let cols = column_list(plan.columns.iter().map(String::as_str));
+            let (stage, ddl) = if self.config.tuning.unlogged_staging {
+                let name = format!("etlkit_stage_{}_{n}", std::process::id());
+                let stage = match &self.config.table.schema {
+                    Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&name)),
+                    None => quote_ident(&name),
+                };
+                let ddl = format!(
+                    "CREATE UNLOGGED TABLE {stage} AS SELECT {cols} FROM {} WITH NO DATA",
+                    self.quoted
+                );
+                (stage, ddl)
+            } else {
+                let stage = format!("pg_temp.{}", quote_ident(&format!("etlkit_stage_{n}")));
+                let ddl = format!(
+                    "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {} WITH NO DATA",
+                    self.quoted
+                );
+                (stage, ddl)
+            };
+            exec(conn, ddl).await.map_err(|e| PgError::db("creating the staging table", stage.clone(), e))?;
+            w.stage = Some(stage);
+        }
+        Ok(())
+    }
+
+    async fn copy(&self, w: &mut Writer, plan: &Plan, batches: &[RecordBatch]) -> Result<u64> {
+        let target = w.stage.clone().unwrap_or_else(|| self.quoted.clone());
+        let statement = format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            column_list(plan.columns.iter().map(String::as_str))
+        );
+        let conn = w.conn.as_mut().expect("connection present");
+        copy_batches(
+            conn,
+            &statement,
+            &target,
+            &mut w.encoder,
+            batches,
+            self.config.send_buffer_bytes,
+            self.config.timeout,
+        )
+        .await
+    }
+
+    async fn timed<T>(&self, action: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.config.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(PgError::Timeout { action, seconds: self.config.timeout.as_secs_f64() }),
+        }
+    }
+
+    /// Merges (upsert), commits, and counts the unit. `committing` is set once COMMIT was sent.
+    async fn commit_unit(&self, w: &mut Writer, plan: &Plan, committing: &mut bool) -> Result<()> {
+        if !w.in_tx {
+            return Ok(());
+        }
+        let mut unit = Tally { transactions: 1, ..Tally::default() };
+        let conn = w.conn.as_mut().expect("connection present");
+        if let (WriteMode::Upsert { key, on_conflict }, Some(stage)) = (&self.config.mode, &w.stage) {
+            let cols: Vec<&str> = plan.columns.iter().map(String::as_str).collect();
+            let sql = merge_sql(&self.quoted, stage, &cols, key, on_conflict);
+            let row = self
+                .timed("merge", async {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .fetch_one(&mut **conn)
+                        .await
+                        .map_err(|e| PgError::db("merging the staging table", self.quoted.clone(), e))
+                })
+                .await?;
+            let (distinct, inserted, updated): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            unit.inserted = inserted as u64;
+            unit.updated = updated as u64;
+            unit.unchanged = (distinct - inserted - updated) as u64;
+            unit.duplicate_keys = w.unit_rows - distinct as u64;
+            if self.config.tuning.unlogged_staging {
+                exec(conn, format!("DROP TABLE {stage}"))
+                    .await
+                    .map_err(|e| PgError::db("dropping the staging table", stage.clone(), e))?;
+            }
+        } else {
+            unit.inserted = w.unit_rows;
+        }
+        *committing = true;
+        self.timed("COMMIT", async {
+            exec(conn, "COMMIT".into()).await.map_err(|e| PgError::db("committing", self.quoted.clone(), e))
+        })
+        .await?;
+        w.in_tx = false;
+        w.stage = None;
+        w.unit_rows = 0;
+        w.retained.clear();
+        let mut t = self.tally.lock().expect("sink state poisoned");
+        t.inserted += unit.inserted;
+        t.updated += unit.updated;
+        t.unchanged += unit.unchanged;
+        t.duplicate_keys += unit.duplicate_keys;
+        t.transactions += unit.transactions;
+        Ok(())
+    }
+
+    /// Throws away `w`'s connection and open unit (the server rolls it back).
+    async fn discard(&self, w: &mut Writer) {
+        if let Some(conn) = w.conn.take() {
+            // Closing (not returning) the connection: it may be mid-COPY or broken.
+            let _ = conn.close().await;
+        }
+        w.in_tx = false;
+        w.stage = None;
+        w.truncated = false;
+    }
+
+    /// One step of work on `w`, retried as a whole unit on retryable errors.
+    async fn run_step(
+        &self,
+        w: &mut Writer,
+        plan: &Plan,
+        batch: Option<&RecordBatch>,
+        commit: bool,
+    ) -> Result<()> {
+        let mut attempt = 0u32;
+        let mut copied = batch.is_none();
+        let mut replay = false;
+        loop {
+            let mut committing = false;
+            let res: Result<()> = async {
+                if replay {
+                    self.begin(w, plan).await?;
+                    if !w.retained.is_empty() {
+                        let retained = std::mem::take(&mut w.retained);
+                        let r = self.copy(w, plan, &retained).await;
+                        w.retained = retained;
+                        r?;
+                    }
+                }
+                if !copied {
+                    let batch = batch.expect("batch present when not copied");
+                    self.begin(w, plan).await?;
+                    self.copy(w, plan, std::slice::from_ref(batch)).await?;
+                    copied = true;
+                    w.unit_rows += batch.num_rows() as u64;
+                    if self.retain() {
+                        w.retained.push(batch.clone());
+                    }
+                }
+                if commit {
+                    self.commit_unit(w, plan, &mut committing).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let ambiguous_commit =
+                        committing && !matches!(self.config.mode, WriteMode::Upsert { .. });
+                    let can_retry = e.is_retryable()
+                        && self.retain()
+                        && attempt < self.config.max_retries
+                        && !ambiguous_commit;
+                    self.discard(w).await;
+                    if !can_retry {
+                        w.retained.clear();
+                        w.unit_rows = 0;
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(table = %self.quoted, attempt, error = %e, "retrying commit unit");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    replay = true;
+                }
+            }
+        }
+    }
+
+    async fn write_batch(&self, batch: RecordBatch) -> Result<u64> {
+        let n = batch.num_rows() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        let plan = self.plan(&batch.schema()).await?;
+        let first_row = self.rows_seen.fetch_add(n, Ordering::Relaxed) + 1;
+        let conformed = plan.conformer.conform(&batch, first_row)?;
+        drop(batch);
+        let _gate = if self.config.mode == WriteMode::Truncate {
+            Some(self.truncate_gate.lock().await)
+        } else {
+            None
+        };
+        let mut w = match self.take_idle() {
+            Some(w) => w,
+            None => self.new_writer(plan).await?,
+        };
+        let unit_full = self.config.mode != WriteMode::Truncate
+            && self.config.rows_per_transaction > 0
+            && w.unit_rows + n >= self.config.rows_per_transaction;
+        let r = self.run_step(&mut w, plan, Some(&conformed), unit_full).await;
+        self.put_idle(w);
+        r.map(|()| n)
+    }
+
+    async fn drop_secondary_indexes(&self) -> Result<()> {
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+        let rows = sqlx::query(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             WHERE i.indrelid = to_regclass($1) AND NOT i.indisprimary AND NOT i.indisunique \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+        )
+        .bind(&self.quoted)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| PgError::db("listing indexes", self.quoted.clone(), e))?;
+        for r in rows {
+            let (name, def): (String, String) = (r.get(0), r.get(1));
+            // `regclass::text` is already quoted and schema-qualified as needed.
+            exec(&mut conn, format!("DROP INDEX {name}"))
+                .await
+                .map_err(|e| PgError::db("dropping an index", name.clone(), e))?;
+            tracing::info!(table = %self.quoted, index = %name, "dropped secondary index for the load");
+            self.dropped_indexes.lock().expect("sink state poisoned").push(def);
+        }
+        Ok(())
+    }
+
+    async fn rebuild_indexes(&self) -> Result<()> {
+        let defs = std::mem::take(&mut *self.dropped_indexes.lock().expect("sink state poisoned"));
+        if defs.is_empty() {
+            return Ok(());
+        }
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+        for (i, def) in defs.iter().enumerate() {
+            if let Err(e) = exec(&mut conn, def.clone()).await {
+                // Keep the ones not yet rebuilt so a later call can try again.
+                self.dropped_indexes.lock().expect("sink state poisoned").extend(defs[i..].iter().cloned());
+                return Err(PgError::db("rebuilding an index", self.quoted.clone(), e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_inner(&self) -> Result<LoadStats> {
+        let writers = std::mem::take(&mut *self.idle.lock().expect("sink state poisoned"));
+        let mut first_err = None;
+        if let Some(plan) = self.plan.get() {
+            for mut w in writers {
+                if first_err.is_none() {
+                    if let Err(e) = self.run_step(&mut w, plan, None, true).await {
+                        first_err = Some(e);
+                    }
+                } else {
+                    self.discard(&mut w).await;
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            let _ = self.rebuild_indexes().await;
+            return Err(e);
+        }
+        if self.config.mode == WriteMode::Truncate && self.rows_seen.load(Ordering::Relaxed) == 0 {
+            // No rows at all: the table must still end up empty.
+            let mut conn =
+                self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+            exec(&mut conn, format!("TRUNCATE {}", self.quoted))
+                .await
+                .map_err(|e| PgError::db("truncating", self.quoted.clone(), e))?;
+        }
+        self.rebuild_indexes().await?;
+        if self.config.tuning.analyze {
+            let mut conn =
+                self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+            exec(&mut conn, format!("ANALYZE {}", self.quoted))
+                .await
+                .map_err(|e| PgError::db("analyzing", self.quoted.clone(), e))?;
+        }
+        let t = self.tally.lock().expect("sink state poisoned");
+        let mut stats = LoadStats::default();
+        stats.retries = self.retries.load(Ordering::Relaxed);
+        let mut counters = BTreeMap::new();
+        counters.insert("inserted".to_owned(), t.inserted);
+        counters.insert("updated".to_owned(), t.updated);
+        counters.insert("unchanged".to_owned(), t.unchanged);
+        counters.insert("duplicate_keys".to_owned(), t.duplicate_keys);
+        counters.insert("transactions".to_owned(), t.transactions);
+        counters.insert("connections".to_owned(), self.connections.load(Ordering::Relaxed) as u64);
+        stats.counters = counters;
+        Ok(stats)
+    }
+
+    /// Stats so far (the same counters `finish` returns, for committed units only).
+    pub fn committed_counts(&self) -> (u64, u64, u64) {
+        let t = self.tally.lock().expect("sink state poisoned");
+        (t.inserted, t.updated, t.unchanged)
+    }
+}
+
+#[async_trait]
+impl Sink for PgCopySink {
+    fn name(&self) -> String {
+        format!("postgres-copy:{}", self.quoted)
+    }
+
+    async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
+        self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        if self.config.tuning.rebuild_indexes {
+            self.drop_secondary_indexes().await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
+        self.write_batch(batch).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))
+    }
+
+    async fn finish(&self) -> etlkit_core::Result<LoadStats> {
+        self.finish_inner().await.map_err(|e| e.into_stage(Stage::Sink, self.name()))
+    }
+
+    async fn abort(&self) {
+        let writers = std::mem::take(&mut *self.idle.lock().expect("sink state poisoned"));
+        for mut w in writers {
+            if w.in_tx
+                && let Some(conn) = w.conn.as_mut()
+                && exec(conn, "ROLLBACK".into()).await.is_err()
+            {
+                self.discard(&mut w).await;
+            }
+        }
+        if let Err(e) = self.rebuild_indexes().await {
+            tracing::error!(table = %self.quoted, error = %e, "could not rebuild dropped indexes after abort");
+        }
+    }
+}
+
+/// Runs SQL built from quoted identifiers only (never values) over the simple query protocol, so
+/// several `;`-separated statements may be sent at once.
+pub(crate) async fn exec(conn: &mut PgConnection, sql: String) -> sqlx::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ())
+}
