@@ -119,26 +119,8 @@ pub enum SourceError {
         reason: String,
     },
     /// A CSV row is malformed or holds a value that does not fit its column.
-    #[error(
-        "{}:{line}{}{}: {reason}",
-        path.display(),
-        column.as_ref().map(|c| format!(" column `{c}`")).unwrap_or_default(),
-        value.as_ref().map(|v| format!(" value {v:?}")).unwrap_or_default()
-    )]
-    BadRow {
-        /// The file.
-        path: PathBuf,
-        /// The 1-based physical line where the offending field (or the row) starts; the header is line 1.
-        line: u64,
-        /// The offending column, when one is to blame.
-        column: Option<String>,
-        /// The offending value (invalid UTF-8 shown lossily), when one is to blame.
-        value: Option<String>,
-        /// What is wrong, e.g. `expected 3 fields, found 4` or `not a valid Int64`.
-        reason: String,
-        /// The raw text of the row (lossy UTF-8, line terminator stripped).
-        raw: String,
-    },
+    #[error("{0}")]
+    BadRow(Box<BadRow>),
     /// A reader thread panicked or vanished (a bug).
     #[error("reader thread failed: {0}")]
     Internal(String),
@@ -178,4 +160,28 @@ impl From<SourceError> for etlkit_core::Error {
     fn from(err: SourceError) -> Self {
         into_core("source", err)
     }
+}
+
+/// Where and why a CSV row is bad: the payload of [`SourceError::BadRow`] (and of each rejected row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}:{line}{}{}: {reason}",
+    path.display(),
+    column.as_ref().map(|c| format!(" column `{c}`")).unwrap_or_default(),
+    value.as_ref().map(|v| format!(" value {v:?}")).unwrap_or_default()
+)]
+#[non_exhaustive]
+pub struct BadRow {
+    /// The file.
+    pub path: PathBuf,
+    /// The 1-based physical line where the offending field (or the row) starts; the header is line 1.
+    pub line: u64,
+    /// The offending column, when one is to blame.
+    pub column: Option<String>,
+    /// The offending value (invalid UTF-8 shown lossily), when one is to blame.
+    pub value: Option<String>,
+    /// What is wrong, e.g. `expected 3 fields, found 4` or `not a valid Int64`.
+    pub reason: String,
+    /// The raw text of the row (lossy UTF-8, line terminator stripped).
+    pub raw: String,
 }

@@ -43,7 +43,7 @@ mod parquet_source;
 
 #[cfg(feature = "csv")]
 pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig, OnError};
-pub use error::{Result, SourceError};
+pub use error::{BadRow, Result, SourceError};
 pub use input::Input;
 pub use metrics::ReadMetrics;
 #[cfg(feature = "parquet")]

@@ -79,7 +79,7 @@ fn one_file_batch_size_and_total_rows_from_footer() {
     // Row groups of 1000, 1000, 1000, 500 rows, each cut into batches of 300.
     let per_rg = |n: usize| {
         let mut v = vec![300; n / 300];
-        if n % 300 > 0 {
+        if !n.is_multiple_of(300) {
             v.push(n % 300);
         }
         v

@@ -190,16 +190,10 @@ impl ChunkConverter<'_> {
         match dt {
             DataType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(col.chunk.len());
-                col.each(
-                    v,
-                    faults,
-                    "Boolean",
-                    |s| ValueParser::parse_bool(s),
-                    |x| match x {
-                        Some(x) => b.append_value(x),
-                        None => b.append_null(),
-                    },
-                );
+                col.each(v, faults, "Boolean", ValueParser::parse_bool, |x| match x {
+                    Some(x) => b.append_value(x),
+                    None => b.append_null(),
+                });
                 Arc::new(b.finish()) as ArrayRef
             }
             DataType::Int8 => self.ints::<Int8Type>(col, faults, dt),
@@ -210,8 +204,8 @@ impl ChunkConverter<'_> {
             DataType::UInt16 => self.ints::<UInt16Type>(col, faults, dt),
             DataType::UInt32 => self.ints::<UInt32Type>(col, faults, dt),
             DataType::UInt64 => self.uints64(col, faults, dt),
-            DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, |s| Float32Type::parse(s)),
-            DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, |s| Float64Type::parse(s)),
+            DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, Float32Type::parse),
+            DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, Float64Type::parse),
             DataType::Date32 => prim::<Date32Type>(col, v, faults, dt, |s| v.parse_date(s)),
             DataType::Timestamp(unit, _) => {
                 let div = match unit {

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
 use self::infer::Guess;
 use self::records::{Dialect, RecordChunk, RecordReader, unterminated_quote};
-use crate::error::{Result, SourceError, into_core};
+use crate::error::{BadRow, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
 
@@ -131,10 +131,10 @@ impl CsvSourceConfig {
         if matches!(self.delimiter, b'\n' | b'\r') {
             return Err(SourceError::config("delimiter", "cannot be a line terminator"));
         }
-        if let Some(q) = self.quote {
-            if matches!(q, b'\n' | b'\r') || q == self.delimiter {
-                return Err(SourceError::config("quote", "cannot be a line terminator or the delimiter"));
-            }
+        if let Some(q) = self.quote
+            && (matches!(q, b'\n' | b'\r') || q == self.delimiter)
+        {
+            return Err(SourceError::config("quote", "cannot be a line terminator or the delimiter"));
         }
         if let Some(e) = self.escape
             && (matches!(e, b'\n' | b'\r') || e == self.delimiter)
@@ -383,10 +383,8 @@ impl Job {
                 .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?;
             // A record that ran into end of input inside quotes swallowed the rest of the file.
             let last = n - 1;
-            if !chunk.raw(last).ends_with(b"\n")
-                && !chunk.raw(last).ends_with(b"\r")
-                && let Some(offset) = unterminated_quote(chunk.raw(last), reader.dialect())
-            {
+            // Only the last record of a chunk can be such a record; checking it costs one scan of it.
+            if let Some(offset) = unterminated_quote(chunk.raw(last), reader.dialect()) {
                 faults.retain(|b| b.row != last);
                 faults.push(Bad {
                     row: last,
@@ -403,13 +401,12 @@ impl Job {
                 batch
             } else {
                 match self.config.on_error {
-                    OnError::Fail => return Err(err(bad_row(path, chunk, &faults[0]))),
+                    OnError::Fail => {
+                        return Err(err(SourceError::BadRow(Box::new(bad_row(path, chunk, &faults[0])))));
+                    }
                     OnError::Reject => {
                         for b in faults.iter() {
-                            let e = bad_row(path, chunk, b);
-                            let SourceError::BadRow { path, line, column, value, reason, raw } = e else {
-                                unreachable!("bad_row builds BadRow")
-                            };
+                            let BadRow { path, line, column, value, reason, raw } = bad_row(path, chunk, b);
                             self.ctx.reject(Rejected {
                                 origin: path.display().to_string(),
                                 line: Some(line),
@@ -419,12 +416,11 @@ impl Job {
                                 raw: Some(raw),
                             })?;
                         }
-                        let kept = arrow_select::filter::filter_record_batch(&batch, &keep_mask(n, faults))
+                        arrow_select::filter::filter_record_batch(&batch, &keep_mask(n, faults))
                             .and_then(|b| {
                                 RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
                             })
-                            .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?;
-                        kept
+                            .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?
                     }
                 }
             };
@@ -440,9 +436,9 @@ impl Job {
     }
 }
 
-fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> SourceError {
+fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> BadRow {
     let line = if b.field == usize::MAX { chunk.line(b.row) } else { chunk.field_line(b.row, b.field) };
-    SourceError::BadRow {
+    BadRow {
         path: path.to_owned(),
         line,
         column: b.column.clone(),
