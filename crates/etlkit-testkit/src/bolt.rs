@@ -50,6 +50,8 @@ pub struct BoltServer {
     bolt_port: Option<u16>,
     process: Option<Mutex<Supervised>>,
     counter: AtomicU64,
+    /// Databases created on an external server, dropped (best effort) on drop.
+    created: Mutex<Vec<String>>,
 }
 
 impl BoltServer {
@@ -106,7 +108,9 @@ impl BoltServer {
     }
 
     /// Creates a new, empty database with a unique name (`etl_t_...`) through ArcadeDB's HTTP API and
-    /// returns how to reach it. Blocking; fine to call from async code (it is a few milliseconds).
+    /// returns how to reach it. Blocking; fine to call from async code (it is a few milliseconds). On an
+    /// external server (`BOLT_URI` + `BOLT_HTTP_URL`) the database is dropped (best effort) when the
+    /// [`BoltServer`] is dropped.
     ///
     /// For an external server without `BOLT_HTTP_URL` (e.g. a real Neo4j), no database can be created:
     /// this returns the database named by `BOLT_DATABASE` (default `neo4j`), shared by all tests, and logs a
@@ -129,6 +133,9 @@ impl BoltServer {
                 .map_err(|e| self.http_err(&name, e.into()))?;
         if status != 200 {
             return Err(self.http_err(&name, format!("HTTP {status}: {reply}").into()));
+        }
+        if self.process.is_none() {
+            self.created.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
         }
         Ok(self.database(name))
     }
@@ -165,6 +172,7 @@ impl BoltServer {
             bolt_port: None,
             process: None,
             counter: AtomicU64::new(0),
+            created: Mutex::new(Vec::new()),
         })
     }
 
@@ -244,6 +252,7 @@ impl BoltServer {
             bolt_port: Some(bolt_port),
             process: Some(Mutex::new(process)),
             counter: AtomicU64::new(0),
+            created: Mutex::new(Vec::new()),
         })
     }
 }
@@ -252,6 +261,19 @@ impl Drop for BoltServer {
     fn drop(&mut self) {
         if let Some(p) = &self.process {
             p.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        }
+        if let Some(http) = &self.http {
+            for name in self.created.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let body = format!(r#"{{"command":"drop database {name}"}}"#);
+                let auth = Some((self.user.as_str(), self.password.as_str()));
+                match http_request(http, "POST", "/api/v1/server", auth, &body) {
+                    Ok((200, _)) => {}
+                    Ok((status, reply)) => {
+                        tracing::warn!(database = %name, status, %reply, "could not drop test database")
+                    }
+                    Err(e) => tracing::warn!(database = %name, error = %e, "could not drop test database"),
+                }
+            }
         }
     }
 }
