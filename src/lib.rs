@@ -34,3 +34,8 @@ pub use etlkit_neo4j as neo4j;
 pub use etlkit_postgres as postgres;
 #[cfg(any(feature = "csv", feature = "parquet"))]
 pub use etlkit_source as source;
+
+/// The README's code blocks, compiled and run as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
