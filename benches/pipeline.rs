@@ -23,7 +23,8 @@ fn pipeline(c: &mut Criterion) {
             let id = BenchmarkId::from_parameter(format!("batch_size={batch_size}/workers={workers}"));
             group.bench_function(id, |b| {
                 b.to_async(&runtime).iter(|| async {
-                    let source = MemorySource::new(user_records::input_schema(), input.clone()).expect("schema");
+                    let source =
+                        MemorySource::new(user_records::input_schema(), input.clone()).expect("schema");
                     let config = PipelineConfig { batch_size, workers, ..Default::default() };
                     let stats = Pipeline::new(source, Arc::new(NullSink::new()))
                         .transform(user_records::EnrichUsers::new())

@@ -23,7 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rows" => rows = args.next().ok_or("--rows needs a value")?.parse()?,
-            other => return Err(format!("unknown argument {other}; usage: pipeline_throughput [--rows N]").into()),
+            other => {
+                return Err(format!("unknown argument {other}; usage: pipeline_throughput [--rows N]").into());
+            }
         }
     }
     let input = user_records::user_batches(rows, 65_536);
@@ -34,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let sink = Arc::new(NullSink::new());
             let config = PipelineConfig { batch_size, workers, ..Default::default() };
             let stats = runtime.block_on(
-                Pipeline::new(source, sink.clone()).transform(user_records::EnrichUsers::new()).config(config).run(),
+                Pipeline::new(source, sink.clone())
+                    .transform(user_records::EnrichUsers::new())
+                    .config(config)
+                    .run(),
             )?;
             assert_eq!(stats.rows_written as usize, rows, "every row reaches the sink");
             assert_eq!(sink.rows() as usize, rows);

@@ -45,7 +45,9 @@ pub(crate) fn user_batches(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
             Arc::new(Int64Array::from_iter_values(ids.clone())),
             Arc::new(user.finish()),
             Arc::new(mail.finish()),
-            Arc::new(ids.clone().map(|i| (i % 97 != 0).then_some(18 + mix(i, 60) as i32)).collect::<Int32Array>()),
+            Arc::new(
+                ids.clone().map(|i| (i % 97 != 0).then_some(18 + mix(i, 60) as i32)).collect::<Int32Array>(),
+            ),
             Arc::new(Int32Array::from_iter_values(ids.clone().map(|i| mix(i, 265) as i32 + 1))),
             Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| mix(i, 1000)))),
             Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| mix(i + 1, 50)))),
