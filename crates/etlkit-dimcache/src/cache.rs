@@ -1,0 +1,308 @@
+//! [`DimensionCache`]: vectorized natural-key → surrogate-key look-up with bulk creation of new members.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow_buffer::NullBuffer;
+use arrow_row::{RowConverter, Rows, SortField};
+use hashbrown::HashMap;
+
+use crate::dimension::{DimensionSpec, DimensionStore, NullKeyPolicy};
+use crate::error::{DimError, Result};
+
+/// Look-up counts of a [`DimensionCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Members in the cache.
+    pub members: u64,
+    /// Rows resolved from the cache without asking the store.
+    pub hits: u64,
+    /// Rows resolved to the unknown member because their key had a NULL.
+    pub null_keys: u64,
+    /// Distinct new members sent to the store (created, or found created by someone else).
+    pub created: u64,
+    /// Calls to [`DimensionStore::get_or_create`].
+    pub store_calls: u64,
+}
+
+/// A dimension's natural key → surrogate key map, preloaded from its [`DimensionStore`].
+///
+/// [`resolve`](Self::resolve) takes a whole batch's key columns and returns an `Int64` surrogate key per
+/// row. Keys are encoded with Arrow's row format (any comparable type, any number of columns) after
+/// casting to the spec's key types, so `Int32` 7 and `Int64` 7 are the same member. Keys not in the cache
+/// are collected per batch, de-duplicated and sent to the store in one call; their new keys are cached.
+///
+/// Safe to share between concurrent tasks (`Arc<DimensionCache>`): look-ups take a read lock; creation
+/// of new members is serialized per cache (and made safe across caches and processes by the store's
+/// contract), so two tasks meeting the same new member get the same key and the store one row.
+/// One cache can serve several roles (pickup and dropoff location share `dim_location`).
+pub struct DimensionCache {
+    spec: Arc<DimensionSpec>,
+    store: Arc<dyn DimensionStore>,
+    converter: RowConverter,
+    members: RwLock<HashMap<Box<[u8]>, i64>>,
+    create_lock: tokio::sync::Mutex<()>,
+    hits: AtomicU64,
+    null_keys: AtomicU64,
+    created: AtomicU64,
+    store_calls: AtomicU64,
+}
+
+impl std::fmt::Debug for DimensionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DimensionCache")
+            .field("table", &self.spec.table)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl DimensionCache {
+    /// Validates `spec`, prepares the dimension in `store` (creating its table and unknown member if
+    /// needed) and preloads every existing member.
+    pub async fn open(spec: DimensionSpec, store: Arc<dyn DimensionStore>) -> Result<Self> {
+        spec.validate()?;
+        let fields = spec.key.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let converter = RowConverter::new(fields)?;
+        store.prepare(&spec).await?;
+        let cache = DimensionCache {
+            spec: Arc::new(spec),
+            store,
+            converter,
+            members: RwLock::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+            hits: AtomicU64::new(0),
+            null_keys: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            store_calls: AtomicU64::new(0),
+        };
+        for batch in cache.store.load(&cache.spec).await? {
+            cache.insert_loaded(&batch)?;
+        }
+        tracing::debug!(table = %cache.spec.table, members = cache.len(), "dimension cache loaded");
+        Ok(cache)
+    }
+
+    /// The dimension this cache serves.
+    pub fn spec(&self) -> &DimensionSpec {
+        &self.spec
+    }
+
+    /// Members currently cached.
+    pub fn len(&self) -> usize {
+        self.members.read().expect("dimension cache poisoned").len()
+    }
+
+    /// True when no member is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Look-up counts so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            members: self.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            null_keys: self.null_keys.load(Ordering::Relaxed),
+            created: self.created.load(Ordering::Relaxed),
+            store_calls: self.store_calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolves one surrogate key per row of `key_columns` (one array per natural-key column, in spec
+    /// order), creating missing members without attributes.
+    pub async fn resolve(&self, key_columns: &[ArrayRef]) -> Result<Int64Array> {
+        self.resolve_with(key_columns, &[]).await
+    }
+
+    /// Like [`resolve`](Self::resolve), with `attributes` (one array per spec attribute, same rows)
+    /// stored on members created by this call. Existing members keep their attributes.
+    pub async fn resolve_with(
+        &self,
+        key_columns: &[ArrayRef],
+        attributes: &[ArrayRef],
+    ) -> Result<Int64Array> {
+        let keys = self.cast_keys(key_columns)?;
+        if !attributes.is_empty() && attributes.len() != self.spec.attributes.len() {
+            return Err(DimError::InvalidSpec {
+                table: self.spec.table.clone(),
+                reason: format!(
+                    "{} attribute columns given, spec has {}",
+                    attributes.len(),
+                    self.spec.attributes.len()
+                ),
+            });
+        }
+        let n = keys.first().map_or(0, |k| k.len());
+        let rows = self.converter.convert_columns(&keys)?;
+        let nulls = keys.iter().fold(None, |acc: Option<NullBuffer>, k| {
+            NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref())
+        });
+        let mut out = vec![0i64; n];
+        let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        let (mut hits, mut null_keys) = (0u64, 0u64);
+        {
+            let members = self.members.read().expect("dimension cache poisoned");
+            for (i, slot) in out.iter_mut().enumerate() {
+                if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) {
+                    match self.spec.null_key {
+                        NullKeyPolicy::Unknown { surrogate } => *slot = surrogate,
+                        NullKeyPolicy::Error => {
+                            return Err(DimError::NullKey { table: self.spec.table.clone(), row: i });
+                        }
+                    }
+                    null_keys += 1;
+                    continue;
+                }
+                let row = rows.row(i);
+                match members.get(row.as_ref()) {
+                    Some(&k) => {
+                        *slot = k;
+                        hits += 1;
+                    }
+                    None => missing.entry(row.data()).or_default().push(i as u32),
+                }
+            }
+        }
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
+        if !missing.is_empty() {
+            self.create_missing(&keys, attributes, missing, &mut out).await?;
+        }
+        Ok(Int64Array::from(out))
+    }
+
+    /// Creates (or finds) the members in `missing` (key bytes → rows) and fills their rows in `out`.
+    async fn create_missing(
+        &self,
+        keys: &[ArrayRef],
+        attributes: &[ArrayRef],
+        missing: HashMap<&[u8], Vec<u32>>,
+        out: &mut [i64],
+    ) -> Result<()> {
+        let _serial = self.create_lock.lock().await;
+        // Another task may have created some of them while we waited.
+        let mut still: Vec<(&[u8], Vec<u32>)> = Vec::with_capacity(missing.len());
+        {
+            let members = self.members.read().expect("dimension cache poisoned");
+            for (bytes, rows) in missing {
+                match members.get(bytes) {
+                    Some(&k) => rows.iter().for_each(|&r| out[r as usize] = k),
+                    None => still.push((bytes, rows)),
+                }
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        // Create members in order of first appearance, so key assignment is deterministic.
+        still.sort_unstable_by_key(|(_, rows)| rows[0]);
+        let first_rows = UInt32Array::from_iter_values(still.iter().map(|(_, rows)| rows[0]));
+        let mut columns = Vec::with_capacity(keys.len() + self.spec.attributes.len());
+        for k in keys {
+            columns.push(arrow_select::take::take(k.as_ref(), &first_rows, None)?);
+        }
+        if attributes.is_empty() {
+            for f in &self.spec.attributes {
+                columns.push(arrow_array::new_null_array(f.data_type(), still.len()));
+            }
+        } else {
+            for (a, f) in attributes.iter().zip(&self.spec.attributes) {
+                let taken = arrow_select::take::take(a.as_ref(), &first_rows, None)?;
+                columns.push(cast_to(&taken, f.data_type(), &self.spec.table, f.name(), f.name())?);
+            }
+        }
+        let batch = RecordBatch::try_new(self.spec.members_schema(), columns)?;
+        self.store_calls.fetch_add(1, Ordering::Relaxed);
+        let created = self.store.get_or_create(&self.spec, batch).await?;
+        if created.len() != still.len() || created.null_count() > 0 {
+            return Err(DimError::StoreContract {
+                table: self.spec.table.clone(),
+                expected: still.len(),
+                got: created.len() - created.null_count(),
+            });
+        }
+        self.created.fetch_add(still.len() as u64, Ordering::Relaxed);
+        let mut members = self.members.write().expect("dimension cache poisoned");
+        for ((bytes, rows), &k) in still.into_iter().zip(created.values().iter()) {
+            rows.iter().for_each(|&r| out[r as usize] = k);
+            members.insert(bytes.into(), k);
+        }
+        Ok(())
+    }
+
+    fn cast_keys(&self, key_columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        if key_columns.len() != self.spec.key.len() {
+            return Err(DimError::InvalidSpec {
+                table: self.spec.table.clone(),
+                reason: format!(
+                    "{} key columns given, natural key has {}",
+                    key_columns.len(),
+                    self.spec.key.len()
+                ),
+            });
+        }
+        key_columns
+            .iter()
+            .zip(&self.spec.key)
+            .map(|(c, f)| cast_to(c, f.data_type(), &self.spec.table, f.name(), f.name()))
+            .collect()
+    }
+
+    /// Adds loaded members: key columns followed by the surrogate column.
+    fn insert_loaded(&self, batch: &RecordBatch) -> Result<()> {
+        let nkeys = self.spec.key.len();
+        if batch.num_columns() < nkeys + 1 {
+            return Err(DimError::InvalidSpec {
+                table: self.spec.table.clone(),
+                reason: format!(
+                    "store loaded {} columns, expected {} key columns + surrogate",
+                    batch.num_columns(),
+                    nkeys
+                ),
+            });
+        }
+        let keys = self.cast_keys(&batch.columns()[..nkeys])?;
+        let surrogate = cast_to(
+            batch.column(batch.num_columns() - 1),
+            &arrow_schema::DataType::Int64,
+            &self.spec.table,
+            &self.spec.surrogate,
+            &self.spec.surrogate,
+        )?;
+        let surrogate = surrogate.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+        let rows: Rows = self.converter.convert_columns(&keys)?;
+        let nulls = keys.iter().fold(None, |acc: Option<NullBuffer>, k| {
+            NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref())
+        });
+        let mut members = self.members.write().expect("dimension cache poisoned");
+        for i in 0..batch.num_rows() {
+            if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) || surrogate.is_null(i) {
+                continue; // the unknown member is resolved by policy, not by look-up
+            }
+            members.insert(rows.row(i).data().into(), surrogate.value(i));
+        }
+        Ok(())
+    }
+}
+
+fn cast_to(
+    column: &ArrayRef,
+    to: &arrow_schema::DataType,
+    table: &str,
+    column_name: &str,
+    key: &str,
+) -> Result<ArrayRef> {
+    if column.data_type() == to {
+        return Ok(column.clone());
+    }
+    let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    arrow_cast::cast_with_options(column, to, &options).map_err(|e| DimError::KeyColumn {
+        table: table.to_owned(),
+        column: column_name.to_owned(),
+        key: key.to_owned(),
+        source: Some(e),
+    })
+}
