@@ -1,0 +1,220 @@
+//! [`GraphError`], the one error type of this crate.
+
+use etlkit_core::Stage;
+
+/// Result alias of this crate.
+pub type Result<T, E = GraphError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `etlkit-neo4j`.
+///
+/// [`GraphError::is_retryable`] separates transient failures (a `Neo.TransientError.*` from the server,
+/// such as a deadlock reported at commit, or a lost connection) from the rest (bad data, bad mappings,
+/// client errors such as a Cypher syntax error or a constraint violation).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// A configuration value is out of range.
+    #[error("invalid configuration: `{field}` {reason}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A label, relationship type or property name that cannot be used.
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidIdentifier {
+        /// `label`, `relationship type`, `property` or `column`.
+        what: &'static str,
+        /// The identifier as given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A mapping names a column the batch does not have.
+    #[error("{spec}: column `{column}` is not in the input (columns: {available})")]
+    MissingColumn {
+        /// The mapping, e.g. `(:Learner)` or `[:HAS_SKILL]`.
+        spec: String,
+        /// The missing column.
+        column: String,
+        /// The columns the batch has, comma-separated.
+        available: String,
+    },
+    /// A column type this crate cannot send as a Bolt value.
+    #[error("{spec}: column `{column}` has type {data_type}, which cannot be sent as a graph property")]
+    UnsupportedType {
+        /// The mapping.
+        spec: String,
+        /// The column.
+        column: String,
+        /// The Arrow type, rendered.
+        data_type: String,
+    },
+    /// A value cannot be sent (e.g. an unsigned integer above `i64::MAX`).
+    #[error("{spec}: row {row}, column `{column}`: value {value} {reason}")]
+    InvalidValue {
+        /// The mapping.
+        spec: String,
+        /// 1-based row number within the batch handed to the sink.
+        row: usize,
+        /// The column.
+        column: String,
+        /// The value, rendered.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key (or relationship identity) column is NULL and the configuration says to fail.
+    #[error(
+        "{spec}: row {row}, column `{column}` is NULL, but it is a key: NULL keys are never merged (set `on_null_key: NullKeyPolicy::Reject` to send such rows to the reject output)"
+    )]
+    NullKey {
+        /// The mapping.
+        spec: String,
+        /// 1-based row number within the batch handed to the sink.
+        row: usize,
+        /// The key column.
+        column: String,
+    },
+    /// One row alone is larger than `max_message_bytes`, so no batch can carry it.
+    #[error("{spec}: row {row} needs about {bytes} bytes on the wire, more than max_message_bytes = {cap}")]
+    RowTooLarge {
+        /// The mapping.
+        spec: String,
+        /// 1-based row number within the batch handed to the sink.
+        row: usize,
+        /// Estimated encoded size of the row.
+        bytes: usize,
+        /// The configured cap.
+        cap: usize,
+    },
+    /// Relationship rows whose start or end node does not exist (the `MATCH` found nothing), so no
+    /// relationship was created for them. The transaction was rolled back.
+    #[error(
+        "{spec}: {missing} of {rows} relationship rows found no start or end node (write the nodes first, e.g. in an earlier phase); the batch was rolled back"
+    )]
+    MissingEndpoints {
+        /// The mapping.
+        spec: String,
+        /// Rows in the batch.
+        rows: usize,
+        /// Rows without both endpoints.
+        missing: usize,
+    },
+    /// The server or the driver failed while doing `action`.
+    #[error("{spec}: {action} failed")]
+    Bolt {
+        /// The mapping or `schema`.
+        spec: String,
+        /// What was being done, e.g. `COMMIT` or `UNWIND batch`.
+        action: &'static str,
+        /// The driver's error (for server failures: a `neo4rs::Error::Neo4j` with the status code).
+        #[source]
+        source: neo4rs::Error,
+    },
+    /// A transient failure kept coming back until `max_attempts` was used up.
+    #[error("{spec}: gave up after {attempts} attempts")]
+    RetriesExhausted {
+        /// The mapping.
+        spec: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: Box<GraphError>,
+    },
+    /// The reject output refused a row.
+    #[error("the reject output failed")]
+    Reject(#[source] etlkit_core::Error),
+    /// An Arrow operation (filtering rows) failed.
+    #[error("arrow error")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl GraphError {
+    /// Whether running the same work again can succeed: server `Neo.TransientError.*` codes (deadlocks,
+    /// lock timeouts, a database briefly unavailable) and lost connections. Client errors (syntax, schema,
+    /// constraint violations), bad input and configuration errors are never retryable. Exhausted retries
+    /// stay retryable (a later run may succeed).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GraphError::Bolt { source, .. } => bolt_is_retryable(source),
+            GraphError::RetriesExhausted { source, .. } => source.is_retryable(),
+            GraphError::Reject(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a server `Neo.TransientError.*` — the only kind the writer retries itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GraphError::Bolt { source: neo4rs::Error::Neo4j(e), .. } => is_transient_code(e.code()),
+            _ => false,
+        }
+    }
+
+    /// The server status code (e.g. `Neo.TransientError.Transaction.DeadlockDetected`), when the server
+    /// reported one.
+    pub fn server_code(&self) -> Option<&str> {
+        match self {
+            GraphError::Bolt { source: neo4rs::Error::Neo4j(e), .. } => Some(e.code()),
+            GraphError::RetriesExhausted { source, .. } => source.server_code(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a server status code is a transient error (`Neo.TransientError.*`). neo4rs already rewrites
+/// the two codes Neo4j re-classified as client errors (`Transaction.Terminated`,
+/// `Transaction.LockClientStopped`).
+pub fn is_transient_code(code: &str) -> bool {
+    code.starts_with("Neo.TransientError.")
+}
+
+fn bolt_is_retryable(e: &neo4rs::Error) -> bool {
+    match e {
+        neo4rs::Error::Neo4j(e) => is_transient_code(e.code()),
+        neo4rs::Error::IOError { .. }
+        | neo4rs::Error::ConnectionError
+        | neo4rs::Error::ConnectionTimedOut
+        | neo4rs::Error::ConnectionClosed(_)
+        | neo4rs::Error::RequestIgnoredError
+        | neo4rs::Error::ServerUnavailableError(_) => true,
+        _ => false,
+    }
+}
+
+impl From<GraphError> for etlkit_core::Error {
+    fn from(e: GraphError) -> Self {
+        let retryable = e.is_retryable();
+        etlkit_core::Error::stage(Stage::Sink, "neo4j", retryable, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_codes_are_recognised() {
+        assert!(is_transient_code("Neo.TransientError.Transaction.DeadlockDetected"));
+        assert!(is_transient_code("Neo.TransientError.General.DatabaseUnavailable"));
+        assert!(!is_transient_code("Neo.ClientError.Schema.ConstraintValidationFailed"));
+        assert!(!is_transient_code("Neo.ClientError.Statement.SyntaxError"));
+        assert!(!is_transient_code("Neo.DatabaseError.General.UnknownError"));
+    }
+
+    #[test]
+    fn config_errors_are_not_retryable_and_convert_to_sink_errors() {
+        let e = GraphError::InvalidConfig { field: "workers", reason: "must be at least 1".into() };
+        assert!(!e.is_retryable());
+        let core: etlkit_core::Error = e.into();
+        assert!(!core.is_retryable());
+        assert!(core.find_source::<GraphError>().is_some());
+        let io =
+            GraphError::Bolt { spec: "x".into(), action: "COMMIT", source: neo4rs::Error::ConnectionError };
+        assert!(io.is_retryable());
+        assert!(!io.is_transient());
+    }
+}

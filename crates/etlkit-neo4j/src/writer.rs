@@ -1,0 +1,419 @@
+//! [`GraphWriter`]: partitioned, batched, retried `UNWIND` transactions over a Bolt connection pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow_array::{BooleanArray, RecordBatch};
+use etlkit_core::{Context, LoadStats, Rejected};
+use neo4rs::{BoltList, BoltType, Graph};
+
+use crate::config::{GraphConfig, NullKeyPolicy};
+use crate::error::{GraphError, Result};
+use crate::spec::{NodeSpec, RelPartition, RelSpec};
+use crate::value::Columns;
+
+/// Counters of everything committed so far (summed from the server's result summaries).
+#[derive(Debug, Default)]
+struct Counters {
+    nodes_created: AtomicU64,
+    relationships_created: AtomicU64,
+    properties_set: AtomicU64,
+    retries: AtomicU64,
+    transactions: AtomicU64,
+    rows: AtomicU64,
+    max_txn_rows: AtomicU64,
+}
+
+/// One prepared row: its positional list, estimated size, partition hash and 1-based row number.
+struct Row {
+    value: BoltType,
+    bytes: usize,
+    hash: u64,
+    line: usize,
+}
+
+/// What kind of statement a chunk runs: node merges, or relationship writes whose matched-row count
+/// must equal the rows sent.
+#[derive(Clone, Copy)]
+enum Kind {
+    Nodes,
+    Rels,
+}
+
+/// Writes node and relationship rows from Arrow batches as batched, parameterized `UNWIND`
+/// transactions, and keeps the server's counters.
+///
+/// Every call of [`write_nodes`](Self::write_nodes) / [`write_rels`](Self::write_rels):
+/// 1. checks keys (NULL keys fail or are rejected, per [`GraphConfig::on_null_key`]);
+/// 2. partitions the rows by a key hash into `workers` partitions (relationships: per
+///    [`RelSpec::partition`]); each partition is written by at most one transaction at a time across
+///    all concurrent calls, so no node key is in two concurrent transactions;
+/// 3. cuts each partition into transactions of at most `batch_rows` rows and `max_message_bytes`
+///    estimated bytes;
+/// 4. runs each as one explicit transaction (`BEGIN`, `UNWIND`, `COMMIT`, commit result checked),
+///    retrying the whole transaction with exponential back-off and jitter on `Neo.TransientError.*`
+///    (also when reported at `COMMIT`), at most `max_attempts` times; never on other errors.
+///
+/// Durability: when a call returns `Ok`, all its rows are committed. On `Err`, transactions already
+/// committed by that call stay committed (each is atomic; `MERGE` makes re-running the call safe).
+pub struct GraphWriter {
+    graph: Graph,
+    config: GraphConfig,
+    partitions: Vec<tokio::sync::Mutex<()>>,
+    counters: Counters,
+    jitter: AtomicU64,
+}
+
+impl std::fmt::Debug for GraphWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphWriter").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl GraphWriter {
+    /// Validates `config` and opens a pool of `workers + 1` Bolt connections (lazily; the first query
+    /// connects). Must be called inside a Tokio runtime.
+    pub fn connect(config: GraphConfig) -> Result<Self> {
+        config.validate()?;
+        let bolt = |source| GraphError::Bolt { spec: "connection".into(), action: "connect", source };
+        let neo = neo4rs::ConfigBuilder::default()
+            .uri(&config.uri)
+            .user(&config.user)
+            .password(&config.password)
+            .db(config.database.as_str())
+            .max_connections(config.workers + 1)
+            .connection_timeout(config.response_timeout)
+            .build()
+            .map_err(bolt)?;
+        let graph = Graph::connect(neo).map_err(bolt)?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos()) as u64
+            | 1;
+        Ok(GraphWriter {
+            graph,
+            partitions: (0..config.workers).map(|_| tokio::sync::Mutex::new(())).collect(),
+            config,
+            counters: Counters::default(),
+            jitter: AtomicU64::new(seed),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &GraphConfig {
+        &self.config
+    }
+
+    /// The underlying neo4rs pool, e.g. for verification queries.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Creates the uniqueness constraint of every node kind's key (idempotent `IF NOT EXISTS`), one
+    /// statement each. Call before writing data (the [`GraphSink`](crate::GraphSink) and the
+    /// [`TwoPhaseLoader`](crate::TwoPhaseLoader) do).
+    pub async fn create_schema(&self, nodes: &[NodeSpec]) -> Result<()> {
+        for spec in nodes {
+            spec.validate()?;
+            let q = spec.constraint_cypher();
+            tracing::debug!(target: "etlkit::neo4j", "{q}");
+            self.graph.run(neo4rs::query(&q)).await.map_err(|source| GraphError::Bolt {
+                spec: spec.name(),
+                action: "CREATE CONSTRAINT",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Merges one node per row of `batch` (see [`NodeSpec`]); returns the rows written (rows with NULL
+    /// keys are rejected through `ctx` when the policy says so, and not counted).
+    pub async fn write_nodes(&self, spec: &NodeSpec, batch: &RecordBatch, ctx: &Context) -> Result<u64> {
+        spec.validate()?;
+        let names = spec.columns();
+        let cols = Columns::resolve(spec.name(), &names, batch)?;
+        let rows = self.prepare(&spec.name(), &cols, spec.keys.len(), 0..spec.keys.len(), batch, ctx)?;
+        let n = rows.len() as u64;
+        self.run_partitioned(&spec.name(), &spec.merge_cypher(), rows, self.partitions.len(), Kind::Nodes)
+            .await?;
+        Ok(n)
+    }
+
+    /// Writes one relationship per row of `batch` (see [`RelSpec`]); both endpoints must exist.
+    pub async fn write_rels(&self, spec: &RelSpec, batch: &RecordBatch, ctx: &Context) -> Result<u64> {
+        spec.validate()?;
+        let names = spec.columns();
+        let cols = Columns::resolve(spec.name(), &names, batch)?;
+        let (nf, nt) = (spec.from.keys.len(), spec.to.keys.len());
+        let (range, parts) = match spec.partition {
+            RelPartition::StartNode => (0..nf, self.partitions.len()),
+            RelPartition::EndNode => (nf..nf + nt, self.partitions.len()),
+            RelPartition::Single => (0..0, 1),
+        };
+        let rows = self.prepare(&spec.name(), &cols, spec.key_columns().len(), range, batch, ctx)?;
+        let n = rows.len() as u64;
+        self.run_partitioned(&spec.name(), &spec.write_cypher(), rows, parts, Kind::Rels).await?;
+        Ok(n)
+    }
+
+    /// What has been committed so far: `retries`, and counters `nodes_created`,
+    /// `relationships_created`, `properties_set` (from the server's summaries), `transactions`
+    /// (committed), `rows_sent` and `max_transaction_rows`.
+    pub fn stats(&self) -> LoadStats {
+        let c = &self.counters;
+        let mut s = LoadStats::default();
+        s.retries = c.retries.load(Ordering::Relaxed);
+        for (name, v) in [
+            ("nodes_created", &c.nodes_created),
+            ("relationships_created", &c.relationships_created),
+            ("properties_set", &c.properties_set),
+            ("transactions", &c.transactions),
+            ("rows_sent", &c.rows),
+            ("max_transaction_rows", &c.max_txn_rows),
+        ] {
+            s.add_counter(name, v.load(Ordering::Relaxed));
+        }
+        s
+    }
+
+    /// Builds the rows, handling NULL keys (the first `n_keys` columns) per policy.
+    fn prepare(
+        &self,
+        spec: &str,
+        cols: &Columns<'_>,
+        n_keys: usize,
+        hash_range: std::ops::Range<usize>,
+        batch: &RecordBatch,
+        ctx: &Context,
+    ) -> Result<Vec<Row>> {
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            if let Some(column) = cols.first_null(n_keys, i) {
+                match self.config.on_null_key {
+                    NullKeyPolicy::Fail => {
+                        return Err(GraphError::NullKey {
+                            spec: spec.to_owned(),
+                            row: i + 1,
+                            column: column.into(),
+                        });
+                    }
+                    NullKeyPolicy::Reject => {
+                        ctx.reject(null_key_reject(spec, i, column)).map_err(GraphError::Reject)?;
+                        continue;
+                    }
+                }
+            }
+            let (value, bytes) = cols.row(i)?;
+            if bytes + 64 > self.config.max_message_bytes {
+                return Err(GraphError::RowTooLarge {
+                    spec: spec.to_owned(),
+                    row: i + 1,
+                    bytes,
+                    cap: self.config.max_message_bytes,
+                });
+            }
+            rows.push(Row { value, bytes, hash: cols.hash(hash_range.clone(), i), line: i + 1 });
+        }
+        Ok(rows)
+    }
+
+    async fn run_partitioned(
+        &self,
+        spec: &str,
+        cypher: &str,
+        rows: Vec<Row>,
+        parts: usize,
+        kind: Kind,
+    ) -> Result<()> {
+        let mut split: Vec<Vec<Row>> = (0..parts).map(|_| Vec::new()).collect();
+        for r in rows {
+            let p = if parts == 1 { 0 } else { (r.hash % parts as u64) as usize };
+            split[p].push(r);
+        }
+        let jobs = split
+            .into_iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(p, rows)| self.run_partition(spec, cypher, p, rows, kind));
+        futures::future::try_join_all(jobs).await?;
+        Ok(())
+    }
+
+    async fn run_partition(
+        &self,
+        spec: &str,
+        cypher: &str,
+        p: usize,
+        rows: Vec<Row>,
+        kind: Kind,
+    ) -> Result<()> {
+        let _guard = self.partitions[p].lock().await;
+        let cap = self.config.max_message_bytes.saturating_sub(cypher.len() + 64);
+        let mut chunk = BoltList::with_capacity(rows.len().min(self.config.batch_rows));
+        let mut bytes = 5;
+        let mut first_line = 0;
+        for r in rows {
+            if !chunk.is_empty() && (chunk.len() == self.config.batch_rows || bytes + r.bytes > cap) {
+                let full = std::mem::replace(&mut chunk, BoltList::with_capacity(self.config.batch_rows));
+                self.run_txn(spec, cypher, full, kind, first_line).await?;
+                bytes = 5;
+            }
+            if chunk.is_empty() {
+                first_line = r.line;
+            }
+            bytes += r.bytes;
+            chunk.push(r.value);
+        }
+        if !chunk.is_empty() {
+            self.run_txn(spec, cypher, chunk, kind, first_line).await?;
+        }
+        Ok(())
+    }
+
+    /// One batch, one transaction, retried whole on transient errors.
+    async fn run_txn(
+        &self,
+        spec: &str,
+        cypher: &str,
+        rows: BoltList,
+        kind: Kind,
+        first_line: usize,
+    ) -> Result<()> {
+        let n = rows.len();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_txn(spec, cypher, rows.clone(), kind).await {
+                Ok(c) => {
+                    let k = &self.counters;
+                    k.nodes_created.fetch_add(c.nodes_created, Ordering::Relaxed);
+                    k.relationships_created.fetch_add(c.relationships_created, Ordering::Relaxed);
+                    k.properties_set.fetch_add(c.properties_set, Ordering::Relaxed);
+                    k.transactions.fetch_add(1, Ordering::Relaxed);
+                    k.rows.fetch_add(n as u64, Ordering::Relaxed);
+                    k.max_txn_rows.fetch_max(n as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() && attempt < self.config.max_attempts => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = self.backoff(attempt);
+                    tracing::debug!(
+                        target: "etlkit::neo4j",
+                        "{spec}: transient error on {n} rows from row {first_line} (attempt {attempt}), retrying in {wait:?}: {}",
+                        e.server_code().unwrap_or("?")
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(GraphError::RetriesExhausted {
+                        spec: spec.to_owned(),
+                        attempts: attempt,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_txn(
+        &self,
+        spec: &str,
+        cypher: &str,
+        rows: BoltList,
+        kind: Kind,
+    ) -> Result<neo4rs::summary::Counters> {
+        let bolt =
+            |action: &'static str| move |source| GraphError::Bolt { spec: spec.to_owned(), action, source };
+        let n = rows.len();
+        let query = neo4rs::query(cypher).param("rows", BoltType::List(rows));
+        let mut txn = self.graph.start_txn().await.map_err(bolt("BEGIN"))?;
+        // A failed transaction is dropped: the pool RESETs the connection, which rolls it back.
+        let summary = match kind {
+            Kind::Nodes => txn.run(query).await.map_err(bolt("UNWIND MERGE"))?,
+            Kind::Rels => {
+                let mut stream = txn.execute(query).await.map_err(bolt("UNWIND relationships"))?;
+                let mut matched = 0usize;
+                while let Some(row) = stream.next(txn.handle()).await.map_err(bolt("UNWIND relationships"))? {
+                    matched += row.get::<i64>("matched").map_or(0, |m| m.max(0) as usize);
+                }
+                let summary = stream.finish(txn.handle()).await.map_err(bolt("UNWIND relationships"))?;
+                if matched != n {
+                    return Err(GraphError::MissingEndpoints {
+                        spec: spec.to_owned(),
+                        rows: n,
+                        missing: n.saturating_sub(matched),
+                    });
+                }
+                summary
+            }
+        };
+        txn.commit().await.map_err(bolt("COMMIT"))?;
+        Ok(*summary.stats())
+    }
+
+    /// `backoff_initial * 2^(attempt-1)`, capped at `backoff_max`, with full jitter in [50%, 100%].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.config.backoff_initial.saturating_mul(1u32 << (attempt - 1).min(20));
+        let base = base.min(self.config.backoff_max);
+        // splitmix64 step: cheap, good enough for jitter.
+        let mut z = self.jitter.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let frac = 0.5 + 0.5 * ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+        base.mul_f64(frac)
+    }
+}
+
+/// The reject record for a row whose key column is NULL.
+pub(crate) fn null_key_reject(spec: &str, row: usize, column: &str) -> Rejected {
+    Rejected {
+        origin: format!("neo4j {spec}"),
+        line: Some(row as u64 + 1),
+        column: Some(column.to_owned()),
+        value: None,
+        reason: "key column is NULL; NULL keys are never merged".to_owned(),
+        raw: None,
+    }
+}
+
+/// Rows of `batch` (0-based) where any of `columns` is NULL, with the first such column.
+pub(crate) fn null_rows(batch: &RecordBatch, columns: &[&str]) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let arrays: Vec<_> = columns.iter().filter_map(|c| batch.column_by_name(c).map(|a| (*c, a))).collect();
+    for i in 0..batch.num_rows() {
+        if let Some((c, _)) = arrays.iter().find(|(_, a)| a.is_null(i)) {
+            out.push((i, (*c).to_owned()));
+        }
+    }
+    out
+}
+
+/// `batch` without the given rows.
+pub(crate) fn drop_rows(batch: &RecordBatch, rows: &[(usize, String)]) -> Result<RecordBatch> {
+    let mut keep = vec![true; batch.num_rows()];
+    for (i, _) in rows {
+        keep[*i] = false;
+    }
+    Ok(arrow_select::filter::filter_record_batch(batch, &BooleanArray::from(keep))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn backoff_grows_is_capped_and_jittered() {
+        let w = GraphWriter::connect(GraphConfig {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .unwrap();
+        for attempt in 1..=10u32 {
+            let d = w.backoff(attempt);
+            let base = Duration::from_millis((10u64 << (attempt - 1)).min(100));
+            assert!(d <= base && d >= base / 2, "attempt {attempt}: {d:?} vs {base:?}");
+        }
+    }
+}
