@@ -11,6 +11,8 @@ use pgpq::ArrowToPostgresBinaryEncoder;
 use pgpq::encoders::EncoderBuilder;
 use sqlx::PgConnection;
 
+use crate::catalog::TableColumn;
+use crate::conform::{Conformer, NanosPolicy, NulPolicy};
 use crate::error::{PgError, Result};
 
 /// The 11-byte signature, 4-byte flags and 4-byte header-extension length of binary COPY data.
@@ -82,5 +84,47 @@ pub(crate) async fn copy_batches(
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(PgError::Timeout { action: "COPY", seconds: timeout.as_secs_f64() }),
+    }
+}
+
+/// Encodes Arrow batches into PostgreSQL binary COPY data for a table's columns: the same
+/// cast-validate-encode path [`PgCopySink`](crate::PgCopySink) uses, without a connection. Useful
+/// for writing `.bin` files for `COPY ... FROM 'file' (FORMAT binary)` and for benchmarks.
+#[derive(Debug)]
+pub struct CopyEncoder {
+    conformer: Conformer,
+    tuples: TupleEncoder,
+    rows: u64,
+}
+
+impl CopyEncoder {
+    /// An encoder for batches with schema `input` going into a table with columns `table` (from
+    /// [`table_columns`](crate::table_columns)).
+    pub fn new(table: &[TableColumn], input: &Schema, nanos: NanosPolicy, nul: NulPolicy) -> Result<Self> {
+        let conformer = Conformer::plan("table", table, input, nanos, nul)?;
+        let tuples = TupleEncoder::new(conformer.target_schema(), &conformer.encoder_builders()?)?;
+        Ok(CopyEncoder { conformer, tuples, rows: 0 })
+    }
+
+    /// The table columns the data is for, in order (the COPY column list).
+    pub fn column_names(&self) -> Vec<String> {
+        self.conformer.column_names().map(str::to_owned).collect()
+    }
+
+    /// Appends the binary COPY header.
+    pub fn write_header(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(HEADER);
+    }
+
+    /// Casts, validates and appends the rows of `batch`.
+    pub fn write_batch(&mut self, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()> {
+        let conformed = self.conformer.conform(batch, self.rows + 1)?;
+        self.rows += batch.num_rows() as u64;
+        self.tuples.encode(&conformed, buf)
+    }
+
+    /// Appends the trailer.
+    pub fn write_trailer(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&TRAILER);
     }
 }

@@ -46,19 +46,29 @@ mod catalog;
 mod conform;
 mod connection;
 mod copy;
+mod dimension;
 mod error;
 mod identifier;
 mod merge;
 mod sink;
 mod source;
+mod star;
 mod table;
 
 pub use catalog::{PgType, TableColumn, table_columns};
 pub use conform::{DEFAULT_NUMERIC_SCALE, NanosPolicy, NulPolicy};
 pub use connection::{DatabaseUrl, connect, redact};
+pub use copy::CopyEncoder;
+pub use dimension::{PgDimensionConfig, PgDimensionStore};
 pub use error::{PgError, Result};
 pub use identifier::{TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
 pub use sink::{BulkTuning, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};
+pub use star::{PgStarConfig, PgStarSink, StarLoadMode};
 pub use table::{create_table_if_not_exists, create_table_sql, pg_type_for};
+
+/// Re-exported: [`CopyEncoder`] writes into `bytes::BytesMut`.
+pub use bytes;
+/// Re-exported: the sink and source take a `sqlx::PgPool`.
+pub use sqlx;

@@ -1,0 +1,480 @@
+//! [`PgStarSink`]: star-schema loading into PostgreSQL. Each batch goes into a row table (the
+//! normalized source rows) and, with surrogate keys resolved by a [`StarSchema`], into a fact table —
+//! both in ONE transaction, so the two tables always gain exactly the same rows.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use etlkit_core::{Context, LoadStats, Sink, Stage};
+use etlkit_dimcache::StarSchema;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use tokio::sync::OnceCell;
+
+use crate::catalog::{TableColumn, table_columns};
+use crate::conform::{NanosPolicy, NulPolicy};
+use crate::copy::CopyEncoder;
+use crate::error::{PgError, Result};
+use crate::identifier::{TableRef, column_list, quote_ident};
+use crate::sink::exec;
+
+/// Rows encoded per slice before checking whether the send buffer is full.
+const SLICE_ROWS: usize = 8192;
+
+static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// How [`PgStarSink`] writes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StarLoadMode {
+    /// Binary `COPY` straight into both tables: the fastest path, for rows already known to be new
+    /// (e.g. after an in-memory de-duplication seeded from the row table). When
+    /// [`PgStarConfig::conflict_key`] is set and a batch hits a unique violation (another process
+    /// loaded some of the same rows meanwhile), that batch is redone in [`StarLoadMode::Merge`].
+    /// The default.
+    #[default]
+    Copy,
+    /// `COPY` both into temporary staging tables, then insert the rows whose
+    /// [`conflict_key`](PgStarConfig::conflict_key) is not in the row table yet
+    /// (`INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key`) and the fact rows of exactly those
+    /// rows, in one statement. De-duplicates against the database with constant client memory.
+    Merge,
+}
+
+/// Configuration of a [`PgStarSink`]. Build with struct syntax over [`Default`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgStarConfig {
+    /// Table receiving the batch's rows (e.g. `yellow_taxi_trips`); it must exist. Default: empty
+    /// (must be set).
+    pub rows_table: TableRef,
+    /// Batch columns written to `rows_table`, in order; empty means every column. Default: empty.
+    pub rows_columns: Vec<String>,
+    /// The fact table, receiving [`StarSchema::output_schema`] batches; it must exist. Default:
+    /// empty (must be set).
+    pub fact_table: TableRef,
+    /// A column in both tables that identifies a row (e.g. `row_hash`), with a unique constraint in
+    /// `rows_table`. Required by [`StarLoadMode::Merge`]; enables the fallback of
+    /// [`StarLoadMode::Copy`]. Must be in `rows_columns` (when not empty) and among the fact
+    /// columns. Default: `None`.
+    pub conflict_key: Option<String>,
+    /// Copy or merge. Default: [`StarLoadMode::Copy`].
+    pub mode: StarLoadMode,
+    /// Bytes of COPY data per message. Default: 4 MiB.
+    pub send_buffer_bytes: usize,
+    /// Retries of a batch's transaction after a retryable error (lost connection, deadlock,
+    /// serialization failure). A failed `COMMIT` is not retried in `Copy` mode without a
+    /// `conflict_key` (it may have committed). Default: 2.
+    pub max_retries: u32,
+    /// Client-side limit for one batch's transaction. Default: 10 minutes.
+    pub timeout: Duration,
+    /// Timestamps with nanoseconds. Default: [`NanosPolicy::Reject`].
+    pub nanos: NanosPolicy,
+    /// Text with NUL bytes. Default: [`NulPolicy::Reject`].
+    pub nul: NulPolicy,
+    /// `SET LOCAL synchronous_commit = off` in every transaction (a crash may lose the last commits,
+    /// never corrupt them). Default: `false`.
+    pub synchronous_commit_off: bool,
+}
+
+impl Default for PgStarConfig {
+    fn default() -> Self {
+        PgStarConfig {
+            rows_table: TableRef::new(""),
+            rows_columns: Vec::new(),
+            fact_table: TableRef::new(""),
+            conflict_key: None,
+            mode: StarLoadMode::Copy,
+            send_buffer_bytes: 4 << 20,
+            max_retries: 2,
+            timeout: Duration::from_secs(600),
+            nanos: NanosPolicy::Reject,
+            nul: NulPolicy::Reject,
+            synchronous_commit_off: false,
+        }
+    }
+}
+
+impl PgStarConfig {
+    /// Checks every field (column existence is checked against the batches in `start`).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
+        if self.rows_table.name.is_empty() {
+            return bad("rows_table", "must name a table");
+        }
+        if self.fact_table.name.is_empty() {
+            return bad("fact_table", "must name a table");
+        }
+        if self.rows_table == self.fact_table {
+            return bad("fact_table", "must differ from rows_table");
+        }
+        if self.send_buffer_bytes < 8 << 10 || self.send_buffer_bytes > 512 << 20 {
+            return bad("send_buffer_bytes", "must be between 8 KiB and 512 MiB");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout", "must be positive");
+        }
+        if self.mode == StarLoadMode::Merge && self.conflict_key.is_none() {
+            return bad("conflict_key", "must be set for StarLoadMode::Merge");
+        }
+        if let Some(k) = &self.conflict_key
+            && !self.rows_columns.is_empty()
+            && !self.rows_columns.contains(k)
+        {
+            return bad("conflict_key", "must be one of rows_columns");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Plan {
+    rows_table: Vec<TableColumn>,
+    fact_table: Vec<TableColumn>,
+    /// Indices of `rows_columns` in the input batch.
+    rows_projection: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    rows_inserted: u64,
+    fact_inserted: u64,
+    conflicts: u64,
+    transactions: u64,
+    merged_batches: u64,
+}
+
+/// Loads a star schema: for each batch, its rows into [`PgStarConfig::rows_table`] and its fact rows
+/// (built by [`StarSchema::fact_batch`], which resolves and creates dimension members through the
+/// dimension caches) into [`PgStarConfig::fact_table`], in one transaction per batch.
+///
+/// - `write` may run concurrently (the pipeline's `workers`); each call checks out its own
+///   connection, so the pool needs `workers` connections plus those of the dimension stores.
+/// - When `write` returns `Ok` the batch is committed. New dimension members are committed before
+///   (by the store), so a failed batch can leave unreferenced members; a re-run reuses them.
+/// - `write` returns the batch's row count; rows not inserted because their
+///   [`conflict_key`](PgStarConfig::conflict_key) already existed are counted as `conflicts`.
+/// - `finish` returns counters `rows_inserted`, `fact_inserted` (always equal), `conflicts`,
+///   `transactions` and `merged_batches` (batches written by the merge path), and `retries`.
+pub struct PgStarSink {
+    pool: PgPool,
+    star: StarSchema,
+    config: PgStarConfig,
+    plan: OnceCell<Plan>,
+    tally: Mutex<Tally>,
+    retries: AtomicU64,
+}
+
+impl std::fmt::Debug for PgStarSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStarSink").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn is_unique_violation(e: &PgError) -> bool {
+    matches!(e, PgError::Database { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("23505"))
+}
+
+impl PgStarSink {
+    /// A sink writing through `pool`.
+    pub fn new(pool: PgPool, star: StarSchema, config: PgStarConfig) -> Result<Self> {
+        config.validate()?;
+        if let Some(k) = &config.conflict_key
+            && star.output_schema().index_of(k).is_err()
+        {
+            return Err(PgError::InvalidConfig {
+                field: "conflict_key",
+                reason: format!("`{k}` is not a fact column (add it to the star schema's measures)"),
+            });
+        }
+        Ok(PgStarSink {
+            pool,
+            star,
+            config,
+            plan: OnceCell::new(),
+            tally: Mutex::new(Tally::default()),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgStarConfig {
+        &self.config
+    }
+
+    /// The star schema building the fact rows.
+    pub fn star(&self) -> &StarSchema {
+        &self.star
+    }
+
+    /// `(rows_inserted, fact_inserted, conflicts)` committed so far.
+    pub fn committed_counts(&self) -> (u64, u64, u64) {
+        let t = self.tally.lock().expect("star sink poisoned");
+        (t.rows_inserted, t.fact_inserted, t.conflicts)
+    }
+
+    async fn plan(&self, schema: &SchemaRef) -> Result<&Plan> {
+        self.plan
+            .get_or_try_init(|| async {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| PgError::db("connecting", self.config.rows_table.quoted(), e))?;
+                let rows_table = table_columns(&mut conn, &self.config.rows_table).await?;
+                let fact_table = table_columns(&mut conn, &self.config.fact_table).await?;
+                let rows_projection = if self.config.rows_columns.is_empty() {
+                    (0..schema.fields().len()).collect()
+                } else {
+                    let mut p = Vec::with_capacity(self.config.rows_columns.len());
+                    for c in &self.config.rows_columns {
+                        p.push(schema.index_of(c).map_err(|_| PgError::InvalidConfig {
+                            field: "rows_columns",
+                            reason: format!("column `{c}` is not in the input"),
+                        })?);
+                    }
+                    p
+                };
+                let plan = Plan { rows_table, fact_table, rows_projection };
+                // Check both tables accept the columns now rather than on the first write.
+                let projected = schema
+                    .project(&plan.rows_projection)
+                    .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
+                self.encoder(&plan.rows_table, &projected)?;
+                self.encoder(&plan.fact_table, &self.star.output_schema())?;
+                Ok(plan)
+            })
+            .await
+    }
+
+    fn encoder(&self, table: &[TableColumn], schema: &arrow_schema::Schema) -> Result<CopyEncoder> {
+        CopyEncoder::new(table, schema, self.config.nanos, self.config.nul.clone())
+    }
+
+    async fn write_batch(&self, plan: &Plan, batch: RecordBatch, fact: RecordBatch) -> Result<u64> {
+        let n = batch.num_rows() as u64;
+        let rows = batch
+            .project(&plan.rows_projection)
+            .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
+        drop(batch);
+        let mut mode = self.config.mode;
+        let mut attempt = 0;
+        loop {
+            match self.transaction(plan, &rows, &fact, mode).await {
+                Ok((inserted, facts)) => {
+                    if inserted != facts {
+                        return Err(PgError::InvalidConfig {
+                            field: "fact_table",
+                            reason: format!(
+                                "{inserted} rows but {facts} fact rows inserted for one batch (is `{}` \
+                                 unique in the row table?)",
+                                self.config.conflict_key.as_deref().unwrap_or("-")
+                            ),
+                        });
+                    }
+                    let mut t = self.tally.lock().expect("star sink poisoned");
+                    t.rows_inserted += inserted;
+                    t.fact_inserted += facts;
+                    t.conflicts += n - inserted;
+                    t.transactions += 1;
+                    t.merged_batches += u64::from(mode == StarLoadMode::Merge);
+                    return Ok(n);
+                }
+                Err((e, _))
+                    if mode == StarLoadMode::Copy
+                        && self.config.conflict_key.is_some()
+                        && is_unique_violation(&e) =>
+                {
+                    tracing::info!(table = %self.config.rows_table, "rows already present; merging this batch");
+                    mode = StarLoadMode::Merge;
+                }
+                Err((e, committing)) => {
+                    let ambiguous = committing && self.config.conflict_key.is_none();
+                    if !e.is_retryable() || ambiguous || attempt >= self.config.max_retries {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(table = %self.config.rows_table, attempt, error = %e, "retrying star batch");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    // A retried batch may have committed: the merge path is idempotent.
+                    if self.config.conflict_key.is_some() {
+                        mode = StarLoadMode::Merge;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One batch's transaction; returns (rows inserted, fact rows inserted). The error's flag says
+    /// whether COMMIT had been sent.
+    async fn transaction(
+        &self,
+        plan: &Plan,
+        rows: &RecordBatch,
+        fact: &RecordBatch,
+        mode: StarLoadMode,
+    ) -> std::result::Result<(u64, u64), (PgError, bool)> {
+        let quoted = self.config.rows_table.quoted();
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| (PgError::db("connecting", quoted.clone(), e), false))?;
+        let mut committing = false;
+        let work = async {
+            let c: &mut PgConnection = &mut conn;
+            let mut begin = String::from("BEGIN");
+            if self.config.synchronous_commit_off {
+                begin.push_str("; SET LOCAL synchronous_commit = off");
+            }
+            let mut rows_enc = self.encoder(&plan.rows_table, &rows.schema())?;
+            let mut fact_enc = self.encoder(&plan.fact_table, &fact.schema())?;
+            let rows_cols = column_list(rows_enc.column_names().iter().map(String::as_str));
+            let fact_cols = column_list(fact_enc.column_names().iter().map(String::as_str));
+            let counts = match mode {
+                StarLoadMode::Copy => {
+                    exec(c, begin)
+                        .await
+                        .map_err(|e| PgError::db("beginning a transaction", quoted.clone(), e))?;
+                    let r = self
+                        .copy(c, &self.config.rows_table.quoted(), &rows_cols, &mut rows_enc, rows)
+                        .await?;
+                    let f = self
+                        .copy(c, &self.config.fact_table.quoted(), &fact_cols, &mut fact_enc, fact)
+                        .await?;
+                    (r, f)
+                }
+                StarLoadMode::Merge => {
+                    let key = quote_ident(self.config.conflict_key.as_deref().expect("validated"));
+                    let n = STAGE_SEQ.fetch_add(1, Ordering::Relaxed);
+                    let s_rows = format!("pg_temp.{}", quote_ident(&format!("etlkit_star_rows_{n}")));
+                    let s_fact = format!("pg_temp.{}", quote_ident(&format!("etlkit_star_fact_{n}")));
+                    let fact_q = self.config.fact_table.quoted();
+                    exec(
+                        c,
+                        format!(
+                            "{begin}; CREATE TEMP TABLE {s_rows} ON COMMIT DROP AS SELECT {rows_cols} FROM {quoted} \
+                             WITH NO DATA; CREATE TEMP TABLE {s_fact} ON COMMIT DROP AS SELECT {fact_cols} FROM \
+                             {fact_q} WITH NO DATA"
+                        ),
+                    )
+                    .await
+                    .map_err(|e| PgError::db("creating staging tables", quoted.clone(), e))?;
+                    self.copy(c, &s_rows, &rows_cols, &mut rows_enc, rows).await?;
+                    self.copy(c, &s_fact, &fact_cols, &mut fact_enc, fact).await?;
+                    let s_fact_cols: Vec<String> =
+                        fact_enc.column_names().iter().map(|n| format!("s.{}", quote_ident(n))).collect();
+                    let merge = format!(
+                        "WITH ins AS (INSERT INTO {quoted} ({rows_cols}) SELECT {rows_cols} FROM {s_rows} \
+                         ON CONFLICT ({key}) DO NOTHING RETURNING {key}), \
+                         f AS (INSERT INTO {fact_q} ({fact_cols}) SELECT DISTINCT ON (s.{key}) {} \
+                         FROM {s_fact} s JOIN ins ON ins.{key} = s.{key} RETURNING 1) \
+                         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM f)",
+                        s_fact_cols.join(", ")
+                    );
+                    let row = sqlx::query(AssertSqlSafe(merge))
+                        .fetch_one(&mut *c)
+                        .await
+                        .map_err(|e| PgError::db("merging staged rows", quoted.clone(), e))?;
+                    (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64)
+                }
+            };
+            committing = true;
+            exec(c, "COMMIT".into()).await.map_err(|e| PgError::db("committing", quoted.clone(), e))?;
+            Ok::<_, PgError>(counts)
+        };
+        let res = match tokio::time::timeout(self.config.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(PgError::Timeout {
+                action: "star-schema batch",
+                seconds: self.config.timeout.as_secs_f64(),
+            }),
+        };
+        match res {
+            Ok(counts) => Ok(counts),
+            Err(e) => {
+                if exec(&mut conn, "ROLLBACK".into()).await.is_err() {
+                    conn.close_on_drop();
+                }
+                Err((e, committing))
+            }
+        }
+    }
+
+    /// One `COPY` of `batch` into `target`; returns the server's row count.
+    async fn copy(
+        &self,
+        conn: &mut PgConnection,
+        target: &str,
+        columns: &str,
+        encoder: &mut CopyEncoder,
+        batch: &RecordBatch,
+    ) -> Result<u64> {
+        let send = self.config.send_buffer_bytes;
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"))
+            .await
+            .map_err(|e| PgError::db("starting COPY", target.to_owned(), e))?;
+        let mut buf = BytesMut::with_capacity(send + send / 4);
+        encoder.write_header(&mut buf);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let n = SLICE_ROWS.min(batch.num_rows() - offset);
+            if let Err(e) = encoder.write_batch(&batch.slice(offset, n), &mut buf) {
+                let _ = copy.abort("etlkit: encoding failed").await;
+                return Err(e);
+            }
+            offset += n;
+            if buf.len() >= send {
+                copy.send(&buf[..])
+                    .await
+                    .map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+                buf.clear();
+            }
+        }
+        encoder.write_trailer(&mut buf);
+        copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+        copy.finish().await.map_err(|e| PgError::db("finishing COPY", target.to_owned(), e))
+    }
+}
+
+#[async_trait]
+impl Sink for PgStarSink {
+    fn name(&self) -> String {
+        format!("postgres-star:{}+{}", self.config.rows_table, self.config.fact_table)
+    }
+
+    async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
+        self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        Ok(())
+    }
+
+    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let plan = self.plan(&batch.schema()).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        let fact = self.star.fact_batch(&batch).await?;
+        self.write_batch(plan, batch, fact).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))
+    }
+
+    async fn finish(&self) -> etlkit_core::Result<LoadStats> {
+        let t = self.tally.lock().expect("star sink poisoned");
+        let mut stats = LoadStats::default();
+        stats.retries = self.retries.load(Ordering::Relaxed);
+        stats.add_counter("rows_inserted", t.rows_inserted);
+        stats.add_counter("fact_inserted", t.fact_inserted);
+        stats.add_counter("conflicts", t.conflicts);
+        stats.add_counter("transactions", t.transactions);
+        stats.add_counter("merged_batches", t.merged_batches);
+        for role in self.star.roles() {
+            let s = role.cache.stats();
+            stats.add_counter(&format!("{}_created", role.fact_column), s.created);
+        }
+        Ok(stats)
+    }
+
+    async fn abort(&self) {
+        // Every batch commits or rolls back inside `write`: nothing is left open.
+    }
+}
