@@ -158,7 +158,7 @@ pub(crate) fn into_core(name: &str, err: SourceError) -> etlkit_core::Error {
 
 impl From<SourceError> for etlkit_core::Error {
     fn from(err: SourceError) -> Self {
-        into_core("source", err)
+        into_core("etlkit-source", err)
     }
 }
 

@@ -79,8 +79,13 @@ pub struct CsvSourceConfig {
     /// Rows per batch; every batch but a file's last has exactly this many rows (fewer when rows were
     /// rejected). Default: 8192.
     pub batch_size: usize,
-    /// Parsed batches waiting for the consumer; memory is bounded by `channel_capacity + 1` batches
-    /// plus one being parsed. Default: 2.
+    /// Threads converting parsed records into Arrow columns, in parallel (one more thread splits the
+    /// input into records). Output order is file order whatever the number. Default: the number of CPUs.
+    pub workers: usize,
+    /// Chunks of `batch_size` records in flight (queued, converting or converted and waiting for the
+    /// consumer). At most `channel_capacity + 2` chunks exist at once — memory is bounded by that,
+    /// whatever the input size — and at most that many convert in parallel, so keep it at least
+    /// `workers`. Default: `2 * workers` of the default, i.e. twice the number of CPUs.
     pub channel_capacity: usize,
     /// Fail on the first bad row, or reject bad rows and go on. Default: [`OnError::Fail`].
     pub on_error: OnError,
@@ -88,6 +93,7 @@ pub struct CsvSourceConfig {
 
 impl Default for CsvSourceConfig {
     fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         CsvSourceConfig {
             input: Input::List(Vec::new()),
             has_header: true,
@@ -110,7 +116,8 @@ impl Default for CsvSourceConfig {
             integers_from_floats: true,
             unnamed_column_prefix: "unnamed_".to_owned(),
             batch_size: 8192,
-            channel_capacity: 2,
+            workers: cpus,
+            channel_capacity: 2 * cpus,
             on_error: OnError::Fail,
         }
     }
@@ -121,6 +128,9 @@ impl CsvSourceConfig {
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(SourceError::config("batch_size", "must be at least 1"));
+        }
+        if self.workers == 0 {
+            return Err(SourceError::config("workers", "must be at least 1"));
         }
         if self.channel_capacity == 0 {
             return Err(SourceError::config("channel_capacity", "must be at least 1"));
@@ -299,136 +309,168 @@ fn infer_schema(config: &CsvSourceConfig, path: &Path) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Everything the reading thread needs.
-struct Job {
-    config: CsvSourceConfig,
-    files: Vec<PathBuf>,
-    schema: SchemaRef,
-    values: ValueParser,
-    ctx: Context,
-    tx: async_channel::Sender<etlkit_core::Result<RecordBatch>>,
-    metrics: Arc<ReadMetrics>,
-    cancelled: Arc<AtomicBool>,
-    name: String,
+/// How one file's records map onto the schema.
+struct FileCtx {
+    path: PathBuf,
+    positions: Vec<usize>,
+    expected_fields: usize,
 }
 
-impl Job {
-    fn run(&self) {
-        if let Err(e) = self.read_all() {
-            let _ = self.tx.send_blocking(Err(e));
-        }
-    }
+/// What every conversion thread shares.
+struct Shared {
+    schema: SchemaRef,
+    values: ValueParser,
+    dialect: Dialect,
+    on_error: OnError,
+    name: String,
+    cancelled: AtomicBool,
+}
 
-    fn read_all(&self) -> etlkit_core::Result<()> {
-        let mut chunk = RecordChunk::default();
+/// A converted chunk: the good rows and the rows to reject (in file order).
+type Converted = Result<(RecordBatch, Vec<Rejected>), SourceError>;
+
+/// One chunk of records waiting for a conversion thread.
+struct Work {
+    file: Arc<FileCtx>,
+    chunk: RecordChunk,
+    tx: async_channel::Sender<Converted>,
+    /// Where the chunk's buffers go back to once converted.
+    recycle: async_channel::Sender<RecordChunk>,
+}
+
+/// What the reading thread hands to the consumer, in file order.
+enum Pending {
+    Chunk(async_channel::Receiver<Converted>),
+    Err(SourceError),
+}
+
+impl Shared {
+    /// Converts one chunk; bad rows become an error (fail) or rejects (reject).
+    fn convert(&self, file: &FileCtx, chunk: &RecordChunk) -> Converted {
+        let converter = ChunkConverter {
+            schema: &self.schema,
+            positions: &file.positions,
+            expected_fields: file.expected_fields,
+            values: &self.values,
+        };
         let mut faults = Vec::new();
-        for path in &self.files {
-            if !self.read_file(path, &mut chunk, &mut faults)? {
-                return Ok(()); // consumer went away
+        let arrow_err = |source| SourceError::Arrow { path: file.path.clone(), source };
+        let batch = converter.convert(chunk, &mut faults).map_err(arrow_err)?;
+        // A record that ran into end of input inside quotes swallowed the rest of the file. Only the
+        // last record of a chunk can be one; checking it costs one scan of it.
+        let last = chunk.len() - 1;
+        if let Some(offset) = unterminated_quote(chunk.raw(last), self.dialect) {
+            faults.retain(|b| b.row != last);
+            faults.push(Bad {
+                row: last,
+                field: usize::MAX,
+                column: None,
+                value: None,
+                reason: format!("unterminated quoted field (opened on line {})", chunk.line(last) + offset),
+            });
+        }
+        if faults.is_empty() {
+            return Ok((batch, Vec::new()));
+        }
+        match self.on_error {
+            OnError::Fail => Err(SourceError::BadRow(Box::new(bad_row(&file.path, chunk, &faults[0])))),
+            OnError::Reject => {
+                let rejects = faults
+                    .iter()
+                    .map(|b| {
+                        let BadRow { path, line, column, value, reason, raw } = bad_row(&file.path, chunk, b);
+                        Rejected {
+                            origin: path.display().to_string(),
+                            line: Some(line),
+                            column,
+                            value,
+                            reason,
+                            raw: Some(raw),
+                        }
+                    })
+                    .collect();
+                let kept =
+                    arrow_select::filter::filter_record_batch(&batch, &keep_mask(chunk.len(), &faults))
+                        .and_then(|b| RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec()))
+                        .map_err(arrow_err)?;
+                Ok((kept, rejects))
             }
         }
-        Ok(())
+    }
+}
+
+/// The reading thread: splits files into chunks of records, hands them to the conversion threads
+/// and their result slots to the consumer, in order.
+struct Splitter {
+    config: CsvSourceConfig,
+    files: Vec<PathBuf>,
+    shared: Arc<Shared>,
+    work_tx: async_channel::Sender<Work>,
+    order_tx: async_channel::Sender<Pending>,
+    metrics: Arc<ReadMetrics>,
+    /// Converted chunks whose buffers can be reused (their number is bounded by the chunks in flight).
+    recycle_tx: async_channel::Sender<RecordChunk>,
+    recycle_rx: async_channel::Receiver<RecordChunk>,
+}
+
+impl Splitter {
+    fn run(&self) {
+        for path in &self.files {
+            match self.split_file(path) {
+                Ok(true) => {}
+                Ok(false) => return, // consumer went away
+                Err(e) => {
+                    let _ = self.order_tx.send_blocking(Pending::Err(e));
+                    return;
+                }
+            }
+        }
     }
 
-    /// Reads one file; `Ok(false)` when the consumer went away.
-    fn read_file(
-        &self,
-        path: &Path,
-        chunk: &mut RecordChunk,
-        faults: &mut Vec<Bad>,
-    ) -> etlkit_core::Result<bool> {
-        let err = |e: SourceError| into_core(&self.name, e);
-        let dialect = self.config.dialect();
-        let mut reader = open_file(path, dialect).map_err(err)?;
+    /// Splits one file; `Ok(false)` when the consumer went away.
+    fn split_file(&self, path: &Path) -> Result<bool> {
+        let schema = &self.shared.schema;
+        let mut reader = open_file(path, self.shared.dialect)?;
         let (positions, expected_fields) = if self.config.has_header {
-            let Some(header) = read_header(&self.config, path, &mut reader).map_err(err)? else {
+            let Some(header) = read_header(&self.config, path, &mut reader)? else {
                 return Ok(true); // empty file: no rows
             };
-            let mut positions = Vec::with_capacity(self.schema.fields().len());
-            for f in self.schema.fields() {
+            let mut positions = Vec::with_capacity(schema.fields().len());
+            for f in schema.fields() {
                 match header.iter().position(|h| h == f.name()) {
                     Some(p) => positions.push(p),
                     None => {
-                        return Err(err(SourceError::Header {
+                        return Err(SourceError::Header {
                             path: path.to_owned(),
                             reason: format!("column `{}` of the schema is not in the header", f.name()),
-                        }));
+                        });
                     }
                 }
             }
             (positions, header.len())
         } else {
-            ((0..self.schema.fields().len()).collect(), self.schema.fields().len())
+            ((0..schema.fields().len()).collect(), schema.fields().len())
         };
-        let converter = ChunkConverter {
-            schema: &self.schema,
-            positions: &positions,
-            expected_fields,
-            values: &self.values,
-        };
+        let file = Arc::new(FileCtx { path: path.to_owned(), positions, expected_fields });
         loop {
-            if self.cancelled.load(Ordering::Relaxed) {
+            if self.shared.cancelled.load(Ordering::Relaxed) {
                 return Ok(false);
             }
+            let mut chunk = self.recycle_rx.try_recv().unwrap_or_default();
             chunk.clear();
             let n = reader
-                .read_chunk(chunk, self.config.batch_size)
-                .map_err(|e| err(SourceError::io(path, e)))?;
+                .read_chunk(&mut chunk, self.config.batch_size)
+                .map_err(|e| SourceError::io(path, e))?;
             if n == 0 {
                 return Ok(true);
             }
-            faults.clear();
-            let batch = converter
-                .convert(chunk, faults)
-                .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?;
-            // A record that ran into end of input inside quotes swallowed the rest of the file.
-            let last = n - 1;
-            // Only the last record of a chunk can be such a record; checking it costs one scan of it.
-            if let Some(offset) = unterminated_quote(chunk.raw(last), reader.dialect()) {
-                faults.retain(|b| b.row != last);
-                faults.push(Bad {
-                    row: last,
-                    field: usize::MAX,
-                    column: None,
-                    value: None,
-                    reason: format!(
-                        "unterminated quoted field (opened on line {})",
-                        chunk.line(last) + offset
-                    ),
-                });
-            }
-            let batch = if faults.is_empty() {
-                batch
-            } else {
-                match self.config.on_error {
-                    OnError::Fail => {
-                        return Err(err(SourceError::BadRow(Box::new(bad_row(path, chunk, &faults[0])))));
-                    }
-                    OnError::Reject => {
-                        for b in faults.iter() {
-                            let BadRow { path, line, column, value, reason, raw } = bad_row(path, chunk, b);
-                            self.ctx.reject(Rejected {
-                                origin: path.display().to_string(),
-                                line: Some(line),
-                                column,
-                                value,
-                                reason,
-                                raw: Some(raw),
-                            })?;
-                        }
-                        arrow_select::filter::filter_record_batch(&batch, &keep_mask(n, faults))
-                            .and_then(|b| {
-                                RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
-                            })
-                            .map_err(|source| err(SourceError::Arrow { path: path.to_owned(), source }))?
-                    }
-                }
-            };
-            if batch.num_rows() == 0 {
-                continue;
-            }
+            let (tx, rx) = async_channel::bounded(1);
             self.metrics.enter();
-            if self.tx.send_blocking(Ok(batch)).is_err() {
+            // The work queue's length is bounded by the order queue's capacity.
+            let work = Work { file: Arc::clone(&file), chunk, tx, recycle: self.recycle_tx.clone() };
+            if self.work_tx.try_send(work).is_err()
+                || self.order_tx.send_blocking(Pending::Chunk(rx)).is_err()
+            {
                 self.metrics.leave();
                 return Ok(false);
             }
@@ -448,12 +490,60 @@ fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> BadRow {
     }
 }
 
-/// Sets the cancel flag when the stream is dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
+/// Sets the cancel flag and closes the queues when the stream is dropped.
+struct Consumer {
+    order_rx: async_channel::Receiver<Pending>,
+    shared: Arc<Shared>,
+    metrics: Arc<ReadMetrics>,
+    ctx: Context,
+    done: bool,
+}
 
-impl Drop for CancelOnDrop {
+impl Drop for Consumer {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+        self.order_rx.close();
+    }
+}
+
+impl Consumer {
+    async fn next(&mut self) -> Option<etlkit_core::Result<RecordBatch>> {
+        while !self.done {
+            let converted = match self.order_rx.recv().await {
+                Err(_) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(Pending::Err(e)) => Err(e),
+                Ok(Pending::Chunk(rx)) => {
+                    let r = rx.recv().await.unwrap_or_else(|_| {
+                        Err(SourceError::Internal("a CSV conversion thread vanished".into()))
+                    });
+                    self.metrics.leave();
+                    r
+                }
+            };
+            match converted {
+                Ok((batch, rejects)) => {
+                    for r in rejects {
+                        if let Err(e) = self.ctx.reject(r) {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                    if batch.num_rows() > 0 {
+                        self.metrics.delivered(batch.num_rows());
+                        return Some(Ok(batch));
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    self.shared.cancelled.store(true, Ordering::Relaxed);
+                    return Some(Err(into_core(&self.shared.name, e)));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -468,46 +558,66 @@ impl Source for CsvSource {
 
     fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
         let this = *self;
-        let (tx, rx) = async_channel::bounded(this.config.channel_capacity);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let metrics = Arc::clone(&this.metrics);
-        let job = Job {
+        let shared = Arc::new(Shared {
+            schema: this.schema,
             values: this.config.value_parser(),
+            dialect: this.config.dialect(),
+            on_error: this.config.on_error,
+            name: this.name,
+            cancelled: AtomicBool::new(false),
+        });
+        let (work_tx, work_rx) = async_channel::unbounded::<Work>();
+        let (order_tx, order_rx) = async_channel::bounded(this.config.channel_capacity);
+        let fail = |shared: &Shared, e: std::io::Error| {
+            let e = SourceError::Internal(format!("cannot start a CSV reader thread: {e}"));
+            let e = into_core(&shared.name, e);
+            futures::stream::once(async move { Err(e) }).boxed()
+        };
+        for i in 0..this.config.workers {
+            let worker_shared = Arc::clone(&shared);
+            let work_rx = work_rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("etlkit-csv-{i}")).spawn(move || {
+                let shared = worker_shared;
+                while let Ok(work) = work_rx.recv_blocking() {
+                    if shared.cancelled.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        shared.convert(&work.file, &work.chunk)
+                    }));
+                    let result = outcome.unwrap_or_else(|_| {
+                        Err(SourceError::Internal("a CSV conversion thread panicked".into()))
+                    });
+                    let _ = work.tx.send_blocking(result);
+                    let _ = work.recycle.try_send(work.chunk);
+                }
+            });
+            if let Err(e) = spawned {
+                return fail(&shared, e);
+            }
+        }
+        let (recycle_tx, recycle_rx) = async_channel::unbounded();
+        let splitter = Splitter {
+            recycle_tx,
+            recycle_rx,
             config: this.config,
             files: this.files,
-            schema: this.schema,
-            ctx,
-            tx,
-            metrics: Arc::clone(&metrics),
-            cancelled: Arc::clone(&cancelled),
-            name: this.name.clone(),
+            shared: Arc::clone(&shared),
+            work_tx,
+            order_tx,
+            metrics: Arc::clone(&this.metrics),
         };
-        let spawned = std::thread::Builder::new().name("etlkit-csv".into()).spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+        let spawned = std::thread::Builder::new().name("etlkit-csv-split".into()).spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| splitter.run()));
             if outcome.is_err() {
                 let e = SourceError::Internal("the CSV reader thread panicked".into());
-                let _ = job.tx.send_blocking(Err(into_core(&job.name, e)));
+                let _ = splitter.order_tx.send_blocking(Pending::Err(e));
             }
         });
         if let Err(e) = spawned {
-            let e = SourceError::Internal(format!("cannot start the CSV reader thread: {e}"));
-            return futures::stream::once(async move { Err(into_core(&this.name, e)) }).boxed();
+            return fail(&shared, e);
         }
-        let guard = CancelOnDrop(cancelled);
-        let mut failed = false;
-        rx.map(move |item| {
-            let _ = &guard;
-            if let Ok(b) = &item {
-                metrics.leave();
-                metrics.delivered(b.num_rows());
-            }
-            item
-        })
-        .take_while(move |item| {
-            let go = !failed;
-            failed |= item.is_err();
-            futures::future::ready(go)
-        })
-        .boxed()
+        let consumer = Consumer { order_rx, shared, metrics: this.metrics, ctx, done: false };
+        futures::stream::unfold(consumer, |mut c| async move { c.next().await.map(|item| (item, c)) }).boxed()
     }
 }

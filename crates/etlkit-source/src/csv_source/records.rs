@@ -46,6 +46,7 @@ pub(crate) struct RecordChunk {
 }
 
 impl RecordChunk {
+    /// Empties the chunk, keeping its buffers for reuse.
     pub(crate) fn clear(&mut self) {
         self.fields_len = 0;
         self.ends_len = 0;
@@ -109,7 +110,6 @@ impl RecordChunk {
 /// Reads records from one CSV byte stream.
 pub(crate) struct RecordReader<R> {
     core: csv_core::Reader,
-    dialect: Dialect,
     src: R,
     buf: Vec<u8>,
     pos: usize,
@@ -127,7 +127,6 @@ impl<R: Read> RecordReader<R> {
     pub(crate) fn new(src: R, dialect: Dialect) -> Self {
         RecordReader {
             core: dialect.core(),
-            dialect,
             src,
             buf: vec![0; READ_BUF],
             pos: 0,
@@ -250,11 +249,6 @@ impl<R: Read> RecordReader<R> {
                 }
             }
         }
-    }
-
-    /// The dialect this reader parses.
-    pub(crate) fn dialect(&self) -> Dialect {
-        self.dialect
     }
 }
 
