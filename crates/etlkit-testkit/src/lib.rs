@@ -36,7 +36,7 @@
 //!
 //! - **PostgreSQL**: binaries from `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`, else
 //!   `PATH`. `initdb` runs once per process (trust auth, UTF8, locale C) into a template directory that is
-//!   copied for each start. The server listens on 127.0.0.1 only, on a free port (retried on collision),
+//!   copied for each start (the template stays until the process exits). The server listens on 127.0.0.1 only, on a free port (retried on collision),
 //!   with its Unix socket in its own temp dir. When the process runs as root, `initdb` and `postgres` run
 //!   as the OS user `postgres`.
 //! - **ArcadeDB**: `python3 -c 'import arcadedb_embedded'` locates the package; its bundled JRE runs

@@ -147,7 +147,12 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 pub(crate) fn fresh_dir(prefix: &str, run_as: RunAs) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
+    let mut base = std::env::temp_dir();
+    // Another user must be able to reach the directory: fall back to /tmp if TMPDIR is private.
+    let world_searchable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    if run_as.is_some() && !base.ancestors().all(world_searchable) {
+        base = PathBuf::from("/tmp");
+    }
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("{prefix}-{}-{n}", std::process::id()));

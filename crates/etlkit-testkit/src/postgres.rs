@@ -156,7 +156,9 @@ impl PgServer {
         run(Command::new("cp").arg("-a").arg(template).arg(&data), run_as)?;
         let port = lifeline::free_port()?;
         let mut args: Vec<OsString> = vec!["-D".into(), data.into_os_string()];
-        let socket_dir = dir.to_string_lossy().into_owned();
+        // Unix socket paths are limited to 107 bytes; with a long TMPDIR, listen on TCP only.
+        let socket_dir =
+            if dir.as_os_str().len() < 90 { dir.to_string_lossy().into_owned() } else { String::new() };
         let port_s = port.to_string();
         let mut settings: Vec<(&str, &str)> = vec![
             ("listen_addresses", "127.0.0.1"),

@@ -114,3 +114,53 @@ fn bolt_dropping_the_server_stops_the_jvm() {
     }
     assert!(!alive(pids[0]), "JVM {} gone after drop", pids[0]);
 }
+
+/// The guarantee that matters most: a process that dies without running any destructor (here: SIGKILL)
+/// leaves no server and no files behind.
+#[test]
+fn postgres_is_stopped_when_its_process_is_killed() {
+    use std::io::BufRead;
+    let mut keeper = std::process::Command::new(env!("CARGO_BIN_EXE_etlkit-servers"))
+        .arg("pg")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut url = None;
+    for line in std::io::BufReader::new(keeper.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("export DATABASE_URL=") {
+            url = Some(u.to_owned());
+        }
+        if line.starts_with("# ready") {
+            break;
+        }
+    }
+    let url = url.expect("etlkit-servers printed DATABASE_URL");
+    let port: u16 = url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
+    let pids = listeners(port);
+    assert!(!pids.is_empty(), "postgres listens on {port}");
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("etlkit-pg") && name.contains(&format!("-{}-", keeper.id()))
+        })
+        .collect();
+    assert_eq!(dirs.len(), 2, "cluster and template directories: {dirs:?}");
+
+    keeper.kill().unwrap(); // SIGKILL: no destructor runs
+    keeper.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (pids.iter().any(|p| alive(*p)) || dirs.iter().any(|d| d.exists()))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pids.iter().all(|p| !alive(*p)), "postgres {pids:?} outlived its process");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} closed");
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?} removed");
+}
