@@ -2,6 +2,7 @@
 //! the server in large `CopyData` messages (several MiB each, never one per row).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -20,7 +21,7 @@ pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The file trailer: a 16-bit field count of -1.
 pub(crate) const TRAILER: [u8; 2] = [0xff, 0xff];
 
-/// Rows encoded per slice before checking whether the send buffer is full.
+/// Rows encoded in the first slice of a COPY, before the row size is known.
 const SLICE_ROWS: usize = 4096;
 
 /// Encodes conformed batches to binary COPY tuples. One per writer (pgpq's encoder is stateful).
@@ -59,26 +60,35 @@ pub(crate) async fn copy_batches(
     batches: &[RecordBatch],
     send_buffer: usize,
     timeout: Duration,
+    messages: &AtomicU64,
 ) -> Result<u64> {
     let work = async {
         let mut copy =
             conn.copy_in_raw(statement).await.map_err(|e| PgError::db("starting COPY", table, e))?;
         let mut buf = BytesMut::with_capacity(send_buffer + send_buffer / 4);
         buf.extend_from_slice(HEADER);
+        // Rows per encode call: sized from the bytes per row seen so far so that each message is
+        // close to `send_buffer` bytes.
+        let mut slice_rows = SLICE_ROWS;
         for batch in batches {
             let mut offset = 0;
             while offset < batch.num_rows() {
-                let n = SLICE_ROWS.min(batch.num_rows() - offset);
+                let n = slice_rows.min(batch.num_rows() - offset);
+                let before = buf.len();
                 encoder.encode(&batch.slice(offset, n), &mut buf)?;
+                let per_row = ((buf.len() - before) / n).max(1);
+                slice_rows = send_buffer.div_ceil(per_row).clamp(16, 1 << 16);
                 offset += n;
                 if buf.len() >= send_buffer {
                     copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", table, e))?;
+                    messages.fetch_add(1, Ordering::Relaxed);
                     buf.clear();
                 }
             }
         }
         buf.extend_from_slice(&TRAILER);
         copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", table, e))?;
+        messages.fetch_add(1, Ordering::Relaxed);
         copy.finish().await.map_err(|e| PgError::db("finishing COPY", table, e))
     };
     match tokio::time::timeout(timeout, work).await {

@@ -176,8 +176,9 @@ static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 /// - `write` may run concurrently (the pipeline's `workers`): each concurrent call uses its own
 ///   connection and its own COPY, so the pool needs at least `workers` connections.
 /// - `finish` returns counters `inserted`, `updated`, `unchanged`, `duplicate_keys` (rows that lost
-///   to a later row with the same key in the same unit; upsert only), `transactions` and
-///   `connections`, and `retries`. Rows written = inserted + updated + unchanged + duplicate_keys.
+///   to a later row with the same key in the same unit; upsert only), `transactions`,
+///   `connections` and `copy_messages` (COPY data messages sent, each about
+///   [`PgSinkConfig::send_buffer_bytes`]), and `retries`. Rows written = inserted + updated + unchanged + duplicate_keys.
 pub struct PgCopySink {
     pool: PgPool,
     config: PgSinkConfig,
@@ -187,6 +188,7 @@ pub struct PgCopySink {
     truncate_gate: tokio::sync::Mutex<()>,
     rows_seen: AtomicU64,
     retries: AtomicU64,
+    copy_messages: AtomicU64,
     connections: AtomicUsize,
     tally: Mutex<Tally>,
     dropped_indexes: Mutex<Vec<String>>,
@@ -213,6 +215,7 @@ impl PgCopySink {
             truncate_gate: tokio::sync::Mutex::new(()),
             rows_seen: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            copy_messages: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             tally: Mutex::new(Tally::default()),
             dropped_indexes: Mutex::new(Vec::new()),
@@ -349,6 +352,7 @@ impl PgCopySink {
             batches,
             self.config.send_buffer_bytes,
             self.config.timeout,
+            &self.copy_messages,
         )
         .await
     }
@@ -595,6 +599,7 @@ impl PgCopySink {
         counters.insert("duplicate_keys".to_owned(), t.duplicate_keys);
         counters.insert("transactions".to_owned(), t.transactions);
         counters.insert("connections".to_owned(), self.connections.load(Ordering::Relaxed) as u64);
+        counters.insert("copy_messages".to_owned(), self.copy_messages.load(Ordering::Relaxed));
         stats.counters = counters;
         Ok(stats)
     }

@@ -664,3 +664,27 @@ fn config_validation_and_debug_hide_secrets() {
     let url = DatabaseUrl::new("postgres://u:hunter2@h/db");
     assert!(!format!("{url:?}{url}").contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_buffer_bytes_sets_the_copy_message_size() {
+    let (pool, _) = fresh_pool("etlkit-sendbuf").await;
+    exec(&pool, "CREATE TABLE sb (id bigint, v text)").await;
+    let batch = ids(0..20_000, "some text to make rows about forty bytes"); // ~1 MB encoded
+    let load = |send_buffer_bytes: usize| {
+        let cfg = PgSinkConfig { table: TableRef::new("sb"), send_buffer_bytes, ..Default::default() };
+        let sink = Arc::new(PgCopySink::new(pool.clone(), cfg).unwrap());
+        let batch = batch.clone();
+        async move {
+            let source = MemorySource::new(batch.schema(), vec![batch]).unwrap();
+            let cfg = PipelineConfig { workers: 1, batch_size: 20_000, ..Default::default() };
+            Pipeline::new(source, sink).config(cfg).run().await.unwrap()
+        }
+    };
+    let small = load(64 << 10).await;
+    let big = load(4 << 20).await;
+    // ~1 MB in 64 KiB messages: at least 10; in 4 MiB messages: one per COPY (one batch).
+    assert!(small.counter("copy_messages") >= 10, "{:?}", small.counters);
+    assert_eq!(big.counter("copy_messages"), 1);
+    assert_eq!(count(&pool, "sb").await, 40_000);
+    assert_eq!(count(&pool, "sb WHERE v = 'some text to make rows about forty bytes'").await, 40_000);
+}
