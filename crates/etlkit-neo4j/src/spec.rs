@@ -155,7 +155,7 @@ pub enum RelPartition {
 /// A relationship kind: type, start and end node, identity properties, other properties, mode and
 /// partitioning.
 ///
-/// Written as `UNWIND $rows AS r MATCH (a:A {k: r[0]}) MATCH (b:B {k: r[1]})
+/// Written as `UNWIND $rows AS r MATCH (a:A) WHERE a.k = r[0] MATCH (b:B) WHERE b.k = r[1]
 /// MERGE (a)-[x:T {identity: r[2]}]->(b) SET x.p = r[3] RETURN count(*)`. Both nodes must already exist;
 /// rows that find no endpoint fail the batch with [`GraphError::MissingEndpoints`] rather than vanish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,14 +233,16 @@ impl RelSpec {
     pub fn write_cypher(&self) -> String {
         let mut q = String::from("UNWIND $rows AS r");
         let mut i = 0;
+        // `MATCH (a:A) WHERE a.k = r[0]` rather than `MATCH (a:A {k: r[0]})`: the same plan (an index
+        // seek) on Neo4j, about 20% faster on ArcadeDB, which also had bugs with row variables inside
+        // property maps in older builds.
         for (var, end) in [("a", &self.from), ("b", &self.to)] {
-            let _ = write!(q, " MATCH ({var}{} {{", labels(&end.labels));
+            let _ = write!(q, " MATCH ({var}{})", labels(&end.labels));
             for (j, k) in end.keys.iter().enumerate() {
-                let sep = if j == 0 { "" } else { ", " };
-                let _ = write!(q, "{sep}{}: r[{i}]", escape_identifier(&k.name));
+                let sep = if j == 0 { " WHERE " } else { " AND " };
+                let _ = write!(q, "{sep}{var}.{} = r[{i}]", escape_identifier(&k.name));
                 i += 1;
             }
-            q.push_str("})");
         }
         let verb = match self.mode {
             RelMode::Merge => "MERGE",
@@ -381,7 +383,7 @@ mod tests {
         spec.validate().unwrap();
         assert_eq!(
             spec.write_cypher(),
-            "UNWIND $rows AS r MATCH (a:`Learner` {`id`: r[0]}) MATCH (b:`Company` {`name`: r[1]}) \
+            "UNWIND $rows AS r MATCH (a:`Learner`) WHERE a.`id` = r[0] MATCH (b:`Company`) WHERE b.`name` = r[1] \
              MERGE (a)-[x:`WORKS_FOR` {`start_date`: r[2]}]->(b) SET x.`title` = r[3] RETURN count(*) AS matched"
         );
         assert_eq!(spec.key_columns(), ["learner_id", "company", "start_date"]);

@@ -329,3 +329,25 @@ async fn two_phase_loader_merges_distinct_shared_entities_first() {
     let again = loader.run(&plan, &Context::default(), |_| {}).await.unwrap();
     assert_eq!(again.counter("nodes_created") + again.counter("relationships_created"), 0, "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_are_not_retried() {
+    let mut cfg = config(1, 10);
+    cfg.password.push_str("-wrong");
+    cfg.backoff_initial = std::time::Duration::from_secs(5);
+    cfg.backoff_max = std::time::Duration::from_secs(5);
+    let w = GraphWriter::connect(cfg).unwrap();
+    let t = std::time::Instant::now();
+    let err = w
+        .write_nodes(
+            &person(),
+            &strings(&[("pid", vec![Some("p1")]), ("name", vec![None])]),
+            &Context::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(!err.is_retryable(), "{err:?}");
+    assert_eq!(w.stats().retries, 0);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "no back-off sleep: {:?}", t.elapsed());
+}
