@@ -46,6 +46,14 @@ impl TupleEncoder {
     }
 }
 
+/// How COPY data flows: message size, time limit, and a counter of messages sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CopyFlow<'a> {
+    pub(crate) send_buffer: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) messages: &'a AtomicU64,
+}
+
 /// Runs one `COPY <statement>` carrying all rows of `batches`, sending `send_buffer` bytes per
 /// message, bounded by a client-side `timeout` (PostgreSQL's `statement_timeout` does not bound
 /// COPY). Returns the row count the server reports.
@@ -58,10 +66,9 @@ pub(crate) async fn copy_batches(
     table: &str,
     encoder: &mut TupleEncoder,
     batches: &[RecordBatch],
-    send_buffer: usize,
-    timeout: Duration,
-    messages: &AtomicU64,
+    flow: &CopyFlow<'_>,
 ) -> Result<u64> {
+    let CopyFlow { send_buffer, timeout, messages } = *flow;
     let work = async {
         let mut copy =
             conn.copy_in_raw(statement).await.map_err(|e| PgError::db("starting COPY", table, e))?;

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 
 use crate::catalog::table_columns;
 use crate::conform::{Conformer, NanosPolicy, NulPolicy};
-use crate::copy::{TupleEncoder, copy_batches};
+use crate::copy::{CopyFlow, TupleEncoder, copy_batches};
 use crate::error::{PgError, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
 use crate::merge::{OnConflict, merge_sql};
@@ -350,9 +350,11 @@ impl PgCopySink {
             &target,
             &mut w.encoder,
             batches,
-            self.config.send_buffer_bytes,
-            self.config.timeout,
-            &self.copy_messages,
+            &CopyFlow {
+                send_buffer: self.config.send_buffer_bytes,
+                timeout: self.config.timeout,
+                messages: &self.copy_messages,
+            },
         )
         .await
     }
