@@ -11,7 +11,7 @@ use arrow_array::types::{
 use arrow_array::{ArrayRef, ArrowPrimitiveType, BooleanArray, RecordBatch};
 use arrow_cast::parse::Parser;
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use super::records::RecordChunk;
 
@@ -52,8 +52,8 @@ impl ValueParser {
         self.null_markers.iter().any(|m| m.as_slice() == v)
     }
 
-    pub(crate) fn parse_bool(s: &str) -> Option<bool> {
-        match s.trim() {
+    pub(crate) fn parse_bool(b: &[u8]) -> Option<bool> {
+        match std::str::from_utf8(b).ok()?.trim() {
             t if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("t") || t == "1" => Some(true),
             t if t.eq_ignore_ascii_case("false") || t.eq_ignore_ascii_case("f") || t == "0" => Some(false),
             t if t.eq_ignore_ascii_case("yes") || t.eq_ignore_ascii_case("y") => Some(true),
@@ -62,13 +62,18 @@ impl ValueParser {
         }
     }
 
-    /// An integer, also accepting a whole number written as a float (`2.0`, `3e2`) when allowed.
+    /// An integer, also accepting a whole number written as a float (`2.0`, `3e2`) when allowed, and
+    /// surrounding spaces.
     #[inline]
-    fn parse_int<T>(&self, s: &str) -> Option<T::Native>
+    fn parse_int<T>(&self, b: &[u8]) -> Option<T::Native>
     where
         T: Parser,
-        T::Native: TryFrom<i64>,
+        T::Native: TryFrom<i64> + lexical_core::FromLexical,
     {
+        if let Ok(v) = lexical_core::parse::<T::Native>(b) {
+            return Some(v);
+        }
+        let s = std::str::from_utf8(b).ok()?;
         if let Some(v) = T::parse(s) {
             return Some(v);
         }
@@ -81,9 +86,19 @@ impl ValueParser {
         None
     }
 
-    /// Microseconds since the epoch (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
+    /// A float; like arrow's parser (`NaN`, `inf`, exponents), also with surrounding spaces.
+    #[inline]
+    fn parse_float<F: lexical_core::FromLexical + std::str::FromStr>(b: &[u8]) -> Option<F> {
+        lexical_core::parse::<F>(b).ok().or_else(|| std::str::from_utf8(b).ok()?.trim().parse().ok())
+    }
+
+    /// Nanoseconds since the epoch (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
     /// text or any of the configured formats.
-    pub(crate) fn parse_timestamp_nanos(&self, s: &str) -> Option<i64> {
+    pub(crate) fn parse_timestamp_nanos(&self, b: &[u8]) -> Option<i64> {
+        if let Some(n) = plain_datetime_nanos(b) {
+            return Some(n);
+        }
+        let s = std::str::from_utf8(b).ok()?;
         if let Ok(dt) = arrow_cast::parse::string_to_datetime(&chrono::Utc, s) {
             return dt.timestamp_nanos_opt();
         }
@@ -95,7 +110,8 @@ impl ValueParser {
     }
 
     /// Days since the epoch from `YYYY-MM-DD` or any of the configured date formats.
-    pub(crate) fn parse_date(&self, s: &str) -> Option<i32> {
+    pub(crate) fn parse_date(&self, b: &[u8]) -> Option<i32> {
+        let s = std::str::from_utf8(b).ok()?;
         if let Some(d) = Date32Type::parse(s) {
             return Some(d);
         }
@@ -204,8 +220,8 @@ impl ChunkConverter<'_> {
             DataType::UInt16 => self.ints::<UInt16Type>(col, faults, dt),
             DataType::UInt32 => self.ints::<UInt32Type>(col, faults, dt),
             DataType::UInt64 => self.uints64(col, faults, dt),
-            DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, Float32Type::parse),
-            DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, Float64Type::parse),
+            DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, ValueParser::parse_float::<f32>),
+            DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, ValueParser::parse_float::<f64>),
             DataType::Date32 => prim::<Date32Type>(col, v, faults, dt, |s| v.parse_date(s)),
             DataType::Timestamp(unit, _) => {
                 let div = match unit {
@@ -214,7 +230,7 @@ impl ChunkConverter<'_> {
                     TimeUnit::Microsecond => 1_000,
                     TimeUnit::Nanosecond => 1,
                 };
-                let parse = |s: &str| v.parse_timestamp_nanos(s).map(|n| n.div_euclid(div));
+                let parse = |s: &[u8]| v.parse_timestamp_nanos(s).map(|n| n.div_euclid(div));
                 match unit {
                     TimeUnit::Second => prim::<TimestampSecondType>(col, v, faults, dt, parse),
                     TimeUnit::Millisecond => prim::<TimestampMillisecondType>(col, v, faults, dt, parse),
@@ -229,7 +245,10 @@ impl ChunkConverter<'_> {
                     v,
                     faults,
                     &dt.to_string(),
-                    |t| arrow_cast::parse::parse_decimal::<Decimal128Type>(t.trim(), p, s).ok(),
+                    |t| {
+                        let t = std::str::from_utf8(t).ok()?;
+                        arrow_cast::parse::parse_decimal::<Decimal128Type>(t.trim(), p, s).ok()
+                    },
                     |x| b.append_option(x),
                 );
                 Arc::new(b.finish().with_precision_and_scale(p, s).expect("valid decimal type")) as ArrayRef
@@ -265,7 +284,7 @@ impl ChunkConverter<'_> {
     fn ints<T>(&self, col: &ColumnCtx<'_>, faults: &mut Vec<Bad>, dt: &DataType) -> ArrayRef
     where
         T: Parser,
-        T::Native: TryFrom<i64>,
+        T::Native: TryFrom<i64> + lexical_core::FromLexical,
     {
         let v = self.values;
         prim::<T>(col, v, faults, dt, |s| v.parse_int::<T>(s))
@@ -273,8 +292,11 @@ impl ChunkConverter<'_> {
 
     fn uints64(&self, col: &ColumnCtx<'_>, faults: &mut Vec<Bad>, dt: &DataType) -> ArrayRef {
         let v = self.values;
-        prim::<UInt64Type>(col, v, faults, dt, |s| {
-            UInt64Type::parse(s).or_else(|| v.parse_int::<Int64Type>(s).and_then(|i| u64::try_from(i).ok()))
+        prim::<UInt64Type>(col, v, faults, dt, |b| {
+            lexical_core::parse::<u64>(b)
+                .ok()
+                .or_else(|| UInt64Type::parse(std::str::from_utf8(b).ok()?))
+                .or_else(|| v.parse_int::<Int64Type>(b).and_then(|i| u64::try_from(i).ok()))
         })
     }
 }
@@ -312,7 +334,7 @@ impl ColumnCtx<'_> {
         values: &ValueParser,
         faults: &mut Vec<Bad>,
         type_name: &str,
-        parse: impl Fn(&str) -> Option<V>,
+        parse: impl Fn(&[u8]) -> Option<V>,
         mut push: impl FnMut(Option<V>),
     ) {
         for row in 0..self.chunk.len() {
@@ -327,13 +349,14 @@ impl ColumnCtx<'_> {
                 push(None);
                 continue;
             }
-            let parsed = match std::str::from_utf8(raw) {
-                Ok(s) => parse(s).ok_or_else(|| format!("not a valid {type_name}")),
-                Err(_) => Err("invalid UTF-8".to_owned()),
-            };
-            match parsed {
-                Ok(x) => push(Some(x)),
-                Err(reason) => {
+            match parse(raw) {
+                Some(x) => push(Some(x)),
+                None => {
+                    let reason = if std::str::from_utf8(raw).is_err() {
+                        "invalid UTF-8".to_owned()
+                    } else {
+                        format!("not a valid {type_name}")
+                    };
                     faults.push(self.bad(row, raw, reason));
                     push(None);
                 }
@@ -347,7 +370,7 @@ fn prim<T: ArrowPrimitiveType>(
     values: &ValueParser,
     faults: &mut Vec<Bad>,
     dt: &DataType,
-    parse: impl Fn(&str) -> Option<T::Native>,
+    parse: impl Fn(&[u8]) -> Option<T::Native>,
 ) -> ArrayRef {
     let mut b = PrimitiveBuilder::<T>::with_capacity(col.chunk.len());
     let name = match dt {
@@ -366,4 +389,31 @@ pub(crate) fn keep_mask(rows: usize, faults: &[Bad]) -> BooleanArray {
         keep[b.row] = false;
     }
     BooleanArray::from(keep)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS` exactly (the common case), without allocation or
+/// format parsing; anything else (fractions, offsets, other formats) returns `None` and takes the
+/// general path.
+#[inline]
+fn plain_datetime_nanos(b: &[u8]) -> Option<i64> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    let days = i64::from(date.num_days_from_ce()) - 719_163; // 1970-01-01
+    let secs = days * 86_400 + i64::from(h * 3600 + m * 60 + sec);
+    secs.checked_mul(1_000_000_000)
 }

@@ -25,15 +25,16 @@ impl Guess {
         let Ok(s) = std::str::from_utf8(raw) else {
             return Guess::Text;
         };
+        let b = s.as_bytes();
         if Int64Type::parse(s).is_some() {
             Guess::Int
         } else if Float64Type::parse(s).is_some() {
             Guess::Float
         } else if s.trim().eq_ignore_ascii_case("true") || s.trim().eq_ignore_ascii_case("false") {
             Guess::Bool
-        } else if s.trim().len() <= 10 && values.parse_date(s).is_some() {
+        } else if s.trim().len() <= 10 && values.parse_date(b).is_some() {
             Guess::Date
-        } else if values.parse_timestamp_nanos(s).is_some() {
+        } else if values.parse_timestamp_nanos(b).is_some() {
             Guess::Timestamp
         } else {
             Guess::Text
