@@ -4,7 +4,7 @@
 //! cargo run --release -p etlkit-testkit --bin etlkit-taxi -- OUT.parquet|OUT.csv [ROWS] [SEED] [DUP_RATE]
 //! ```
 //! Defaults: 3,600,000 rows (about one month of TLC yellow trips), seed 1, dup_rate 0.0. Rows are generated
-//! in batches of 1 Mi rows (seeds `SEED`, `SEED+1`, ...).
+//! in parallel batches of 1 Mi rows (`taxi::yellow_trips_batches`).
 
 use std::time::Instant;
 
@@ -21,10 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dup_rate: f64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0.0);
 
     let started = Instant::now();
-    let chunk = 1 << 20;
-    let batches: Vec<_> = (0..rows.div_ceil(chunk))
-        .map(|i| taxi::yellow_trips(chunk.min(rows - i * chunk), seed + i as u64, dup_rate))
-        .collect();
+    let batches = taxi::yellow_trips_batches(rows, 1 << 20, seed, dup_rate);
     let generated = started.elapsed();
     if out.ends_with(".csv") {
         taxi::write_csv(out, &batches)?;
