@@ -20,8 +20,8 @@
 
 pub use etlkit_core as core;
 pub use etlkit_core::{
-    Context, Error, LoadStats, MemorySink, MemorySource, NullSink, Pipeline, PipelineConfig, Progress,
-    Sink, Source, Transform,
+    Context, Error, LoadStats, MemorySink, MemorySource, NullSink, Pipeline, PipelineConfig, Progress, Sink,
+    Source, Transform,
 };
 
 #[cfg(feature = "dimcache")]
