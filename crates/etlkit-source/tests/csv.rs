@@ -578,3 +578,24 @@ fn reject_mode_accounts_for_every_row_across_batches_and_files() {
     assert!(last.origin.ends_with("b.csv"));
     assert_eq!((last.line, last.reason.as_str()), (Some(3), "expected 2 fields, found 3"));
 }
+
+#[test]
+fn pipeline_accounting_counts_rejected_rows_as_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), "p.csv", b"id,v\n1,a\n2\n3,c\nx,d\n5,e\n");
+    let config = CsvSourceConfig {
+        schema: Some(schema(&[("id", DataType::Int64), ("v", DataType::Utf8)])),
+        on_error: OnError::Reject,
+        ..cfg(&path)
+    };
+    let source = CsvSource::open(config).unwrap();
+    let sink = Arc::new(etlkit_core::MemorySink::new());
+    let rejects = Arc::new(MemoryRejects::new());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stats =
+        rt.block_on(etlkit_core::Pipeline::new(source, sink.clone()).rejects(rejects.clone()).run()).unwrap();
+    assert_eq!((stats.rows_read, stats.rows_written, stats.rows_rejected), (5, 3, 2));
+    assert_eq!(sink.committed_rows(), 3);
+    let lines: Vec<Option<u64>> = rejects.rows().iter().map(|r| r.line).collect();
+    assert_eq!(lines, [Some(3), Some(5)]);
+}
