@@ -18,7 +18,7 @@
 //! `cargo run --release -p etlkit-testkit --bin etlkit-taxi -- /tmp/taxi.parquet 3600000`
 
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
@@ -29,18 +29,18 @@ use futures::StreamExt;
 
 const USAGE: &str = "usage: hash_rows --input FILE --algo sha256|blake3 [--threads N] [--out FILE]";
 
-fn read(path: &PathBuf) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error>> {
+fn read(path: &Path) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let source: Box<dyn Source> = if matches!(ext.as_str(), "parquet" | "parq" | "pq") {
         Box::new(ParquetSource::open(ParquetSourceConfig {
-            input: Input::File(path.clone()),
+            input: Input::File(path.to_path_buf()),
             batch_size: 65_536,
             preserve_order: true,
             ..Default::default()
         })?)
     } else {
         Box::new(CsvSource::open(CsvSourceConfig {
-            input: Input::File(path.clone()),
+            input: Input::File(path.to_path_buf()),
             batch_size: 65_536,
             ..Default::default()
         })?)

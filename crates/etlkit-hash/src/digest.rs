@@ -302,7 +302,7 @@ fn hash_chunk(algorithm: Algorithm, s: &Scratch, out: &mut [u8]) {
     match algorithm {
         Algorithm::Sha256 => {
             for ((&a, &b), o) in rows {
-                o.copy_from_slice(&sha2::Sha256::digest(&s.buf[a..b]));
+                sha256_into(&s.buf[a..b], o);
             }
         }
         Algorithm::Blake3 => {
@@ -310,6 +310,32 @@ fn hash_chunk(algorithm: Algorithm, s: &Scratch, out: &mut [u8]) {
                 o.copy_from_slice(blake3::hash(&s.buf[a..b]).as_bytes());
             }
         }
+    }
+}
+
+/// SHA-256 initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+/// SHA-256 of `msg` into `out` (32 bytes), calling the `sha2` crate's block function (SHA-NI when
+/// available) directly with the FIPS 180-4 padding built on the stack: for short rows this skips the
+/// streaming `Digest` machinery (~10% of the per-row cost). Equal to `sha2::Sha256::digest` (tested).
+#[inline]
+fn sha256_into(msg: &[u8], out: &mut [u8]) {
+    let mut state = SHA256_IV;
+    let (blocks, tail) = msg.as_chunks::<64>();
+    if !blocks.is_empty() {
+        sha2::block_api::compress256(&mut state, blocks);
+    }
+    let mut last = [[0u8; 64]; 2];
+    let flat = last.as_flattened_mut();
+    flat[..tail.len()].copy_from_slice(tail);
+    flat[tail.len()] = 0x80;
+    let n = if tail.len() < 56 { 1 } else { 2 };
+    flat[n * 64 - 8..n * 64].copy_from_slice(&(msg.len() as u64 * 8).to_be_bytes());
+    sha2::block_api::compress256(&mut state, &last[..n]);
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
     }
 }
 
@@ -324,3 +350,18 @@ pub fn to_hex(digest: &[u8]) -> String {
 }
 
 pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use sha2::Digest as _;
+
+    #[test]
+    fn block_level_sha256_equals_the_sha2_digest_for_every_length() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 131 % 251) as u8).collect();
+        let mut out = [0u8; 32];
+        for len in 0..data.len() {
+            super::sha256_into(&data[..len], &mut out);
+            assert_eq!(out[..], sha2::Sha256::digest(&data[..len])[..], "length {len}");
+        }
+    }
+}

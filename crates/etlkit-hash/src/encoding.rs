@@ -36,6 +36,8 @@ const DURATION: u8 = 0x90;
 const LIST: u8 = 0xa0;
 const STRUCT: u8 = 0xb0;
 
+type F16 = <Float16Type as ArrowPrimitiveType>::Native;
+
 const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -46,8 +48,9 @@ fn put_z64(buf: &mut [u8], c: &mut usize, kind: u8, v: i64) {
     let k = (64 - n.leading_zeros() + 8) / 8; // 1..=8
     let shifted = (v as u64) << (8 * (8 - k));
     let at = *c;
-    buf[at] = kind | k as u8;
-    buf[at + 1..at + 9].copy_from_slice(&shifted.to_be_bytes());
+    let dst = &mut buf[at..at + 9];
+    dst[0] = kind | k as u8;
+    dst[1..].copy_from_slice(&shifted.to_be_bytes());
     *c = at + 1 + k as usize;
 }
 
@@ -58,8 +61,9 @@ fn put_z128(buf: &mut [u8], c: &mut usize, kind: u8, v: i128) {
     let k = (128 - n.leading_zeros() + 8) / 8; // 1..=16
     let shifted = (v as u128) << (8 * (16 - k));
     let at = *c;
-    buf[at] = kind | k as u8;
-    buf[at + 1..at + 17].copy_from_slice(&shifted.to_be_bytes());
+    let dst = &mut buf[at..at + 17];
+    dst[0] = kind | k as u8;
+    dst[1..].copy_from_slice(&shifted.to_be_bytes());
     *c = at + 1 + k as usize;
 }
 
@@ -88,8 +92,9 @@ fn put_f64(buf: &mut [u8], c: &mut usize, x: f64) {
     let bits = float_bits(x);
     let k = 8 - bits.trailing_zeros() / 8; // 0..=8
     let at = *c;
-    buf[at] = FLOAT | k as u8;
-    buf[at + 1..at + 9].copy_from_slice(&bits.to_be_bytes());
+    let dst = &mut buf[at..at + 9];
+    dst[0] = FLOAT | k as u8;
+    dst[1..].copy_from_slice(&bits.to_be_bytes());
     *c = at + 1 + k as usize;
 }
 
@@ -372,18 +377,19 @@ impl ColumnEncoder for Date64Column<'_> {
     }
 }
 
-struct FloatColumn<'a, T: ArrowPrimitiveType> {
+/// `widen` is a closure type parameter (not a fn pointer) so it is inlined into the loop.
+struct FloatColumn<'a, T: ArrowPrimitiveType, W> {
     array: &'a PrimitiveArray<T>,
-    widen: fn(T::Native) -> f64,
+    widen: W,
 }
-impl<T: ArrowPrimitiveType> ColumnEncoder for FloatColumn<'_, T> {
+impl<T: ArrowPrimitiveType, W: Fn(T::Native) -> f64 + Sync> ColumnEncoder for FloatColumn<'_, T, W> {
     fn fixed_bound(&self) -> usize {
         9
     }
     fn encode(&self, rows: Range<usize>, slots: &mut Slots<'_>, _: &Arena) -> Result<(), HashError> {
         let a = self.array;
         let values = &a.values()[rows.clone()];
-        let widen = self.widen;
+        let widen = &self.widen;
         if a.null_count() == 0 {
             for (v, c) in values.iter().zip(slots.cursors.iter_mut()) {
                 put_f64(slots.buf, c, widen(*v));
@@ -778,12 +784,14 @@ pub(crate) fn column_encoder<'a>(
         DataType::UInt32 => int!(UInt32Type, INT, 1),
         DataType::UInt64 => Box::new(UInt64Column(a.as_primitive::<UInt64Type>())),
         DataType::Float16 => {
-            Box::new(FloatColumn { array: a.as_primitive::<Float16Type>(), widen: |v| v.to_f64() })
+            Box::new(FloatColumn { array: a.as_primitive::<Float16Type>(), widen: |v: F16| v.to_f64() })
         }
         DataType::Float32 => {
-            Box::new(FloatColumn { array: a.as_primitive::<Float32Type>(), widen: |v| v as f64 })
+            Box::new(FloatColumn { array: a.as_primitive::<Float32Type>(), widen: |v: f32| v as f64 })
         }
-        DataType::Float64 => Box::new(FloatColumn { array: a.as_primitive::<Float64Type>(), widen: |v| v }),
+        DataType::Float64 => {
+            Box::new(FloatColumn { array: a.as_primitive::<Float64Type>(), widen: |v: f64| v })
+        }
         DataType::Decimal32(_, s) => {
             Box::new(DecimalColumn { array: a.as_primitive::<Decimal32Type>(), scale: *s })
         }
