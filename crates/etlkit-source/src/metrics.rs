@@ -15,6 +15,9 @@ pub struct ReadMetrics {
     peak_in_flight: AtomicUsize,
     batches: AtomicU64,
     rows: AtomicU64,
+    threads: AtomicUsize,
+    buffered: AtomicUsize,
+    peak_buffered: AtomicUsize,
 }
 
 impl ReadMetrics {
@@ -36,6 +39,33 @@ impl ReadMetrics {
     /// Rows handed to the consumer so far (rejected rows are not counted here).
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Decoding threads started (Parquet decoders, or CSV conversion threads; the CSV splitter thread
+    /// is not counted).
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    /// Parquet only: the largest number of decoded batches waiting in the per-row-group buffers (or
+    /// blocked handing one over) at once. Bounded by
+    /// `max_row_groups_in_flight * batches_per_row_group + workers + 1` (the one being handed to the
+    /// consumer).
+    pub fn peak_batches_buffered(&self) -> usize {
+        self.peak_buffered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn thread_started(&self) {
+        self.threads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch_buffered(&self) {
+        let now = self.buffered.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_buffered.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch_unbuffered(&self) {
+        self.buffered.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn enter(&self) {

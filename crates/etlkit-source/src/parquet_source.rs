@@ -339,6 +339,7 @@ struct Job {
 
 struct Shared {
     files: Vec<Arc<FilePlan>>,
+    metrics: Arc<ReadMetrics>,
     schema: SchemaRef,
     batch_size: usize,
     cancelled: AtomicBool,
@@ -364,7 +365,9 @@ impl Shared {
                 }
                 let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
                 let batch = self.adapt(plan, batch)?;
+                self.metrics.batch_buffered();
                 if job.tx.send_blocking(Msg::Batch(batch)).is_err() {
+                    self.metrics.batch_unbuffered();
                     return Ok(()); // consumer gone
                 }
             }
@@ -502,6 +505,7 @@ impl Reader {
             };
             match msg {
                 Msg::Batch(b) => {
+                    self.metrics.batch_unbuffered();
                     self.metrics.delivered(b.num_rows());
                     return Some(Ok(b));
                 }
@@ -537,6 +541,7 @@ impl Source for ParquetSource {
         let config = this.config;
         let shared = Arc::new(Shared {
             files: this.files,
+            metrics: Arc::clone(&this.metrics),
             schema: this.schema,
             batch_size: config.batch_size,
             cancelled: AtomicBool::new(false),
@@ -565,7 +570,10 @@ impl Source for ParquetSource {
                 }
             });
             match spawned {
-                Ok(h) => handles.push(h),
+                Ok(h) => {
+                    this.metrics.thread_started();
+                    handles.push(h);
+                }
                 Err(e) => {
                     let err = SourceError::Internal(format!("cannot start decoder thread: {e}"));
                     return futures::stream::once(async move { Err(into_core(&this.name, err)) }).boxed();

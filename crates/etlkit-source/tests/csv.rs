@@ -205,6 +205,16 @@ fn timestamps_in_several_formats_and_custom_formats() {
         CsvSourceConfig { schema: Some(s), timestamp_formats: vec!["%Y%m%d %H%M%S".into()], ..cfg(&path) };
     let b = read_ok(custom);
     assert_eq!(b.column(0).as_primitive::<arrow_array::types::TimestampSecondType>().value(0), 1_709_280_550);
+
+    // Dates: YYYY-MM-DD always, then date_formats.
+    let path = file(dir.path(), "d.csv", b"d\n2024-03-01\n03/01/2024\n01.03.2024\n2024/03/01\n");
+    let s = schema(&[("d", DataType::Date32)]);
+    let b = read_ok(CsvSourceConfig { schema: Some(s.clone()), ..cfg(&path) });
+    assert_eq!(b.column(0).as_primitive::<Date32Type>().values().to_vec(), [19783; 4]);
+    let only_iso = CsvSourceConfig { schema: Some(s), date_formats: vec!["%Y/%m/%d".into()], ..cfg(&path) };
+    let (res, _) = run(only_iso);
+    let (_, line, _, value, _) = bad_row(&res.unwrap_err());
+    assert_eq!((line, value.as_deref()), (3, Some("03/01/2024")));
 }
 
 #[test]
@@ -284,12 +294,14 @@ fn batch_size_and_bounded_buffering_do_not_grow_with_input() {
         let config = CsvSourceConfig { batch_size: 64, channel_capacity: 2, workers: 2, ..cfg(&path) };
         let source = CsvSource::open(config).unwrap();
         let metrics = source.metrics();
+        assert_eq!(metrics.threads(), 0, "no thread before the stream starts");
         let batches: Vec<_> = futures::executor::block_on(
             Box::new(source).into_stream(Context::default()).map(|b| b.unwrap().num_rows()).collect(),
         );
         assert!(batches[..batches.len() - 1].iter().all(|n| *n == 64));
         assert_eq!(batches.iter().sum::<usize>(), rows);
         assert_eq!(metrics.rows(), rows as u64);
+        assert_eq!(metrics.threads(), 2, "workers conversion threads");
         assert!(metrics.peak_in_flight() <= 4, "at most channel_capacity + 2 chunks in flight");
         peaks.push(metrics.peak_in_flight());
     }

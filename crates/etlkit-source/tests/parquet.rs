@@ -166,7 +166,9 @@ fn parallel_decode_keeps_row_groups_in_flight_bounded_in_both_orders() {
             let source = ParquetSource::open(cfg).unwrap();
             let metrics = source.metrics();
             let mut got = id_column(&read(source));
+            assert_eq!(metrics.threads(), 2, "one decoder thread per worker");
             assert!(metrics.peak_in_flight() <= bound, "peak {} > bound {bound}", metrics.peak_in_flight());
+            assert!(metrics.peak_batches_buffered() <= bound + 2 + 1, "{}", metrics.peak_batches_buffered());
             assert!(metrics.peak_in_flight() >= 1);
             assert_eq!(metrics.in_flight(), 0);
             assert_eq!(metrics.rows(), 3000);
@@ -177,6 +179,28 @@ fn parallel_decode_keeps_row_groups_in_flight_bounded_in_both_orders() {
                 assert_eq!(got, (0..3000).collect::<Vec<_>>(), "every row exactly once");
             }
         }
+    }
+}
+
+#[test]
+fn workers_and_batches_per_row_group_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.parquet"), &ids(0, 1000), 100); // 10 row groups
+    for (workers, per_rg, threads) in [(3, 1, 3), (1, 4, 1), (20, 2, 10)] {
+        let cfg = ParquetSourceConfig {
+            workers,
+            max_row_groups_in_flight: 2,
+            batches_per_row_group: per_rg,
+            batch_size: 10,
+            ..config(Input::Dir(dir.path().to_owned()))
+        };
+        let source = ParquetSource::open(cfg).unwrap();
+        let metrics = source.metrics();
+        assert_eq!(id_column(&read(source)), (0..1000).collect::<Vec<_>>());
+        assert_eq!(metrics.threads(), threads, "workers={workers}: at most one thread per row group");
+        let bound = 2 * per_rg + workers.min(10) + 1;
+        assert!(metrics.peak_batches_buffered() <= bound, "{} > {bound}", metrics.peak_batches_buffered());
+        assert_eq!(metrics.batches(), 100);
     }
 }
 

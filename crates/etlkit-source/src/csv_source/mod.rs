@@ -595,6 +595,7 @@ impl Source for CsvSource {
             if let Err(e) = spawned {
                 return fail(&shared, e);
             }
+            this.metrics.thread_started();
         }
         let (recycle_tx, recycle_rx) = async_channel::unbounded();
         let splitter = Splitter {
