@@ -1,0 +1,240 @@
+//! The taxi star-schema job (`examples/taxi_star.rs`, included here as a module) against a real,
+//! throwaway PostgreSQL (etlkit-testkit; `DATABASE_URL` reused when set). A few thousand rows each.
+
+#[path = "../examples/taxi_star.rs"]
+#[allow(unreachable_pub)]
+mod taxi_star;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::{Field, Schema};
+use etlkit_hash::{Algorithm, RowHasher};
+use etlkit_postgres::sqlx::{self, AssertSqlSafe, PgPool, Row};
+use etlkit_postgres::{DatabaseUrl, connect};
+use etlkit_source::OnError;
+use etlkit_testkit::{PgServer, taxi};
+use taxi_star::{DedupMode, JobConfig, JobReport, run_job};
+
+async fn fresh_url() -> String {
+    static PG: std::sync::LazyLock<Arc<PgServer>> =
+        std::sync::LazyLock::new(|| PgServer::start().expect("test PostgreSQL"));
+    tokio::task::spawn_blocking(|| PG.fresh_database()).await.unwrap().expect("test PostgreSQL")
+}
+
+async fn pool(url: &str) -> PgPool {
+    connect(&DatabaseUrl::new(url), 2, "etlkit-taxi-test").await.unwrap()
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap().get(0)
+}
+
+fn job(input: &Path) -> JobConfig {
+    JobConfig { input: input.display().to_string(), batch_size: 1000, workers: 2, ..Default::default() }
+}
+
+/// The older snake_case TLC naming, plus a pandas-style unnamed index column first.
+fn legacy(batch: &RecordBatch) -> RecordBatch {
+    fn rename(n: &str) -> &str {
+        match n {
+            "VendorID" => "vendor_id",
+            "tpep_pickup_datetime" => "pickup_datetime",
+            "tpep_dropoff_datetime" => "dropoff_datetime",
+            "RatecodeID" => "rate_code",
+            "PULocationID" => "pickup_location_id",
+            "DOLocationID" => "dropoff_location_id",
+            "improvement_surcharge" => "imp_surcharge",
+            "Airport_fee" => "airport_fee",
+            other => other,
+        }
+    }
+    let mut fields = vec![Field::new("", arrow_schema::DataType::Int64, false)];
+    fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone().with_name(rename(f.name()))));
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..batch.num_rows() as i64))];
+    columns.extend(batch.columns().iter().cloned());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+fn distinct_hashes(batch: &RecordBatch) -> HashSet<Vec<u8>> {
+    let names: Vec<String> = taxi::yellow_trips_schema().fields().iter().map(|f| f.name().clone()).collect();
+    let digests = RowHasher::new(Algorithm::Blake3, names).hash_batch(batch).unwrap();
+    (0..digests.len()).map(|i| digests.value(i).to_vec()).collect()
+}
+
+fn assert_adds_up(r: &JobReport) {
+    assert_eq!(r.rows_read, r.trips_inserted + r.duplicates_skipped + r.rejected, "{r:?}");
+    assert_eq!(r.trips_inserted, r.fact_rows, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_namings_duplicate_files_and_reruns_store_each_trip_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(3000, 7, 0.02); // 60 planted duplicates
+    let expected = distinct_hashes(&trips);
+    assert_eq!(expected.len(), 2940);
+    // The same trips as Parquet in the current naming and as CSV in the old naming (with an index
+    // column), plus a second copy of the Parquet file.
+    taxi::write_parquet(dir.path().join("a_current.parquet"), std::slice::from_ref(&trips)).unwrap();
+    taxi::write_parquet(dir.path().join("b_copy.parquet"), std::slice::from_ref(&trips)).unwrap();
+    taxi::write_csv(dir.path().join("c_legacy.csv"), &[legacy(&trips)]).unwrap();
+    let url = fresh_url().await;
+
+    let first = run_job(&job(dir.path()), &url).await.unwrap();
+    assert_adds_up(&first);
+    assert_eq!((first.rows_read, first.trips_inserted, first.rejected), (9000, 2940, 0));
+    assert_eq!(first.duplicates_skipped, 60 + 3000 + 3000);
+
+    let p = pool(&url).await;
+    let stored: HashSet<Vec<u8>> = sqlx::query("SELECT row_hash FROM yellow_taxi_trips")
+        .fetch_all(&p)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, expected, "row_hash is the etlkit-row-v1 hash of the logical trip values");
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2940);
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM fact_trip f JOIN yellow_taxi_trips t USING (row_hash)").await,
+        2940
+    );
+
+    // Running the same input again inserts nothing, in either de-duplication mode.
+    for dedup in [DedupMode::Memory, DedupMode::Database] {
+        let again = run_job(&JobConfig { dedup, ..job(dir.path()) }, &url).await.unwrap();
+        assert_adds_up(&again);
+        assert_eq!((again.rows_read, again.trips_inserted, again.duplicates_skipped), (9000, 0, 9000));
+    }
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2940);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2940);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_keys_role_playing_locations_unknown_members_and_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(2000, 11, 0.0);
+    let input = dir.path().join("trips.parquet");
+    taxi::write_parquet(&input, std::slice::from_ref(&trips)).unwrap();
+    let zones = dir.path().join("zones.csv");
+    std::fs::write(&zones, "LocationID,Borough,Zone,service_zone\n132,Queens,JFK Airport,Airports\n161,Manhattan,Midtown Center,Yellow Zone\n999,Nowhere,Unused,N/A\n").unwrap();
+    let url = fresh_url().await;
+    let r = run_job(&JobConfig { zones: Some(zones), batch_size: 300, ..job(&input) }, &url).await.unwrap();
+    assert_adds_up(&r);
+    assert_eq!(r.trips_inserted, 2000);
+    assert_eq!(r.transactions, 7, "--batch-size 300: one transaction per batch of 300 rows");
+    let p = pool(&url).await;
+
+    // Every fact key joins back to its own natural key: pickup and drop-off through one dim_location.
+    let mismatched = scalar(
+        &p,
+        r#"SELECT count(*) FROM fact_trip f JOIN yellow_taxi_trips t USING (row_hash)
+           JOIN dim_location pu ON pu.location_key = f.pickup_location_key
+           JOIN dim_location dl ON dl.location_key = f.dropoff_location_key
+           JOIN dim_vendor v ON v.vendor_key = f.vendor_key
+           JOIN dim_payment_type pt ON pt.payment_type_key = f.payment_type_key
+           JOIN dim_rate_code rc ON rc.rate_code_key = f.rate_code_key
+           JOIN dim_date d ON d.date_key = f.pickup_date_key
+           WHERE pu."LocationID" <> t."PULocationID" OR dl."LocationID" <> t."DOLocationID"
+              OR v.vendor_id <> t."VendorID" OR pt.payment_type <> t.payment_type
+              OR rc.rate_code_id IS DISTINCT FROM t."RatecodeID"
+              OR d.date <> t.tpep_pickup_datetime::date"#,
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+    // Pickup and drop-off zones share members: one row per distinct LocationID (+ unknown).
+    let locations = scalar(
+        &p,
+        r#"SELECT count(*) FROM (SELECT "PULocationID" FROM yellow_taxi_trips UNION SELECT "DOLocationID"
+           FROM yellow_taxi_trips UNION SELECT 132 UNION SELECT 161 UNION SELECT 999) x"#,
+    )
+    .await;
+    assert_eq!(
+        scalar(&p, r#"SELECT count(*) FROM dim_location WHERE "LocationID" IS NOT NULL"#).await,
+        locations
+    );
+    // NULL RatecodeID (the TLC "missing metadata" rows) → the unknown member -1.
+    let null_rates = scalar(&p, r#"SELECT count(*) FROM yellow_taxi_trips WHERE "RatecodeID" IS NULL"#).await;
+    assert!(null_rates > 20, "the generator plants ~4.5 % NULL rate codes");
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip WHERE rate_code_key = -1").await, null_rates);
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM dim_rate_code WHERE rate_code_key = -1 AND rate_code_id IS NULL")
+            .await,
+        1
+    );
+    // Zones and descriptions.
+    let jfk: String = sqlx::query(r#"SELECT zone FROM dim_location WHERE "LocationID" = 132"#)
+        .fetch_one(&p)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jfk, "JFK Airport");
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM dim_payment_type WHERE description = 'Credit card'").await,
+        1
+    );
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_date WHERE year = 2024 AND month = 1").await, 31);
+    // Surrogate keys are stable: a re-run (nothing new) leaves every dimension as it was.
+    let before = scalar(&p, "SELECT sum(location_key * \"LocationID\")::int8 FROM dim_location").await;
+    let again = run_job(&job(&input), &url).await.unwrap();
+    assert_eq!(again.trips_inserted, 0);
+    assert_eq!(scalar(&p, "SELECT sum(location_key * \"LocationID\")::int8 FROM dim_location").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_on_the_same_input_store_each_trip_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(4000, 3, 0.01);
+    let input = dir.path().join("trips.parquet");
+    taxi::write_parquet(&input, std::slice::from_ref(&trips)).unwrap();
+    let url = fresh_url().await;
+    // Two "processes" (own pools, own caches, own in-memory seen-sets) loading the same file at once:
+    // COPYs that meet rows the other job committed are redone by the merge path.
+    let cfg = JobConfig { batch_size: 500, ..job(&input) };
+    let (a, b) = tokio::join!(run_job(&cfg, &url), run_job(&cfg, &url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_adds_up(&a);
+    assert_adds_up(&b);
+    assert_eq!(a.trips_inserted + b.trips_inserted, 3960);
+    let p = pool(&url).await;
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 3960);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 3960);
+    assert_eq!(
+        scalar(&p, r#"SELECT count(*) FROM dim_vendor WHERE vendor_id IS NOT NULL"#).await,
+        scalar(&p, r#"SELECT count(DISTINCT "VendorID") FROM yellow_taxi_trips"#).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_rejected_or_fail_naming_file_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    let header = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,RatecodeID,store_and_fwd_flag,PULocationID,DOLocationID,payment_type,fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount,congestion_surcharge,Airport_fee";
+    let good = |i: usize| {
+        format!(
+            "2,2024-01-0{i}T10:00:00,2024-01-0{i}T10:20:00,1,2.5,1,N,161,237,1,14.2,1.0,0.5,3.0,0.0,1.0,22.2,2.5,0.0"
+        )
+    };
+    let body = format!(
+        "{header}\n{}\n2,2024-01-02T10:00:00,2024-01-02T10:20:00,two,2.5,1,N,161,237,1,14.2,1.0,0.5,3.0,0.0,1.0,22.2,2.5,0.0\n{}\n",
+        good(1),
+        good(3)
+    );
+    std::fs::write(&input, body).unwrap();
+    let url = fresh_url().await;
+    let r = run_job(&job(&input), &url).await.unwrap();
+    assert_adds_up(&r);
+    assert_eq!((r.rows_read, r.trips_inserted, r.rejected), (3, 2, 1));
+    let err = run_job(&JobConfig { on_error: OnError::Fail, ..job(&input) }, &url).await.unwrap_err();
+    let msg = format!("{err}");
+    let chain = std::iter::successors(Some(&*err as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(
+        chain.contains("bad.csv") && chain.contains("passenger_count") && chain.contains("two"),
+        "{msg} / {chain}"
+    );
+}
