@@ -97,6 +97,9 @@ pub enum PgError {
     /// `write` was called before `start` or after `finish`.
     #[error("sink used out of order: {0}")]
     Lifecycle(&'static str),
+    /// Database replication refused to start or could not finish (see `replicate`).
+    #[error(transparent)]
+    Replication(#[from] crate::replicate::ReplicationError),
 }
 
 impl PgError {

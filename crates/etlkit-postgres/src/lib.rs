@@ -50,6 +50,7 @@ mod dimension;
 mod error;
 mod identifier;
 mod merge;
+mod replicate;
 mod sink;
 mod source;
 mod star;
@@ -63,6 +64,10 @@ pub use dimension::{PgDimensionConfig, PgDimensionStore};
 pub use error::{PgError, Result};
 pub use identifier::{TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
+pub use replicate::{
+    Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
+    Verification, replicate,
+};
 pub use sink::{BulkTuning, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};
 pub use star::{PgStarConfig, PgStarSink, StarLoadMode};

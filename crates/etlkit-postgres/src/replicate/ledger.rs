@@ -1,0 +1,89 @@
+//! The resume ledger: a table in the target recording which tables are finished. A table's row is
+//! written in the same transaction as its data, so "in the ledger" and "loaded" are one fact.
+
+use std::collections::HashMap;
+
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use crate::error::{PgError, Result};
+use crate::identifier::TableRef;
+
+/// Creates the ledger table (and its schema) when missing.
+pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result<()> {
+    let q = ledger.quoted();
+    let mut sql = String::new();
+    if let Some(s) = &ledger.schema {
+        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", crate::identifier::quote_ident(s)));
+    }
+    sql.push_str(&format!(
+        "CREATE TABLE IF NOT EXISTS {q} (\
+            schema_name text NOT NULL, \
+            table_name text NOT NULL, \
+            rows bigint NOT NULL, \
+            bytes bigint NOT NULL, \
+            finished_at timestamptz NOT NULL DEFAULT now(), \
+            PRIMARY KEY (schema_name, table_name))"
+    ));
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::db("creating the ledger", q, e))?;
+    Ok(())
+}
+
+/// Finished tables of `schema` with their row counts.
+pub(crate) async fn finished(
+    conn: &mut PgConnection,
+    ledger: &TableRef,
+    schema: &str,
+) -> Result<HashMap<String, u64>> {
+    let q = ledger.quoted();
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT table_name, rows FROM {q} WHERE schema_name = $1")))
+        .bind(schema)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| PgError::db("reading the ledger", q, e))?;
+    Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+}
+
+/// Forgets `tables` (they will be copied again).
+pub(crate) async fn forget(
+    conn: &mut PgConnection,
+    ledger: &TableRef,
+    schema: &str,
+    tables: &[String],
+) -> Result<()> {
+    let q = ledger.quoted();
+    sqlx::query(AssertSqlSafe(format!("DELETE FROM {q} WHERE schema_name = $1 AND table_name = ANY($2)")))
+        .bind(schema)
+        .bind(tables)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::db("clearing the ledger", q, e))?;
+    Ok(())
+}
+
+/// Records `table` as finished (inside the table's load transaction).
+pub(crate) async fn record(
+    conn: &mut PgConnection,
+    ledger: &TableRef,
+    schema: &str,
+    table: &str,
+    rows: u64,
+    bytes: u64,
+) -> Result<()> {
+    let q = ledger.quoted();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {q} (schema_name, table_name, rows, bytes) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (schema_name, table_name) DO UPDATE \
+         SET rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, finished_at = now()"
+    )))
+    .bind(schema)
+    .bind(table)
+    .bind(rows as i64)
+    .bind(bytes as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| PgError::db("recording a finished table in the ledger", q, e))?;
+    Ok(())
+}

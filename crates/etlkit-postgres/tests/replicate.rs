@@ -1,0 +1,348 @@
+//! Replication tests against a real, throwaway PostgreSQL (etlkit-testkit): a Q&A schema with several
+//! foreign-key levels, crash and resume, a foreign-key cycle, hostile names. Small data only.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use etlkit_postgres::{
+    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, TableProgress, TableRef, TableStatus, replicate,
+};
+use etlkit_testkit::PgServer;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+
+static PG: LazyLock<Arc<PgServer>> = LazyLock::new(|| PgServer::start().expect("test PostgreSQL"));
+
+const QA_SCHEMA: &str = include_str!("qa/schema.sql");
+const QA_DATA: &str = include_str!("qa/data.sql");
+const QA_TABLES: [&str; 7] = ["badges", "comments", "post_links", "posts", "users", "vote_types", "votes"];
+
+async fn fresh() -> String {
+    tokio::task::spawn_blocking(|| PG.fresh_database()).await.unwrap().expect("fresh database")
+}
+
+async fn conn(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap()
+}
+
+async fn exec(url: &str, sql: &str) {
+    let mut c = conn(url).await;
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(&mut c).await.unwrap();
+}
+
+async fn strings(url: &str, sql: &str) -> Vec<String> {
+    let mut c = conn(url).await;
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect()
+}
+
+async fn scalar(url: &str, sql: &str) -> i64 {
+    let mut c = conn(url).await;
+    sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await.unwrap().get(0)
+}
+
+/// A source database holding the Q&A schema with `scale` users.
+async fn qa_source(scale: u32) -> String {
+    let url = fresh().await;
+    exec(&url, QA_SCHEMA).await;
+    exec(&url, &QA_DATA.replace(":scale", &scale.to_string())).await;
+    url
+}
+
+fn config(source: &str, target: &str) -> ReplicateConfig {
+    ReplicateConfig {
+        source: DatabaseUrl::new(source),
+        target: DatabaseUrl::new(target),
+        ..Default::default()
+    }
+}
+
+fn no_progress(_: &TableProgress<'_>) {}
+
+/// Every constraint and index definition of a schema, as the catalog prints them.
+async fn definitions(url: &str, schema: &str) -> BTreeSet<String> {
+    let sql = format!(
+        "SELECT cl.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid) \
+         FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid \
+         JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE n.nspname = '{schema}' \
+         AND cl.relname <> 'etlkit_replication_ledger' \
+         UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' \
+         AND tablename <> 'etlkit_replication_ledger'"
+    );
+    strings(url, &sql).await.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
+    let source = qa_source(300).await;
+    let target = fresh().await;
+    let events = Mutex::new(Vec::new());
+    let on_progress =
+        |p: &TableProgress<'_>| events.lock().unwrap().push((p.table.to_owned(), p.rows, p.done));
+    let cfg = ReplicateConfig { workers: 3, verify: true, ..config(&source, &target) };
+    let report = replicate(&cfg, &on_progress).await.unwrap();
+
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(
+        report.levels,
+        vec![
+            vec!["users".to_owned(), "vote_types".into()],
+            vec!["badges".into(), "posts".into()],
+            vec!["comments".into(), "post_links".into(), "votes".into()],
+        ]
+    );
+    assert!(report.cycles.is_empty());
+    assert_eq!(report.tables_created, 7);
+    // users, vote_types start together; never more than `workers`.
+    assert!((2..=3).contains(&report.peak_parallel_tables), "{}", report.peak_parallel_tables);
+    let expected_rows =
+        [("users", 300), ("vote_types", 5), ("posts", 900), ("badges", 450), ("comments", 1200)];
+    for (table, rows) in expected_rows.into_iter().chain([("votes", 3000), ("post_links", 150)]) {
+        let t = report.tables.iter().find(|t| t.table == table).unwrap();
+        assert_eq!((t.status, t.rows), (TableStatus::Copied, rows), "{table}");
+        assert_eq!(scalar(&target, &format!("SELECT count(*) FROM {table}")).await, rows as i64);
+        let v = t.verification.as_ref().unwrap();
+        assert!(v.matches() && v.source.rows == rows, "{table}: {v:?}");
+        // Default chunk (1 MiB) is larger than any of these tables: one message each.
+        assert_eq!(t.copy_messages, 1, "{table}");
+    }
+    assert_eq!(report.rows, 300 + 5 + 900 + 450 + 1200 + 3000 + 150);
+
+    // Same keys, constraints (foreign keys included) and indexes as the source.
+    let (src_defs, tgt_defs) = (definitions(&source, "public").await, definitions(&target, "public").await);
+    assert_eq!(src_defs, tgt_defs);
+    assert_eq!(tgt_defs.iter().filter(|d| d.contains("FOREIGN KEY")).count(), 10);
+    // Generated column recomputed, identity/serial sequences continue after the source's values.
+    assert_eq!(
+        scalar(&target, "SELECT count(*) FROM posts WHERE body_len IS DISTINCT FROM length(body)").await,
+        0
+    );
+    assert_eq!(scalar(&target, "SELECT nextval('posts_id_seq')").await, 901);
+    assert_eq!(
+        scalar(&target, "INSERT INTO votes (post_id, user_id, vote_type_id, created_on) VALUES (1, 1, 5, now()) RETURNING id").await,
+        3001
+    );
+    assert_eq!(
+        scalar(&target, "INSERT INTO users (display_name, email) VALUES ('n', 'n') RETURNING id").await,
+        301
+    );
+    // Progress: one `done` event per table; with the default 5 s interval none in between here.
+    let events = events.into_inner().unwrap();
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(events.iter().all(|e| e.2));
+
+    // Tamper with the target: a re-run skips every table (ledger) and verification catches it.
+    exec(&target, "DELETE FROM users WHERE id = 301; DELETE FROM votes WHERE id = 3001; UPDATE votes SET weight = 42 WHERE id = 7").await;
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert_eq!((report.skipped(), report.rows, report.tables_created, report.objects_created), (7, 0, 0, 0));
+    assert!(!report.verified);
+    for t in &report.tables {
+        let v = t.verification.as_ref().unwrap();
+        assert_eq!(v.matches(), t.table != "votes", "{}: {v:?}", t.table);
+        assert_eq!(v.source.rows, v.target.rows);
+    }
+
+    // `tables` + `resume: false` copy just that table again; now everything matches.
+    let again = ReplicateConfig { tables: vec!["votes".into()], resume: false, ..cfg.clone() };
+    let report = replicate(&again, &no_progress).await.unwrap();
+    assert_eq!(report.tables.len(), 1);
+    assert_eq!((report.tables[0].status, report.rows), (TableStatus::Copied, 3000));
+    assert!(report.verified);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
+    let source = qa_source(300).await;
+    let target = fresh().await;
+    let app = "etlkit-crash-test";
+    let cfg = ReplicateConfig {
+        workers: 1,
+        chunk_bytes: 8 << 10,
+        progress_interval: Duration::from_nanos(1),
+        application_name: app.into(),
+        verify: true,
+        ..config(&source, &target)
+    };
+    let killed = AtomicBool::new(false);
+    let terminated = AtomicU64::new(0);
+    let mid_table_events = AtomicU64::new(0);
+    let kill = |p: &TableProgress<'_>| {
+        if !p.done {
+            mid_table_events.fetch_add(1, Ordering::Relaxed);
+        }
+        if p.table == "votes" && !p.done && p.rows > 0 && !killed.swap(true, Ordering::SeqCst) {
+            // Terminate the loader's target session while its COPY is mid-stream.
+            let target = target.clone();
+            let n = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let mut c = PgConnection::connect(&target).await.unwrap();
+                    sqlx::query(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+                         WHERE application_name = $1 AND datname = current_database() \
+                         AND query LIKE 'COPY%FROM STDIN%'",
+                    )
+                    .bind(app)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+                })
+            })
+            .join()
+            .unwrap();
+            terminated.store(n as u64, Ordering::SeqCst);
+        }
+    };
+    let err = replicate(&cfg, &kill).await.unwrap_err();
+    assert_eq!(terminated.load(Ordering::SeqCst), 1);
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(mid_table_events.load(Ordering::Relaxed) > 1);
+
+    // votes rolled back and not in the ledger; everything it depends on is finished and recorded.
+    assert_eq!(scalar(&target, "SELECT count(*) FROM votes").await, 0);
+    let finished: BTreeSet<String> =
+        strings(&target, "SELECT table_name FROM etlkit_replication_ledger").await.into_iter().collect();
+    assert!(!finished.contains("votes"));
+    for t in ["users", "vote_types", "posts", "badges"] {
+        assert!(finished.contains(t), "{t} not finished: {finished:?}");
+    }
+
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    for t in &report.tables {
+        let expect = if finished.contains(&t.table) { TableStatus::Skipped } else { TableStatus::Copied };
+        assert_eq!(t.status, expect, "{}", t.table);
+    }
+    let votes = report.tables.iter().find(|t| t.table == "votes").unwrap();
+    assert_eq!(votes.rows, 3000);
+    // chunk_bytes = 8 KiB: one CopyData message per 8 KiB (and the last, partial one).
+    assert!(votes.copy_messages > 1, "{votes:?}");
+    assert!(votes.copy_messages <= votes.bytes / (8 << 10) + 1, "{votes:?}");
+    assert!(votes.copy_messages >= votes.bytes / ((8 << 10) + 200), "{votes:?}");
+    assert_eq!(report.peak_parallel_tables, 1);
+    let ledger = strings(&target, "SELECT table_name FROM etlkit_replication_ledger ORDER BY 1").await;
+    assert_eq!(ledger, QA_TABLES);
+    assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_key_cycle_loads_with_keys_after_data_or_is_refused_before_writing() {
+    let source = fresh().await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY, b_id int); \
+               CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id)); \
+               ALTER TABLE a ADD CONSTRAINT a_b_fk FOREIGN KEY (b_id) REFERENCES b (id) \
+                   DEFERRABLE INITIALLY DEFERRED; \
+               CREATE TABLE c (id int PRIMARY KEY, a_id int NOT NULL REFERENCES a (id));";
+    exec(&source, ddl).await;
+    exec(
+        &source,
+        "BEGIN; INSERT INTO a SELECT g, 101 - g FROM generate_series(1, 100) g; \
+         INSERT INTO b SELECT g, 101 - g FROM generate_series(1, 100) g; COMMIT; \
+         INSERT INTO c SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .await;
+
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&source, &target) };
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert!(report.verified);
+    assert_eq!(report.cycles, vec![vec!["a".to_owned(), "b".into()]]);
+    assert_eq!(report.levels, vec![vec!["a".to_owned(), "b".into()], vec!["c".into()]]);
+    assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
+    assert_eq!(
+        scalar(&target, "SELECT count(*) FROM a JOIN b ON b.id = a.b_id AND b.a_id = a.id").await,
+        100
+    );
+
+    // A target that already enforces the cycle's keys cannot be loaded table by table: refused,
+    // naming the tables and the constraint, before anything is written.
+    let enforced = fresh().await;
+    exec(&enforced, ddl).await;
+    let err = replicate(&config(&source, &enforced), &no_progress).await.unwrap_err();
+    match &err {
+        PgError::Replication(ReplicationError::ForeignKeyCycle { tables, constraint }) => {
+            assert_eq!(tables, &["\"public\".\"a\"", "\"public\".\"b\""].map(String::from));
+            assert!(constraint.contains("a_b_fk") || constraint.contains("b_a_id_fkey"), "{constraint}");
+        }
+        other => panic!("expected a cycle error, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("foreign-key cycle"), "{err}");
+    assert_eq!(
+        scalar(&enforced, "SELECT count(*) FROM pg_tables WHERE tablename = 'etlkit_replication_ledger'")
+            .await,
+        0
+    );
+    assert_eq!(scalar(&enforced, "SELECT count(*) FROM a").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_schema_table_column_and_constraint_names_are_quoted() {
+    const SCHEMA: &str = "we\"ird; schema";
+    const PARENT: &str = "x\"; DROP TABLE y; --";
+    const CHILD: &str = "child'\"\\";
+    let q = etlkit_postgres::quote_ident;
+    let source = fresh().await;
+    let (s, p, c) = (q(SCHEMA), q(PARENT), q(CHILD));
+    exec(
+        &source,
+        &format!(
+            "CREATE SCHEMA {s}; \
+             CREATE TABLE {s}.{p} ({sel} int PRIMARY KEY, {sp} text, \"UPPER\" int, \
+                 CONSTRAINT {uq} UNIQUE ({sp})); \
+             CREATE INDEX {idx} ON {s}.{p} (\"UPPER\"); \
+             CREATE TABLE {s}.{c} (id serial PRIMARY KEY, {refc} int REFERENCES {s}.{p} ({sel})); \
+             INSERT INTO {s}.{p} SELECT g, 'v ' || g || ' \"'';--', g % 3 FROM generate_series(1, 50) g; \
+             INSERT INTO {s}.{c} ({refc}) SELECT g % 50 + 1 FROM generate_series(1, 80) g;",
+            sel = q("Sel\"ect"),
+            sp = q("with space"),
+            uq = q("uniq ';--"),
+            idx = q("idx \"q\""),
+            refc = q("ref \"id\""),
+        ),
+    )
+    .await;
+    let target = fresh().await;
+    exec(&target, "CREATE TABLE y (keep int)").await;
+    let ledger = TableRef::qualified("etl ledger\"s", "done \"tables\"");
+    let cfg = ReplicateConfig {
+        schema: SCHEMA.into(),
+        verify: true,
+        ledger: ledger.clone(),
+        ..config(&source, &target)
+    };
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.levels, vec![vec![PARENT.to_owned()], vec![CHILD.to_owned()]]);
+    assert_eq!(scalar(&target, &format!("SELECT count(*) FROM {s}.{c}")).await, 80);
+    assert_eq!(scalar(&target, "SELECT count(*) FROM y").await, 0); // still there
+    assert_eq!(
+        strings(&target, &format!("SELECT table_name FROM {} ORDER BY 1", ledger.quoted())).await,
+        vec![CHILD.to_owned(), PARENT.to_owned()]
+    );
+    let defs = |url: String| async move {
+        let schema = SCHEMA.replace('\'', "''");
+        let sql = format!(
+            "SELECT con.conname || ' ' || pg_get_constraintdef(con.oid) FROM pg_constraint con \
+             JOIN pg_namespace n ON n.oid = con.connamespace WHERE n.nspname = '{schema}' \
+             UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}'"
+        );
+        strings(&url, &sql).await.into_iter().collect::<BTreeSet<_>>()
+    };
+    let (src_defs, tgt_defs) = (defs(source.clone()).await, defs(target.clone()).await);
+    assert_eq!(src_defs.len(), 8, "{src_defs:?}");
+    assert_eq!(src_defs, tgt_defs);
+    // The serial sequence lives in the hostile schema too and continues after the source's value.
+    assert_eq!(
+        scalar(&target, &format!("INSERT INTO {s}.{c} ({}) VALUES (1) RETURNING id::int8", q("ref \"id\"")))
+            .await,
+        81
+    );
+}
