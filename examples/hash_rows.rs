@@ -14,6 +14,9 @@
 //! `--out FILE` writes one lowercase 64-hex digest per input row, in input order; the file is
 //! byte-identical for any thread count.
 //!
+//! On Linux it also prints, on stderr, the CPU time the hashing took (all threads) and rows per
+//! CPU-second — a load-independent figure on a busy machine.
+//!
 //! Make an input with the taxi generator:
 //! `cargo run --release -p etlkit-testkit --bin etlkit-taxi -- /tmp/taxi.parquet 3600000`
 
@@ -75,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hasher = RowHasher::all_columns(algo);
     let mut digests = vec![0u8; rows * DIGEST_LEN];
 
+    let cpu_before = process_cpu_secs();
     let started = Instant::now();
     pool.install(|| -> Result<(), etlkit_hash::HashError> {
         let mut at = 0;
@@ -86,6 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs().zip(cpu_before).map(|(after, before)| after - before);
 
     if let Some(path) = out {
         let mut w = BufWriter::new(std::fs::File::create(&path)?);
@@ -95,5 +100,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         w.flush()?;
     }
     println!("hash_rows rows={rows} rows_per_sec={:.1} algo={algo} threads={threads}", rows as f64 / secs);
+    if let Some(cpu) = cpu {
+        eprintln!("hash_rows cpu_secs={cpu:.2} rows_per_cpu_sec={:.1}", rows as f64 / cpu);
+    }
     Ok(())
+}
+
+/// User + system CPU time of this process (all threads), from `/proc/self/stat` (Linux; 10 ms ticks).
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the parenthesised command name; utime and stime are fields 14 and 15
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
