@@ -8,7 +8,7 @@
 //! ```text
 //! cargo run --release --example load_parquet -- --input FILE_OR_DIR --table NAME
 //!     [--database-url URL] [--mode append|upsert] [--key col,...] [--workers N] [--batch-size N]
-//!     [--rows-per-transaction N]
+//!     [--rows-per-transaction N] [--send-buffer-kib N]
 //! ```
 //!
 //! The table is created from the Parquet schema when missing (column names as in the file; `--key`
@@ -36,10 +36,11 @@ struct Args {
     workers: usize,
     batch_size: usize,
     rows_per_transaction: u64,
+    send_buffer_bytes: usize,
 }
 
 const USAGE: &str = "usage: load_parquet --input FILE_OR_DIR --table NAME [--database-url URL] \
-                     [--mode append|upsert] [--key col,...] [--workers N] [--batch-size N] [--rows-per-transaction N]";
+                     [--mode append|upsert] [--key col,...] [--workers N] [--batch-size N] [--rows-per-transaction N] [--send-buffer-kib N]";
 
 fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut a = Args {
@@ -51,6 +52,7 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
         workers: 2,
         batch_size: 65_536,
         rows_per_transaction: PgSinkConfig::default().rows_per_transaction,
+        send_buffer_bytes: PgSinkConfig::default().send_buffer_bytes,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +68,7 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
             "--workers" => a.workers = value()?.parse()?,
             "--batch-size" => a.batch_size = value()?.parse()?,
             "--rows-per-transaction" => a.rows_per_transaction = value()?.parse()?,
+            "--send-buffer-kib" => a.send_buffer_bytes = value()?.parse::<usize>()? << 10,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
