@@ -18,6 +18,7 @@ pub struct ReadMetrics {
     threads: AtomicUsize,
     buffered: AtomicUsize,
     peak_buffered: AtomicUsize,
+    prefetched: AtomicU64,
 }
 
 impl ReadMetrics {
@@ -53,6 +54,16 @@ impl ReadMetrics {
     /// consumer).
     pub fn peak_batches_buffered(&self) -> usize {
         self.peak_buffered.load(Ordering::Relaxed)
+    }
+
+    /// Parquet only: row groups read into memory in one go (see `prefetch_limit_bytes`); the others
+    /// were streamed page by page.
+    pub fn row_groups_prefetched(&self) -> u64 {
+        self.prefetched.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn row_group_prefetched(&self) {
+        self.prefetched.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn thread_started(&self) {

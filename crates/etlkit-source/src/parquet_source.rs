@@ -2,18 +2,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{Field, Schema, SchemaRef};
+use bytes::{Buf, Bytes};
 use etlkit_core::{BatchStream, Context, Source};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::file::reader::{ChunkReader, Length};
 
 use crate::error::{Result, SourceError, into_core};
 use crate::input::Input;
@@ -67,6 +70,11 @@ pub struct ParquetSourceConfig {
     /// Read only one part of the row groups (scale-out over several processes). Default: `None`
     /// (everything).
     pub shard: Option<Shard>,
+    /// A row group whose projected column chunks take at most this many (compressed) bytes is read
+    /// into memory with one read per run of adjacent chunks and decoded from there; a larger one is
+    /// streamed from the file page by page, so memory stays bounded whatever the writer's row-group
+    /// size. `0` always streams. Default: 32 MiB.
+    pub prefetch_limit_bytes: u64,
     /// When a file lacks a column that another file has, fill it with nulls (only for nullable
     /// columns) instead of failing. Default: `false`.
     pub allow_missing_columns: bool,
@@ -84,6 +92,7 @@ impl Default for ParquetSourceConfig {
             batches_per_row_group: 2,
             preserve_order: true,
             shard: None,
+            prefetch_limit_bytes: 32 << 20,
             allow_missing_columns: false,
         }
     }
@@ -324,6 +333,88 @@ fn reconcile(
     Ok((schema, plans))
 }
 
+/// The projected column chunks of one row group, read into memory with one read per run of adjacent
+/// chunks (instead of one small read per page), then decoded from memory without further copies.
+struct RowGroupBytes {
+    file_len: u64,
+    /// (file offset, bytes), sorted by offset.
+    ranges: Vec<(u64, Bytes)>,
+}
+
+impl RowGroupBytes {
+    /// The (start, end) file offsets of the row group's projected column chunks.
+    fn spans(plan: &FilePlan, row_group: usize) -> Vec<(u64, u64)> {
+        let rg = plan.metadata.metadata().row_group(row_group);
+        (0..rg.num_columns())
+            .filter(|&i| plan.mask.leaf_included(i))
+            .map(|i| {
+                let (start, len) = rg.column(i).byte_range();
+                (start, start + len)
+            })
+            .collect()
+    }
+
+    /// Compressed bytes of the row group's projected column chunks.
+    fn projected_size(plan: &FilePlan, row_group: usize) -> u64 {
+        Self::spans(plan, row_group).iter().map(|(s, e)| e - s).sum()
+    }
+
+    fn read(plan: &FilePlan, row_group: usize) -> Result<Self> {
+        let io = |e| SourceError::io(&plan.path, e);
+        let mut spans = Self::spans(plan, row_group);
+        spans.sort_unstable();
+        // Coalesce chunks separated by small gaps (skipped columns) into one read.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 + (256 << 10) => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        let mut file = File::open(&plan.path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut ranges = Vec::with_capacity(merged.len());
+        for (start, end) in merged {
+            let mut buf = vec![0u8; (end - start) as usize];
+            file.seek(SeekFrom::Start(start)).map_err(io)?;
+            file.read_exact(&mut buf).map_err(io)?;
+            ranges.push((start, Bytes::from(buf)));
+        }
+        Ok(RowGroupBytes { file_len, ranges })
+    }
+
+    fn find(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let hit = self
+            .ranges
+            .iter()
+            .find(|(off, b)| start >= *off && start + length as u64 <= off + b.len() as u64);
+        match hit {
+            Some((off, b)) => Ok(b.slice((start - off) as usize..)),
+            None => Err(parquet::errors::ParquetError::General(format!(
+                "read of {length} bytes at offset {start} outside the row group's column chunks"
+            ))),
+        }
+    }
+}
+
+impl Length for RowGroupBytes {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for RowGroupBytes {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.find(start, 0)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        Ok(self.find(start, length)?.slice(..length))
+    }
+}
+
 /// What a decoder thread sends for one row group.
 enum Msg {
     Batch(RecordBatch),
@@ -339,6 +430,7 @@ struct Job {
 
 struct Shared {
     files: Vec<Arc<FilePlan>>,
+    prefetch_limit: u64,
     metrics: Arc<ReadMetrics>,
     schema: SchemaRef,
     batch_size: usize,
@@ -351,34 +443,44 @@ impl Shared {
     /// Decodes one row group, sending its batches; returns early when the consumer went away.
     fn decode(&self, job: &Job) {
         let plan = &self.files[job.task.file];
-        let result = (|| -> Result<()> {
-            let file = File::open(&plan.path).map_err(|e| SourceError::io(&plan.path, e))?;
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plan.metadata.clone())
-                .with_projection(plan.mask.clone())
-                .with_row_groups(vec![job.task.row_group])
-                .with_batch_size(self.batch_size)
-                .build()
-                .map_err(|source| SourceError::Parquet { path: plan.path.clone(), source })?;
-            for batch in reader {
-                if self.cancelled.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
-                let batch = self.adapt(plan, batch)?;
-                self.metrics.batch_buffered();
-                if job.tx.send_blocking(Msg::Batch(batch)).is_err() {
-                    self.metrics.batch_unbuffered();
-                    return Ok(()); // consumer gone
-                }
-            }
-            Ok(())
-        })();
+        let row_group = job.task.row_group;
+        let result = if RowGroupBytes::projected_size(plan, row_group) <= self.prefetch_limit {
+            self.metrics.row_group_prefetched();
+            RowGroupBytes::read(plan, row_group).and_then(|chunks| self.decode_from(plan, chunks, job))
+        } else {
+            File::open(&plan.path)
+                .map_err(|e| SourceError::io(&plan.path, e))
+                .and_then(|file| self.decode_from(plan, file, job))
+        };
         if let Err(e) = result {
             let _ = job.tx.send_blocking(Msg::Err(e));
         }
         if self.send_done {
             let _ = job.tx.send_blocking(Msg::Done);
         }
+    }
+
+    /// Decodes the job's row group from `input`, sending batches until done or the consumer is gone.
+    fn decode_from<T: ChunkReader + 'static>(&self, plan: &FilePlan, input: T, job: &Job) -> Result<()> {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, plan.metadata.clone())
+            .with_projection(plan.mask.clone())
+            .with_row_groups(vec![job.task.row_group])
+            .with_batch_size(self.batch_size)
+            .build()
+            .map_err(|source| SourceError::Parquet { path: plan.path.clone(), source })?;
+        for batch in reader {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
+            let batch = self.adapt(plan, batch)?;
+            self.metrics.batch_buffered();
+            if job.tx.send_blocking(Msg::Batch(batch)).is_err() {
+                self.metrics.batch_unbuffered();
+                return Ok(()); // consumer gone
+            }
+        }
+        Ok(())
     }
 
     /// Reorders a file's projected batch into the output schema, filling absent columns with nulls.
@@ -541,6 +643,7 @@ impl Source for ParquetSource {
         let config = this.config;
         let shared = Arc::new(Shared {
             files: this.files,
+            prefetch_limit: config.prefetch_limit_bytes,
             metrics: Arc::clone(&this.metrics),
             schema: this.schema,
             batch_size: config.batch_size,

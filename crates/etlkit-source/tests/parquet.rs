@@ -205,6 +205,31 @@ fn workers_and_batches_per_row_group_are_honoured() {
 }
 
 #[test]
+fn prefetched_and_streamed_row_groups_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parquet");
+    write(&path, &ids(0, 2000), 500);
+    let projected = |cols: Option<Vec<String>>, limit| {
+        let cfg = ParquetSourceConfig {
+            columns: cols,
+            prefetch_limit_bytes: limit,
+            ..config(Input::File(path.clone()))
+        };
+        let source = ParquetSource::open(cfg).unwrap();
+        let metrics = source.metrics();
+        let batches = read(source);
+        (batches, metrics.row_groups_prefetched())
+    };
+    for cols in [None, Some(vec!["v".to_owned(), "id".to_owned()])] {
+        let (streamed, n_streamed) = projected(cols.clone(), 0);
+        let (prefetched, n_prefetched) = projected(cols.clone(), 32 << 20);
+        assert_eq!((n_streamed, n_prefetched), (0, 4));
+        assert_eq!(streamed, prefetched);
+        assert_eq!(id_column(&prefetched), (0..2000).collect::<Vec<_>>());
+    }
+}
+
+#[test]
 fn shards_are_disjoint_and_cover_every_row() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("a.parquet"), &ids(0, 700), 100);
