@@ -230,6 +230,13 @@ fn integers_written_as_floats() {
     let (_, line, column, value, _) = bad_row(&res.unwrap_err());
     assert_eq!((line, column.as_deref(), value.as_deref()), (2, Some("n"), Some("2.0")));
 
+    // No final line terminator: the last row still counts.
+    let path = file(dir.path(), "h.csv", b"n\r\n1\r\n7.0");
+    assert_eq!(
+        i64s(&read_ok(CsvSourceConfig { schema: Some(s.clone()), ..cfg(&path) }), "n"),
+        [Some(1), Some(7)]
+    );
+
     let path = file(dir.path(), "g.csv", b"n\n2.5\n");
     let (res, _) = run(CsvSourceConfig { schema: Some(s), ..cfg(&path) });
     assert_eq!(bad_row(&res.unwrap_err()).3.as_deref(), Some("2.5"));
