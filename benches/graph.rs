@@ -54,6 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let batches = env_list("ETLKIT_GRAPH_BATCHES", "1000,5000,10000");
     let workers = env_list("ETLKIT_GRAPH_WORKERS", "1,2,4");
     let repeat = env_list("ETLKIT_GRAPH_REPEAT", "1")[0].max(1);
+    let partition = learners_graph::parse_partition(
+        &std::env::var("ETLKIT_GRAPH_REL_PARTITION").unwrap_or_else(|_| "both".to_owned()),
+    )?;
     let csv = std::env::var("ETLKIT_GRAPH_CSV")
         .map(PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir().join(format!("etlkit-learners-{rows}-seed7.csv")));
@@ -76,11 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             user: db.user,
             password: db.password,
             database: db.name,
+            workers: 2,
             ..Default::default()
         };
         let t = Instant::now();
         rt.block_on(async {
-            learners_graph::load(&warm, Arc::new(GraphWriter::connect(config)?), false).await
+            learners_graph::load(&warm, Arc::new(GraphWriter::connect(config)?), partition, false).await
         })?;
         eprintln!("warm-up load of {} done in {:.1} s", warm.display(), t.elapsed().as_secs_f64());
     }
@@ -101,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let (cpu0, t0) = (cpu_seconds(), Instant::now());
                 let report = rt.block_on(async {
                     let writer = Arc::new(GraphWriter::connect(config)?);
-                    learners_graph::load(&csv, writer, false).await
+                    learners_graph::load(&csv, writer, partition, false).await
                 })?;
                 let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
                 let rate = report.learners as f64 / wall;

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example gen_learners -- --rows 10000 --out /tmp/learners.csv
 //! cargo run --release --example learners_graph -- --input /tmp/learners.csv \
-//!     [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N] [--repeat K]
+//!     [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N] [--repeat K] [--rel-partition start|end|both|single]
 //! ```
 //!
 //! Without `--bolt-uri` (or `BOLT_URI`) it starts a throwaway ArcadeDB server from `etlkit-testkit`
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use etlkit_core::{Context, LoadStats};
 use etlkit_neo4j::{
-    Endpoint, GraphConfig, GraphWriter, LoadPlan, NodeInput, NodeSpec, Property, RelInput, RelSpec,
-    TwoPhaseLoader,
+    Endpoint, GraphConfig, GraphWriter, LoadPlan, NodeInput, NodeSpec, Property, RelInput, RelPartition,
+    RelSpec, TwoPhaseLoader,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -429,6 +429,7 @@ impl JobReport {
 pub(crate) async fn load(
     input: &Path,
     writer: Arc<GraphWriter>,
+    partition: RelPartition,
     verbose: bool,
 ) -> Result<JobReport, BoxError> {
     let t = Instant::now();
@@ -445,7 +446,10 @@ pub(crate) async fn load(
             t.elapsed().as_secs_f64()
         );
     }
-    let plan = plan(tables)?;
+    let mut plan = plan(tables)?;
+    for r in &mut plan.relationships {
+        r.spec.partition = partition;
+    }
     let before = writer.stats();
     let loader = TwoPhaseLoader::new(writer.clone());
     let stats = loader
@@ -484,6 +488,18 @@ struct Args {
     batch_size: usize,
     workers: usize,
     repeat: usize,
+    partition: RelPartition,
+}
+
+/// `start`, `end`, `both` or `single` (see `RelPartition`).
+pub(crate) fn parse_partition(s: &str) -> Result<RelPartition, BoxError> {
+    Ok(match s {
+        "start" => RelPartition::StartNode,
+        "end" => RelPartition::EndNode,
+        "both" => RelPartition::BothEnds,
+        "single" => RelPartition::Single,
+        other => return Err(format!("--rel-partition: expected start|end|both|single, got {other:?}").into()),
+    })
 }
 
 fn parse_args() -> Result<Option<Args>, BoxError> {
@@ -494,8 +510,9 @@ fn parse_args() -> Result<Option<Args>, BoxError> {
         password: std::env::var("BOLT_PASSWORD").ok(),
         database: std::env::var("BOLT_DATABASE").ok(),
         batch_size: 5000,
-        workers: 4,
+        workers: 2,
         repeat: 1,
+        partition: RelPartition::BothEnds,
     };
     let mut input = None;
     let mut it = std::env::args().skip(1);
@@ -510,9 +527,10 @@ fn parse_args() -> Result<Option<Args>, BoxError> {
             "--batch-size" => a.batch_size = val()?.parse()?,
             "--workers" => a.workers = val()?.parse()?,
             "--repeat" => a.repeat = val()?.parse()?,
+            "--rel-partition" => a.partition = parse_partition(&val()?)?,
             "-h" | "--help" => {
                 println!(
-                    "learners_graph --input FILE.csv [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N] [--repeat K]"
+                    "learners_graph --input FILE.csv [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N] [--repeat K] [--rel-partition start|end|both|single]"
                 );
                 return Ok(None);
             }
@@ -559,7 +577,7 @@ fn main() -> Result<(), BoxError> {
     rt.block_on(async {
         let writer = Arc::new(GraphWriter::connect(config)?);
         for _ in 0..args.repeat.max(1) {
-            let report = load(&args.input, writer.clone(), true).await?;
+            let report = load(&args.input, writer.clone(), args.partition, true).await?;
             println!("{}", report.line());
             eprintln!(
                 "properties_set={} transactions={} retries={} shared rows de-duplicated={}",

@@ -148,6 +148,11 @@ pub enum RelPartition {
     StartNode,
     /// Partition by the end node's key.
     EndNode,
+    /// Partition by both keys: rows form a `workers` × `workers` grid of (start hash, end hash) cells,
+    /// written in `workers` rounds of `workers` concurrent cells chosen so that no start key and no end
+    /// key is in two concurrent transactions. For servers where any two transactions touching one node
+    /// conflict (ArcadeDB's optimistic MVCC), with popular end nodes (hubs).
+    BothEnds,
     /// No partitioning: one writer for this relationship type.
     Single,
 }

@@ -29,6 +29,8 @@ struct Row {
     value: BoltType,
     bytes: usize,
     hash: u64,
+    /// End-node hash, for [`RelPartition::BothEnds`].
+    hash2: u64,
     line: usize,
 }
 
@@ -60,6 +62,7 @@ pub struct GraphWriter {
     graph: Graph,
     config: GraphConfig,
     partitions: Vec<tokio::sync::Mutex<()>>,
+    end_partitions: Vec<tokio::sync::Mutex<()>>,
     counters: Counters,
     jitter: AtomicU64,
 }
@@ -93,6 +96,7 @@ impl GraphWriter {
         Ok(GraphWriter {
             graph,
             partitions: (0..config.workers).map(|_| tokio::sync::Mutex::new(())).collect(),
+            end_partitions: (0..config.workers).map(|_| tokio::sync::Mutex::new(())).collect(),
             config,
             counters: Counters::default(),
             jitter: AtomicU64::new(seed),
@@ -132,7 +136,8 @@ impl GraphWriter {
         spec.validate()?;
         let names = spec.columns();
         let cols = Columns::resolve(spec.name(), &names, batch)?;
-        let rows = self.prepare(&spec.name(), &cols, spec.keys.len(), 0..spec.keys.len(), batch, ctx)?;
+        let rows =
+            self.prepare(&spec.name(), &cols, spec.keys.len(), (0..spec.keys.len(), 0..0), batch, ctx)?;
         let n = rows.len() as u64;
         self.run_partitioned(&spec.name(), &spec.merge_cypher(), rows, self.partitions.len(), Kind::Nodes)
             .await?;
@@ -145,14 +150,21 @@ impl GraphWriter {
         let names = spec.columns();
         let cols = Columns::resolve(spec.name(), &names, batch)?;
         let (nf, nt) = (spec.from.keys.len(), spec.to.keys.len());
-        let (range, parts) = match spec.partition {
-            RelPartition::StartNode => (0..nf, self.partitions.len()),
-            RelPartition::EndNode => (nf..nf + nt, self.partitions.len()),
-            RelPartition::Single => (0..0, 1),
+        let w = self.partitions.len();
+        let (range, range2) = match spec.partition {
+            RelPartition::StartNode | RelPartition::BothEnds => (0..nf, nf..nf + nt),
+            RelPartition::EndNode => (nf..nf + nt, 0..0),
+            RelPartition::Single => (0..0, 0..0),
         };
-        let rows = self.prepare(&spec.name(), &cols, spec.key_columns().len(), range, batch, ctx)?;
+        let rows =
+            self.prepare(&spec.name(), &cols, spec.key_columns().len(), (range, range2), batch, ctx)?;
         let n = rows.len() as u64;
-        self.run_partitioned(&spec.name(), &spec.write_cypher(), rows, parts, Kind::Rels).await?;
+        let (name, cypher) = (spec.name(), spec.write_cypher());
+        match spec.partition {
+            RelPartition::BothEnds if w > 1 => self.run_grid(&name, &cypher, rows).await?,
+            RelPartition::Single => self.run_partitioned(&name, &cypher, rows, 1, Kind::Rels).await?,
+            _ => self.run_partitioned(&name, &cypher, rows, w, Kind::Rels).await?,
+        }
         Ok(n)
     }
 
@@ -182,7 +194,7 @@ impl GraphWriter {
         spec: &str,
         cols: &Columns<'_>,
         n_keys: usize,
-        hash_range: std::ops::Range<usize>,
+        (hash_range, hash2_range): (std::ops::Range<usize>, std::ops::Range<usize>),
         batch: &RecordBatch,
         ctx: &Context,
     ) -> Result<Vec<Row>> {
@@ -212,7 +224,9 @@ impl GraphWriter {
                     cap: self.config.max_message_bytes,
                 });
             }
-            rows.push(Row { value, bytes, hash: cols.hash(hash_range.clone(), i), line: i + 1 });
+            let hash = cols.hash(hash_range.clone(), i);
+            let hash2 = if hash2_range.is_empty() { 0 } else { cols.hash(hash2_range.clone(), i) };
+            rows.push(Row { value, bytes, hash, hash2, line: i + 1 });
         }
         Ok(rows)
     }
@@ -234,8 +248,30 @@ impl GraphWriter {
             .into_iter()
             .enumerate()
             .filter(|(_, rows)| !rows.is_empty())
-            .map(|(p, rows)| self.run_partition(spec, cypher, p, rows, kind));
+            .map(|(p, rows)| self.run_partition(spec, cypher, p, None, rows, kind));
         futures::future::try_join_all(jobs).await?;
+        Ok(())
+    }
+
+    /// [`RelPartition::BothEnds`]: rows go to cell (start hash % w, end hash % w); round `r` runs
+    /// cells `(i, (i + r) % w)` for all `i` concurrently, so no start key and no end key is in two
+    /// concurrent transactions of this call. Start locks are taken before end locks (no lock-order
+    /// deadlock between concurrent calls).
+    async fn run_grid(&self, spec: &str, cypher: &str, rows: Vec<Row>) -> Result<()> {
+        let w = self.partitions.len();
+        let mut cells: Vec<Vec<Row>> = (0..w * w).map(|_| Vec::new()).collect();
+        for r in rows {
+            cells[(r.hash % w as u64) as usize * w + (r.hash2 % w as u64) as usize].push(r);
+        }
+        for round in 0..w {
+            let jobs = (0..w)
+                .map(|i| (i, (i + round) % w))
+                .map(|(i, j)| (i, j, std::mem::take(&mut cells[i * w + j])))
+                .filter(|(_, _, rows)| !rows.is_empty())
+                .map(|(i, j, rows)| self.run_partition(spec, cypher, i, Some(j), rows, Kind::Rels))
+                .collect::<Vec<_>>();
+            futures::future::try_join_all(jobs).await?;
+        }
         Ok(())
     }
 
@@ -244,10 +280,15 @@ impl GraphWriter {
         spec: &str,
         cypher: &str,
         p: usize,
+        end: Option<usize>,
         rows: Vec<Row>,
         kind: Kind,
     ) -> Result<()> {
         let _guard = self.partitions[p].lock().await;
+        let _end_guard = match end {
+            Some(q) => Some(self.end_partitions[q].lock().await),
+            None => None,
+        };
         let cap = self.config.max_message_bytes.saturating_sub(cypher.len() + 64);
         let mut chunk = BoltList::with_capacity(rows.len().min(self.config.batch_rows));
         let mut bytes = 5;

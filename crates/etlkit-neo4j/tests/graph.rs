@@ -260,6 +260,15 @@ async fn four_workers_into_one_hub_converge_to_exact_counts() {
     assert_eq!(scalar(w, "MATCH (l:Leaf)-[:LINKS]->(:Hub) RETURN count(DISTINCT l) AS c").await, 400);
     assert_eq!(scalar(w, "MATCH (h:Hub) RETURN count(h) AS c").await, 1);
     eprintln!("hub test: {} retries", s.retries);
+    // The same through the grid schedule (no start or end key in two concurrent transactions).
+    let mut grid =
+        RelSpec::new("GRID", Endpoint::new("Leaf", "id", "leaf"), Endpoint::new("Hub", "id", "hub"));
+    grid.partition = RelPartition::BothEnds;
+    let before = w.stats().counter("relationships_created");
+    assert_eq!(w.write_rels(&grid, &hub_batch(0, 400), &Context::default()).await.unwrap(), 400);
+    assert_eq!(w.write_rels(&grid, &hub_batch(0, 400), &Context::default()).await.unwrap(), 400);
+    assert_eq!(w.stats().counter("relationships_created") - before, 400);
+    assert_eq!(scalar(w, "MATCH (:Leaf)-[r:GRID]->(:Hub) RETURN count(r) AS c").await, 400);
     if !SERVER.is_external() {
         // ArcadeDB fails all but one concurrent writer of the hub at COMMIT with
         // Neo.TransientError.Transaction.DeadlockDetected: the counts above converged through retries.
