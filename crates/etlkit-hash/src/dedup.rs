@@ -151,6 +151,14 @@ impl Dedup {
         added
     }
 
+    /// Marks every digest of `column` of `batch` as already seen — e.g. batches of the `row_hash`
+    /// column read back from the target table before a re-run. The column must be
+    /// `FixedSizeBinary(32)` or 64-character hex text. Returns how many were new to the set.
+    pub fn seed_from_column(&self, batch: &RecordBatch, column: &str) -> Result<usize, HashError> {
+        let digests = digests_from_column(batch, column)?;
+        Ok(self.seed(digests.value_data().chunks_exact(DIGEST_LEN).map(|d| d.try_into().expect("32 bytes"))))
+    }
+
     /// Number of distinct digests seen so far.
     pub fn distinct(&self) -> usize {
         self.shards.iter().map(|s| s.lock().expect("dedup shard poisoned").len()).sum()

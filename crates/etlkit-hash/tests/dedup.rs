@@ -88,8 +88,14 @@ fn uses_precomputed_hash_column_and_seeded_digests() {
         let hashed = add.apply(batch([3, 4, 1, 4]), &ctx).unwrap().remove(0);
         let out = d.apply(hashed, &ctx).unwrap();
         assert_eq!(keys(&out[0]), [4]);
+        // seeding from a column of a batch (as read back from a table) works the same way
+        let d2 = Dedup::new(DedupConfig::default()).unwrap();
+        let table = add.apply(first.clone(), &ctx).unwrap().remove(0);
+        assert_eq!(d2.seed_from_column(&table, "row_hash").unwrap(), 3);
+        assert_eq!(keys(&d2.apply(batch([2, 5]), &ctx).unwrap()[0]), [5]);
+        assert!(d2.seed_from_column(&table, "k").is_err());
     }
-    assert_eq!(ctx.deduplicated(), 2 * 3);
+    assert_eq!(ctx.deduplicated(), 2 * (3 + 1));
     // a hash column of the wrong type is refused up front
     let d = Dedup::new(DedupConfig { hash_column: Some("k".into()), ..Default::default() }).unwrap();
     assert!(d.output_schema(&first.schema()).is_err());
