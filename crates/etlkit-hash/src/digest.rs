@@ -19,6 +19,9 @@ pub const DIGEST_LEN: usize = 32;
 /// Rows encoded and hashed per unit of work (and per rayon task).
 const CHUNK_ROWS: usize = 1024;
 
+/// Encoding buffer size a thread keeps between chunks even when a chunk needed less (4 MiB).
+const RETAIN_BYTES: usize = 4 << 20;
+
 /// The hash function applied to a row's canonical bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -287,6 +290,10 @@ fn encode_chunk(
     }
     if s.buf.len() < total {
         s.buf.resize(total, 0);
+    } else if s.buf.len() > RETAIN_BYTES && s.buf.len() > 4 * total {
+        // one chunk of huge values must not pin a huge buffer to this thread forever
+        s.buf.truncate(total.max(RETAIN_BYTES));
+        s.buf.shrink_to_fit();
     }
     s.cursors.clear();
     s.cursors.extend_from_slice(&s.starts);
