@@ -576,7 +576,15 @@ async fn client_side_timeout_bounds_a_blocked_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_tuning_knobs_take_effect() {
-    let (pool, _) = fresh_pool("etlkit-tuning").await;
+    let (admin, url) = fresh_pool("etlkit-tuning").await;
+    // The throwaway server runs with synchronous_commit=off; make `on` this database's default so
+    // the knob has something to change. Sessions opened from now on see it.
+    exec(
+        &admin,
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', current_database()); END $$",
+    )
+    .await;
+    let pool = connect(&DatabaseUrl::new(url), 4, "etlkit-tuning").await.unwrap();
     exec(
         &pool,
         "CREATE TABLE b (id bigint PRIMARY KEY, v text); CREATE INDEX b_v ON b (v); \
