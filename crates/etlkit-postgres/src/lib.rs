@@ -68,7 +68,7 @@ pub use replicate::{
     Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
     Verification, replicate,
 };
-pub use sink::{BulkTuning, PgCopySink, PgSinkConfig, WriteMode};
+pub use sink::{BulkTuning, InvalidRows, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};
 pub use star::{PgStarConfig, PgStarSink, StarLoadMode};
 pub use table::{create_table_if_not_exists, create_table_sql, pg_type_for};

@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use arrow_array::UInt32Array;
 use arrow_schema::SchemaRef;
+use arrow_select::take::take_record_batch;
 use async_trait::async_trait;
-use etlkit_core::{Context, LoadStats, Sink, Stage};
+use etlkit_core::{Context, LoadStats, Rejected, Sink, Stage};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 use tokio::sync::OnceCell;
@@ -40,6 +42,18 @@ pub enum WriteMode {
         /// What to do with existing keys.
         on_conflict: OnConflict,
     },
+}
+
+/// What the sink does with a row holding a value its column cannot store (out of range, not a
+/// UUID, a NUL byte in text, nanoseconds under [`NanosPolicy::Reject`], ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvalidRows {
+    /// Fail the write with [`PgError::InvalidValue`] naming the row, column and value. The default.
+    #[default]
+    Fail,
+    /// Send the row to the run's reject output ([`Context::reject`], with the same row number,
+    /// column, value and reason) and load the others.
+    Reject,
 }
 
 /// Opt-in settings for big loads. All off by default.
@@ -83,6 +97,9 @@ pub struct PgSinkConfig {
     pub nanos: NanosPolicy,
     /// Text with NUL bytes. Default: [`NulPolicy::Reject`].
     pub nul: NulPolicy,
+    /// Rows with values that cannot be stored: fail, or reject them and load the rest. Default:
+    /// [`InvalidRows::Fail`].
+    pub invalid_rows: InvalidRows,
     /// Opt-in bulk-load settings. Default: all off.
     pub tuning: BulkTuning,
     /// Client-side limit for one COPY, merge or commit (server `statement_timeout` does not bound
@@ -100,6 +117,7 @@ impl Default for PgSinkConfig {
             max_retries: 2,
             nanos: NanosPolicy::Reject,
             nul: NulPolicy::Reject,
+            invalid_rows: InvalidRows::Fail,
             tuning: BulkTuning::default(),
             timeout: Duration::from_secs(600),
         }
@@ -168,7 +186,9 @@ static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Writes Arrow batches into an existing PostgreSQL table by binary `COPY`.
 ///
 /// - Column types come from the table's catalog; input columns are matched by name and cast to
-///   them (range-checked: a value that does not fit fails with row, column and value).
+///   them (range-checked: a value that does not fit fails with row, column and value, or — with
+///   [`InvalidRows::Reject`] — goes to [`Context::reject`] while the other rows load; `write`
+///   returns the rows accepted).
 /// - Durability: when `write` returns `Ok`, the batch is in an open transaction on one of the
 ///   sink's connections; it is committed when that connection's unit reaches
 ///   [`PgSinkConfig::rows_per_transaction`] rows or by `finish`. `abort` (or any error) rolls back
@@ -490,15 +510,58 @@ impl PgCopySink {
         }
     }
 
-    async fn write_batch(&self, batch: RecordBatch) -> Result<u64> {
+    /// Casts and validates `batch`; with [`InvalidRows::Reject`], rows with a value that cannot be
+    /// stored go to `ctx.reject` and the rest is returned. Returns the batch to load and the number
+    /// of rejected rows.
+    fn conform(
+        &self,
+        plan: &Plan,
+        batch: &RecordBatch,
+        first_row: u64,
+        ctx: &Context,
+    ) -> etlkit_core::Result<(RecordBatch, u64)> {
+        let stage = |e: PgError| e.into_stage(Stage::Sink, self.name());
+        if self.config.invalid_rows == InvalidRows::Fail {
+            return Ok((plan.conformer.conform(batch, first_row).map_err(stage)?, 0));
+        }
+        let mut keep: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        let mut current = batch.clone();
+        let mut rejected = 0;
+        loop {
+            match plan.conformer.conform(&current, 1) {
+                Ok(c) => return Ok((c, rejected)),
+                Err(PgError::InvalidValue { row, column, value, reason }) => {
+                    let original = keep.remove((row - 1) as usize);
+                    ctx.reject(Rejected {
+                        origin: self.name(),
+                        line: Some(first_row + original as u64),
+                        column: Some(column),
+                        value: Some(value),
+                        reason,
+                        raw: None,
+                    })?;
+                    rejected += 1;
+                    current = take_record_batch(batch, &UInt32Array::from(keep.clone()))?;
+                }
+                Err(e) => return Err(stage(e)),
+            }
+        }
+    }
+
+    async fn write_batch(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<u64> {
+        let stage = |e: PgError| e.into_stage(Stage::Sink, self.name());
         let n = batch.num_rows() as u64;
         if n == 0 {
             return Ok(0);
         }
-        let plan = self.plan(&batch.schema()).await?;
+        let plan = self.plan(&batch.schema()).await.map_err(stage)?;
         let first_row = self.rows_seen.fetch_add(n, Ordering::Relaxed) + 1;
-        let conformed = plan.conformer.conform(&batch, first_row)?;
+        let (conformed, rejected) = self.conform(plan, &batch, first_row, ctx)?;
         drop(batch);
+        let n = n - rejected;
+        if n == 0 {
+            return Ok(0);
+        }
         let _gate = if self.config.mode == WriteMode::Truncate {
             Some(self.truncate_gate.lock().await)
         } else {
@@ -506,14 +569,14 @@ impl PgCopySink {
         };
         let mut w = match self.take_idle() {
             Some(w) => w,
-            None => self.new_writer(plan).await?,
+            None => self.new_writer(plan).await.map_err(stage)?,
         };
         let unit_full = self.config.mode != WriteMode::Truncate
             && self.config.rows_per_transaction > 0
             && w.unit_rows + n >= self.config.rows_per_transaction;
         let r = self.run_step(&mut w, plan, Some(&conformed), unit_full).await;
         self.put_idle(w);
-        r.map(|()| n)
+        r.map(|()| n).map_err(stage)
     }
 
     async fn drop_secondary_indexes(&self) -> Result<()> {
@@ -627,8 +690,8 @@ impl Sink for PgCopySink {
         Ok(())
     }
 
-    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
-        self.write_batch(batch).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))
+    async fn write(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<u64> {
+        self.write_batch(batch, ctx).await
     }
 
     async fn finish(&self) -> etlkit_core::Result<LoadStats> {

@@ -14,8 +14,8 @@ use arrow_array::{
 };
 use etlkit_core::{Context, MemorySource, Pipeline, PipelineConfig, Sink, Source};
 use etlkit_postgres::{
-    BulkTuning, ChangeDetection, DatabaseUrl, NanosPolicy, NulPolicy, OnConflict, PgCopySink, PgError,
-    PgSinkConfig, PgSource, PgSourceConfig, SourceQuery, TableRef, WriteMode, connect,
+    BulkTuning, ChangeDetection, DatabaseUrl, InvalidRows, NanosPolicy, NulPolicy, OnConflict, PgCopySink,
+    PgError, PgSinkConfig, PgSource, PgSourceConfig, SourceQuery, TableRef, WriteMode, connect,
     create_table_if_not_exists,
 };
 use etlkit_testkit::PgServer;
@@ -695,4 +695,40 @@ async fn send_buffer_bytes_sets_the_copy_message_size() {
     assert_eq!(big.counter("copy_messages"), 1);
     assert_eq!(count(&pool, "sb").await, 40_000);
     assert_eq!(count(&pool, "sb WHERE v = 'some text to make rows about forty bytes'").await, 40_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rows_can_go_to_the_reject_output() {
+    let (pool, _) = fresh_pool("etlkit-reject").await;
+    exec(&pool, "CREATE TABLE r (n integer, s text)").await;
+    let batch = RecordBatch::try_from_iter([
+        ("n", Arc::new(Int64Array::from(vec![1, 3_000_000_000, 2, 3, -4_000_000_000])) as ArrayRef),
+        ("s", Arc::new(StringArray::from(vec!["a", "b", "c\0", "d", "e"])) as ArrayRef),
+    ])
+    .unwrap();
+    let cfg =
+        PgSinkConfig { table: TableRef::new("r"), invalid_rows: InvalidRows::Reject, ..Default::default() };
+    let sink = Arc::new(PgCopySink::new(pool.clone(), cfg).unwrap());
+    let rejects = Arc::new(etlkit_core::MemoryRejects::new());
+    let source = MemorySource::new(batch.schema(), vec![batch]).unwrap();
+    let stats = Pipeline::new(source, sink).rejects(rejects.clone()).run().await.unwrap();
+    assert_eq!((stats.rows_read, stats.rows_written, stats.rows_rejected), (5, 2, 3));
+    let got: Vec<(Option<u64>, Option<String>)> =
+        rejects.rows().into_iter().map(|r| (r.line, r.column)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(2), Some("n".to_owned())),
+            (Some(5), Some("n".to_owned())),
+            (Some(3), Some("s".to_owned()))
+        ]
+    );
+    let rows: Vec<(i32, String)> = sqlx::query("SELECT n, s FROM r ORDER BY n")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(1, "a".to_owned()), (3, "d".to_owned())]);
 }
