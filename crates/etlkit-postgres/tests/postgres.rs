@@ -732,3 +732,31 @@ async fn invalid_rows_can_go_to_the_reject_output() {
         .collect();
     assert_eq!(rows, vec![(1, "a".to_owned()), (3, "d".to_owned())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_source_streams_in_batches_of_batch_size() {
+    let (pool, _) = fresh_pool("etlkit-source").await;
+    exec(&pool, "CREATE TABLE s AS SELECT g::int8 AS id, md5(g::text) AS h, NULL::numeric(10,2) AS n FROM generate_series(1, 30000) g")
+        .await;
+    let src = PgSource::new(
+        pool.clone(),
+        PgSourceConfig { query: SourceQuery::Table(TableRef::new("s")), batch_size: 4096 },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        src.copy_statement(),
+        "COPY (SELECT \"id\", \"h\", \"n\" FROM \"s\") TO STDOUT (FORMAT binary)"
+    );
+    let mut stream = Box::new(src).into_stream(Context::default());
+    let (mut sizes, mut sum) = (Vec::new(), 0i64);
+    while let Some(b) = stream.try_next().await.unwrap() {
+        sizes.push(b.num_rows());
+        sum += b.column(0).as_primitive::<Int64Type>().values().iter().sum::<i64>();
+        assert_eq!(b.column(2).null_count(), b.num_rows());
+    }
+    assert_eq!(sizes, [vec![4096; 7], vec![30000 - 7 * 4096]].concat());
+    assert_eq!(sum, 30000 * 30001 / 2);
+    // The connection went back to the pool clean: it can run a query.
+    assert_eq!(count(&pool, "s").await, 30000);
+}
