@@ -58,9 +58,9 @@ fn legacy(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
-fn distinct_hashes(batch: &RecordBatch) -> HashSet<Vec<u8>> {
+fn distinct_hashes(batch: &RecordBatch, algorithm: Algorithm) -> HashSet<Vec<u8>> {
     let names: Vec<String> = taxi::yellow_trips_schema().fields().iter().map(|f| f.name().clone()).collect();
-    let digests = RowHasher::new(Algorithm::Blake3, names).hash_batch(batch).unwrap();
+    let digests = RowHasher::new(algorithm, names).hash_batch(batch).unwrap();
     (0..digests.len()).map(|i| digests.value(i).to_vec()).collect()
 }
 
@@ -73,7 +73,7 @@ fn assert_adds_up(r: &JobReport) {
 async fn both_namings_duplicate_files_and_reruns_store_each_trip_once() {
     let dir = tempfile::tempdir().unwrap();
     let trips = taxi::yellow_trips(3000, 7, 0.02); // 60 planted duplicates
-    let expected = distinct_hashes(&trips);
+    let expected = distinct_hashes(&trips, Algorithm::Sha256);
     assert_eq!(expected.len(), 2940);
     // The same trips as Parquet in the current naming and as CSV in the old naming (with an index
     // column), plus a second copy of the Parquet file.
@@ -102,14 +102,22 @@ async fn both_namings_duplicate_files_and_reruns_store_each_trip_once() {
         2940
     );
 
-    // Running the same input again inserts nothing, in either de-duplication mode.
-    for dedup in [DedupMode::Memory, DedupMode::Database] {
-        let again = run_job(&JobConfig { dedup, ..job(dir.path()) }, &url).await.unwrap();
+    // Running the same input again inserts nothing, in every de-duplication mode; `Auto` with no
+    // memory budget de-duplicates in the database.
+    for (dedup, budget, merged) in
+        [(DedupMode::Memory, 192, false), (DedupMode::Database, 192, true), (DedupMode::Auto, 0, true)]
+    {
+        let cfg = JobConfig { dedup, dedup_memory_mb: budget, ..job(dir.path()) };
+        let again = run_job(&cfg, &url).await.unwrap();
         assert_adds_up(&again);
         assert_eq!((again.rows_read, again.trips_inserted, again.duplicates_skipped), (9000, 0, 9000));
+        assert_eq!(again.merged_batches > 0, merged, "{dedup:?} budget {budget}: {again:?}");
     }
     assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2940);
     assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2940);
+    // Another hash algorithm would not recognise the stored trips: refused.
+    let other = run_job(&JobConfig { hash: Algorithm::Blake3, ..job(dir.path()) }, &url).await.unwrap_err();
+    assert!(other.to_string().contains("sha256"), "{other}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,4 +245,43 @@ async fn bad_values_are_rejected_or_fail_naming_file_column_and_value() {
         chain.contains("bad.csv") && chain.contains("passenger_count") && chain.contains("two"),
         "{msg} / {chain}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_runs_rebuild_the_unique_constraint_and_still_deduplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(2500, 5, 0.04);
+    let input = dir.path().join("trips.parquet");
+    taxi::write_parquet(&input, std::slice::from_ref(&trips)).unwrap();
+    let url = fresh_url().await;
+    let p = pool(&url).await;
+    let constraint = "SELECT count(*) FROM pg_constraint WHERE conname = 'yellow_taxi_trips_row_hash_key'";
+    let bulk = JobConfig { rebuild_index: Some(true), hash: Algorithm::Blake3, ..job(&input) };
+    let first = run_job(&bulk, &url).await.unwrap();
+    assert_adds_up(&first);
+    assert_eq!(first.trips_inserted, 2400);
+    assert_eq!(scalar(&p, constraint).await, 1, "rebuilt after the bulk load");
+    let stored: HashSet<Vec<u8>> = sqlx::query("SELECT row_hash FROM yellow_taxi_trips")
+        .fetch_all(&p)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, distinct_hashes(&trips, Algorithm::Blake3), "--hash blake3 honoured");
+    // A crashed bulk run leaves the table without the constraint: the next run rebuilds it first.
+    sqlx::raw_sql("ALTER TABLE yellow_taxi_trips DROP CONSTRAINT yellow_taxi_trips_row_hash_key")
+        .execute(&p)
+        .await
+        .unwrap();
+    let again =
+        run_job(&JobConfig { rebuild_index: Some(false), hash: Algorithm::Blake3, ..job(&input) }, &url)
+            .await
+            .unwrap();
+    assert_eq!((again.trips_inserted, again.duplicates_skipped), (0, 2500));
+    assert_eq!(scalar(&p, constraint).await, 1);
+    let third = run_job(&bulk, &url).await.unwrap();
+    assert_eq!(third.trips_inserted, 0);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2400);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2400);
 }
