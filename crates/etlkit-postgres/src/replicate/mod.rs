@@ -290,6 +290,12 @@ pub struct ReplicationReport {
     pub peak_parallel_tables: usize,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// Wall time of the data phase (all tables' COPY).
+    pub data_elapsed: Duration,
+    /// Wall time of the post-data phase (keys, indexes, foreign keys, sequences).
+    pub post_data_elapsed: Duration,
+    /// Wall time of verification (zero without `verify`).
+    pub verify_elapsed: Duration,
     /// Verification was asked for and every table matched.
     pub verified: bool,
 }
@@ -563,6 +569,7 @@ pub async fn replicate(
     exec(&mut admin, "COMMIT".into(), "creating tables", &tgt_name).await?;
 
     // 5. Data.
+    let data_started = Instant::now();
     let n = names.len();
     let mut reports: Vec<Option<TableReport>> = vec![None; n];
     let mut left_in_component: Vec<usize> = plan.components.iter().map(Vec::len).collect();
@@ -621,7 +628,10 @@ pub async fn replicate(
     }
     drop(running);
 
+    let data_elapsed = data_started.elapsed();
+
     // 6. Post-data.
+    let post_started = Instant::now();
     let mut existing: HashSet<(String, String)> = sqlx::query(
         "SELECT cl.relname::text, con.conname::text FROM pg_constraint con \
          JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
@@ -729,7 +739,10 @@ pub async fn replicate(
             .map_err(|e| PgError::db("setting a target sequence", tgt_seq.clone(), e))?;
     }
 
+    let post_data_elapsed = post_started.elapsed();
+
     // 7. Verify.
+    let verify_started = Instant::now();
     let mut verified = false;
     if config.verify {
         let results: Vec<(usize, Verification)> = futures::stream::iter((0..n).map(|i| run.verify_table(i)))
@@ -747,6 +760,7 @@ pub async fn replicate(
             }
         }
     }
+    let verify_elapsed = if config.verify { verify_started.elapsed() } else { Duration::ZERO };
     exec(&mut coord, "COMMIT".into(), "closing the replication snapshot", &src_name).await?;
 
     // Plan order: by level, then name.
@@ -766,6 +780,9 @@ pub async fn replicate(
         foreign_keys_skipped: fks_skipped,
         peak_parallel_tables: peak,
         elapsed: run_started.elapsed(),
+        data_elapsed,
+        post_data_elapsed,
+        verify_elapsed,
         verified,
     })
 }
