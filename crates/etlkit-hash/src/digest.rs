@@ -16,8 +16,12 @@ use crate::error::HashError;
 /// Length of every row digest, in bytes.
 pub const DIGEST_LEN: usize = 32;
 
-/// Rows encoded and hashed per unit of work (and per rayon task).
+/// Rows per unit of parallel work (rayon task).
 const CHUNK_ROWS: usize = 1024;
+
+/// Rows encoded, then hashed, at a time within a unit of work: small enough that the encoding buffer
+/// (~100–200 bytes per row for typical tables) stays in cache between the column passes.
+const ENCODE_ROWS: usize = 128;
 
 /// Encoding buffer size a thread keeps between chunks even when a chunk needed less (4 MiB).
 const RETAIN_BYTES: usize = 4 << 20;
@@ -225,8 +229,12 @@ impl RowHasher {
             let start = chunk * CHUNK_ROWS;
             let rows = start..start + out.len() / DIGEST_LEN;
             SCRATCH.with_borrow_mut(|s| {
-                encode_chunk(&encoders, rows, s)?;
-                hash_chunk(algorithm, s, out);
+                // encode + hash in small sub-chunks so the encoding buffer stays in L1/L2 cache
+                for (i, out) in out.chunks_mut(ENCODE_ROWS * DIGEST_LEN).enumerate() {
+                    let from = rows.start + i * ENCODE_ROWS;
+                    encode_chunk(&encoders, from..from + out.len() / DIGEST_LEN, s)?;
+                    hash_chunk(algorithm, s, out);
+                }
                 Ok(())
             })
         };
