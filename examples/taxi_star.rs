@@ -5,8 +5,11 @@
 //! cargo run --release --example taxi_star -- --input FILE_OR_DIR [--database-url URL]
 //!     [--batch-size N] [--workers N] [--hash sha256|blake3] [--zones taxi_zone_lookup.csv]
 //!     [--on-error reject|fail] [--dedup auto|memory|database] [--dedup-memory-mb N]
-//!     [--rebuild-index auto|always|never]
+//!     [--rebuild-index auto|always|never] [--report]
 //! ```
+//!
+//! `--report` then prints, on stderr, trips and average fare by payment type and pickup borough
+//! ([`REPORT_SQL`]; boroughs come from `--zones`).
 //!
 //! Defaults: `--batch-size 32768` (rows per batch and per load transaction), `--workers 2`
 //! (concurrent load transactions / connections), `--hash sha256`.
@@ -502,7 +505,8 @@ async fn ensure_unique(conn: &mut sqlx::PgConnection) -> Result<bool, BoxError> 
     if !exists {
         eprintln!("taxi_star: (re)building the UNIQUE ({ROW_HASH}) constraint of {TRIPS}");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "ALTER TABLE {TRIPS} ADD CONSTRAINT {UNIQUE_HASH} UNIQUE ({ROW_HASH})"
+            "SET LOCAL maintenance_work_mem = '256MB'; \
+             ALTER TABLE {TRIPS} ADD CONSTRAINT {UNIQUE_HASH} UNIQUE ({ROW_HASH})"
         )))
         .execute(&mut *conn)
         .await?;
@@ -885,7 +889,7 @@ fn tracing_line(origin: &str, stats: &etlkit_core::LoadStats) {
 
 const USAGE: &str = "usage: taxi_star --input FILE_OR_DIR [--database-url URL] [--batch-size N] [--workers N] \
                      [--hash sha256|blake3] [--zones taxi_zone_lookup.csv] [--on-error reject|fail] \
-                     [--dedup auto|memory|database] [--dedup-memory-mb N] [--rebuild-index auto|always|never]";
+                     [--dedup auto|memory|database] [--dedup-memory-mb N] [--rebuild-index auto|always|never] [--report]";
 
 fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
     let mut cfg = JobConfig::default();
@@ -920,6 +924,7 @@ fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
                 }
             }
             "--dedup-memory-mb" => cfg.dedup_memory_mb = value()?.parse()?,
+            "--report" => {} // handled in main
             "--dedup" => {
                 cfg.dedup = match value()?.as_str() {
                     "auto" => DedupMode::Auto,
@@ -947,6 +952,7 @@ fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    let print_report = std::env::args().any(|a| a == "--report");
     let (cfg, url) = parse_args()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -970,5 +976,29 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run_job(&cfg, &url))?;
     println!("{}", report.line());
+    if print_report {
+        eprint!("{}", runtime.block_on(report_query(&url))?);
+    }
     Ok(())
+}
+
+/// The SQL of `--report`: trips and average fare by payment type and pickup borough.
+pub const REPORT_SQL: &str = "SELECT coalesce(pt.description, pt.payment_type::text, 'unknown') AS payment, \
+       coalesce(l.borough, 'zone ' || l.\"LocationID\", 'unknown') AS pickup_borough, \
+       count(*) AS trips, round(avg(f.fare_amount)::numeric, 2)::text AS avg_fare \
+     FROM fact_trip f \
+     JOIN dim_payment_type pt USING (payment_type_key) \
+     JOIN dim_location l ON l.location_key = f.pickup_location_key \
+     GROUP BY 1, 2 ORDER BY trips DESC LIMIT 15";
+
+/// Runs [`REPORT_SQL`] and formats it as a small table.
+async fn report_query(url: &str) -> Result<String, BoxError> {
+    let pool = connect(&DatabaseUrl::new(url), 1, "etlkit-taxi_star-report").await?;
+    let rows: Vec<(String, String, i64, Option<String>)> =
+        sqlx::query_as(REPORT_SQL).fetch_all(&pool).await?;
+    let mut out = format!("{:<14} {:<16} {:>10} {:>9}\n", "payment", "pickup_borough", "trips", "avg_fare");
+    for (payment, borough, trips, fare) in rows {
+        out.push_str(&format!("{payment:<14} {borough:<16} {trips:>10} {:>9}\n", fare.unwrap_or_default()));
+    }
+    Ok(out)
 }
