@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
 use self::infer::Guess;
-use self::records::{Dialect, RecordChunk, RecordReader, unterminated_quote};
+use self::records::{Dialect, RecordChunk, RecordReader, raw_text, read_raw, unterminated_quote};
 use crate::error::{BadRow, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
@@ -359,7 +359,8 @@ impl Shared {
         // A record that ran into end of input inside quotes swallowed the rest of the file. Only the
         // last record of a chunk can be one; checking it costs one scan of it.
         let last = chunk.len() - 1;
-        if let Some(offset) = unterminated_quote(chunk.raw(last), self.dialect) {
+        let last_raw = read_raw(&file.path, chunk.span(last)).map_err(|e| SourceError::io(&file.path, e))?;
+        if let Some(offset) = unterminated_quote(&last_raw, self.dialect) {
             faults.retain(|b| b.row != last);
             faults.push(Bad {
                 row: last,
@@ -486,7 +487,9 @@ fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> BadRow {
         column: b.column.clone(),
         value: b.value.clone(),
         reason: b.reason.clone(),
-        raw: chunk.raw_text(b.row),
+        raw: read_raw(path, chunk.span(b.row))
+            .map(|r| raw_text(&r))
+            .unwrap_or_else(|e| format!("<raw text unavailable: {e}>")),
     }
 }
 

@@ -39,10 +39,9 @@ pub(crate) struct RecordChunk {
     record_ends: Vec<usize>,
     /// Per record: 1-based physical line where it starts.
     lines: Vec<u64>,
-    /// Raw bytes of every record (terminator included), back to back.
-    raw: Vec<u8>,
-    /// Per record: end offset in `raw`.
-    raw_ends: Vec<usize>,
+    /// Per record: its byte range in the file (terminator included). The raw text is read back from
+    /// the file only for the few rows that need it (errors, rejects), so it costs no memory here.
+    spans: Vec<(u64, u64)>,
 }
 
 impl RecordChunk {
@@ -52,8 +51,7 @@ impl RecordChunk {
         self.ends_len = 0;
         self.record_ends.clear();
         self.lines.clear();
-        self.raw.clear();
-        self.raw_ends.clear();
+        self.spans.clear();
     }
 
     /// Number of records.
@@ -92,19 +90,27 @@ impl RecordChunk {
         self.lines[row] + before as u64
     }
 
-    /// Raw bytes of record `row`, including its terminator.
-    pub(crate) fn raw(&self, row: usize) -> &[u8] {
-        let start = if row == 0 { 0 } else { self.raw_ends[row - 1] };
-        &self.raw[start..self.raw_ends[row]]
+    /// The byte range of record `row` in its file, terminator included.
+    pub(crate) fn span(&self, row: usize) -> (u64, u64) {
+        self.spans[row]
     }
+}
 
-    /// Raw text of record `row` for people: lossy UTF-8, line terminator stripped.
-    pub(crate) fn raw_text(&self, row: usize) -> String {
-        let raw = self.raw(row);
-        let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
-        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-        String::from_utf8_lossy(trimmed).into_owned()
-    }
+/// Reads the raw bytes of a record back from its file.
+pub(crate) fn read_raw(path: &std::path::Path, (start, end): (u64, u64)) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = vec![0; (end - start) as usize];
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Raw record bytes for people: lossy UTF-8, line terminator stripped.
+pub(crate) fn raw_text(raw: &[u8]) -> String {
+    let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+    String::from_utf8_lossy(trimmed).into_owned()
 }
 
 /// Reads records from one CSV byte stream.
@@ -119,6 +125,8 @@ pub(crate) struct RecordReader<R> {
     finished: bool,
     /// Physical line (1-based) of `buf[pos]`.
     line: u64,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
 }
 
 const READ_BUF: usize = 1 << 20;
@@ -135,6 +143,7 @@ impl<R: Read> RecordReader<R> {
             started: false,
             finished: false,
             line: 1,
+            buf_start: 0,
         }
     }
 
@@ -143,6 +152,7 @@ impl<R: Read> RecordReader<R> {
         if self.pos < self.len || self.eof {
             return Ok(());
         }
+        self.buf_start += self.len as u64;
         self.pos = 0;
         self.len = 0;
         loop {
@@ -208,7 +218,7 @@ impl<R: Read> RecordReader<R> {
         let out_start = chunk.fields_len;
         let mut out_len = out_start;
         let mut ends_len = chunk.ends_len;
-        let raw_start = chunk.raw.len();
+        let start_offset = self.buf_start + self.pos as u64;
         loop {
             if chunk.fields.len() < out_len + 256 {
                 let grow = chunk.fields.len().max(64 * 1024);
@@ -222,7 +232,6 @@ impl<R: Read> RecordReader<R> {
             let (res, nin, nout, nend) =
                 self.core.read_record(input, &mut chunk.fields[out_len..], &mut chunk.ends[ends_len..]);
             let consumed = &self.buf[self.pos..self.pos + nin];
-            chunk.raw.extend_from_slice(consumed);
             self.line += memchr::memchr_iter(b'\n', consumed).count() as u64;
             self.pos += nin;
             for e in &mut chunk.ends[ends_len..ends_len + nend] {
@@ -239,11 +248,10 @@ impl<R: Read> RecordReader<R> {
                     chunk.ends_len = ends_len;
                     chunk.record_ends.push(ends_len);
                     chunk.lines.push(start_line);
-                    chunk.raw_ends.push(chunk.raw.len());
+                    chunk.spans.push((start_offset, self.buf_start + self.pos as u64));
                     return Ok(true);
                 }
                 ReadRecordResult::End => {
-                    chunk.raw.truncate(raw_start);
                     self.finished = true;
                     return Ok(false);
                 }
