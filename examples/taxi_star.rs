@@ -873,13 +873,14 @@ async fn load_files(
 
 fn tracing_line(origin: &str, stats: &etlkit_core::LoadStats) {
     eprintln!(
-        "taxi_star: {origin}: read={} inserted={} deduplicated={} conflicts={} rejected={} merged_batches={} in {:.2?}",
+        "taxi_star: {origin}: read={} inserted={} deduplicated={} conflicts={} rejected={} merged_batches={} retries={} in {:.2?}",
         stats.rows_read,
         stats.counter("rows_inserted"),
         stats.rows_deduplicated,
         stats.counter("conflicts"),
         stats.rows_rejected,
         stats.counter("merged_batches"),
+        stats.retries,
         stats.elapsed
     );
 }
@@ -955,7 +956,10 @@ fn main() -> Result<(), BoxError> {
     let print_report = std::env::args().any(|a| a == "--report");
     let (cfg, url) = parse_args()?;
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     // Keeps a throwaway server alive until the end of main.

@@ -41,6 +41,8 @@ pub enum StarLoadMode {
     /// [`conflict_key`](PgStarConfig::conflict_key) is not in the row table yet
     /// (`INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key`) and the fact rows of exactly those
     /// rows, in one statement. De-duplicates against the database with constant client memory.
+    /// Rows are inserted in key order, so concurrent merges of overlapping rows wait for each other
+    /// instead of deadlocking.
     Merge,
 }
 
@@ -366,7 +368,7 @@ impl PgStarSink {
                         fact_enc.column_names().iter().map(|n| format!("s.{}", quote_ident(n))).collect();
                     let merge = format!(
                         "WITH ins AS (INSERT INTO {quoted} ({rows_cols}) SELECT {rows_cols} FROM {s_rows} \
-                         ON CONFLICT ({key}) DO NOTHING RETURNING {key}), \
+                         ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}), \
                          f AS (INSERT INTO {fact_q} ({fact_cols}) SELECT DISTINCT ON (s.{key}) {} \
                          FROM {s_fact} s JOIN ins ON ins.{key} = s.{key} RETURNING 1) \
                          SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM f)",
