@@ -632,12 +632,13 @@ pub async fn replicate(
 
     // 6. Post-data.
     let post_started = Instant::now();
-    let mut existing: HashSet<(String, String)> = sqlx::query(
-        "SELECT cl.relname::text, con.conname::text FROM pg_constraint con \
+    // Constraints and indexes the target has: (table, name) -> validated.
+    let existing: HashMap<(String, String), bool> = sqlx::query(
+        "SELECT cl.relname::text, con.conname::text, con.convalidated FROM pg_constraint con \
          JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace \
          WHERE n.nspname = $1 \
          UNION ALL \
-         SELECT t.relname::text, c.relname::text FROM pg_index i \
+         SELECT t.relname::text, c.relname::text, true FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
     )
@@ -646,12 +647,13 @@ pub async fn replicate(
     .await
     .map_err(|e| PgError::db("reading the target catalog", tgt_name.clone(), e))?
     .into_iter()
-    .map(|r| (r.get(0), r.get(1)))
+    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
     .collect();
     // Index names are unique per schema, whatever the table.
-    let index_names: BTreeSet<String> = existing.iter().map(|(_, i)| i.clone()).collect();
-    let mut first = Vec::new();
-    let mut fks = Vec::new();
+    let index_names: BTreeSet<&str> = existing.keys().map(|(_, i)| i.as_str()).collect();
+    let mut indexes = Vec::new();
+    let mut fk_adds = Vec::new();
+    let mut fk_validations: Vec<PostData> = Vec::new();
     let mut fks_skipped = Vec::new();
     let all_target_tables: HashSet<&str> =
         target_tables.iter().map(String::as_str).chain(names.iter().copied()).collect();
@@ -659,51 +661,70 @@ pub async fn replicate(
         let (a, b) = run.schema.post_data(t);
         for item in a {
             let present = if item.index {
-                index_names.contains(&item.name)
+                index_names.contains(item.name.as_str())
             } else {
-                existing.contains(&(item.table.clone(), item.name.clone()))
+                existing.contains_key(&(item.table.clone(), item.name.clone()))
             };
             if !present {
-                first.push(item);
+                indexes.push(item);
             }
         }
         for item in b {
-            if existing.contains(&(item.table.clone(), item.name.clone())) {
-                continue;
-            }
-            let reachable = match &item.references {
-                Some((s, rt)) if *s == run.schema.schema => all_target_tables.contains(rt.as_str()),
-                Some((s, rt)) => {
-                    let q = format!("{}.{}", quote_ident(s), quote_ident(rt));
-                    sqlx::query("SELECT to_regclass($1) IS NOT NULL")
-                        .bind(&q)
-                        .fetch_one(&mut admin)
-                        .await
-                        .map_err(|e| PgError::db("reading the target catalog", q.clone(), e))?
-                        .get::<bool, _>(0)
+            let validation = item.validate.clone().map(|sql| PostData { sql, ..item.clone() });
+            match existing.get(&(item.table.clone(), item.name.clone())) {
+                // Added NOT VALID by a run that stopped before validating it.
+                Some(false) => fk_validations.extend(validation),
+                Some(true) => {}
+                None => {
+                    let reachable = match &item.references {
+                        Some((s, rt)) if *s == run.schema.schema => all_target_tables.contains(rt.as_str()),
+                        Some((s, rt)) => {
+                            let q = format!("{}.{}", quote_ident(s), quote_ident(rt));
+                            sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+                                .bind(&q)
+                                .fetch_one(&mut admin)
+                                .await
+                                .map_err(|e| PgError::db("reading the target catalog", q.clone(), e))?
+                                .get::<bool, _>(0)
+                        }
+                        None => true,
+                    };
+                    if reachable {
+                        fk_adds.push(item);
+                        fk_validations.extend(validation);
+                    } else {
+                        tracing::warn!(
+                            constraint = item.name,
+                            table = item.table,
+                            "replicate: referenced table missing in the target; foreign key skipped"
+                        );
+                        fks_skipped.push(format!(
+                            "{} on {}",
+                            quote_ident(&item.name),
+                            run.schema.qualified(&item.table)
+                        ));
+                    }
                 }
-                None => true,
-            };
-            if reachable {
-                fks.push(item);
-            } else {
-                tracing::warn!(
-                    constraint = item.name,
-                    table = item.table,
-                    "replicate: referenced table missing in the target; foreign key skipped"
-                );
-                fks_skipped.push(format!(
-                    "{} on {}",
-                    quote_ident(&item.name),
-                    run.schema.qualified(&item.table)
-                ));
             }
         }
     }
-    let objects_created = first.len() + fks.len();
-    post_data(config, &first).await?;
-    post_data(config, &fks).await?;
-    existing.clear();
+    let objects_created = indexes.len() + fk_adds.len();
+    // Keys and indexes: one job each, all at once (CREATE INDEX locks allow it).
+    post_data(config, indexes.into_iter().map(|i| vec![i]).collect()).await?;
+    // Foreign keys NOT VALID: instant, one after the other (they lock both tables).
+    post_data(config, vec![fk_adds]).await?;
+    // Validation: one job per table (validations of one table serialize on its lock), biggest first.
+    let size_of =
+        |table: &str| run.schema.tables.iter().find(|t| t.name == table).map_or(0, |t| t.size_bytes);
+    let mut by_table: Vec<Vec<PostData>> = Vec::new();
+    for v in fk_validations {
+        match by_table.iter_mut().find(|j| j[0].table == v.table) {
+            Some(job) => job.push(v),
+            None => by_table.push(vec![v]),
+        }
+    }
+    by_table.sort_by_key(|j| std::cmp::Reverse(size_of(&j[0].table)));
+    post_data(config, by_table).await?;
 
     // Sequences: the source's current values.
     let mut seqs: Vec<(String, String)> =
@@ -787,30 +808,33 @@ pub async fn replicate(
     })
 }
 
-/// Runs post-data statements, `workers` at a time, each on its own connection; deadlocks and
-/// serialization failures between concurrent `ALTER TABLE`s are retried.
-async fn post_data(config: &ReplicateConfig, items: &[PostData]) -> Result<()> {
-    futures::stream::iter(items.iter().map(|item| async move {
+/// Runs post-data jobs, `workers` at a time, each on its own connection, its statements in order;
+/// deadlocks and serialization failures between concurrent `ALTER TABLE`s are retried.
+async fn post_data(config: &ReplicateConfig, jobs: Vec<Vec<PostData>>) -> Result<()> {
+    futures::stream::iter(jobs.into_iter().filter(|j| !j.is_empty()).map(|job| async move {
         let mut conn = open(&config.target, &config.application_name).await?;
-        let mut attempt = 0;
-        loop {
-            match sqlx::raw_sql(AssertSqlSafe(item.sql.clone())).execute(&mut conn).await {
-                Ok(_) => return Ok(()),
-                Err(sqlx::Error::Database(db))
-                    if attempt < 5 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                Err(source) => {
-                    return Err(PgError::from(ReplicationError::PostData {
-                        object: format!("{} on {}", quote_ident(&item.name), quote_ident(&item.table)),
-                        sql: item.sql.clone(),
-                        source,
-                    }));
+        for item in job {
+            let mut attempt = 0;
+            loop {
+                match sqlx::raw_sql(AssertSqlSafe(item.sql.clone())).execute(&mut conn).await {
+                    Ok(_) => break,
+                    Err(sqlx::Error::Database(db))
+                        if attempt < 5 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    }
+                    Err(source) => {
+                        return Err(PgError::from(ReplicationError::PostData {
+                            object: format!("{} on {}", quote_ident(&item.name), quote_ident(&item.table)),
+                            sql: item.sql.clone(),
+                            source,
+                        }));
+                    }
                 }
             }
         }
+        Ok(())
     }))
     .buffer_unordered(config.workers)
     .try_collect::<Vec<()>>()

@@ -41,6 +41,10 @@ pub(crate) struct Constraint {
     pub references: Option<(String, String)>,
     /// `NOT VALID` in the source (added the same way in the target).
     pub validated: bool,
+    /// For primary keys and unique constraints: the `CREATE UNIQUE INDEX` of the backing index.
+    pub index_sql: Option<String>,
+    /// `DEFERRABLE` clause for `ADD CONSTRAINT ... USING INDEX`.
+    pub deferrable: &'static str,
 }
 
 /// A sequence used by a column default (`serial` columns and `nextval(...)` defaults).
@@ -201,7 +205,9 @@ pub(crate) async fn read_schema(
 
     let cons = sqlx::query(
         "SELECT con.conrelid::int8, con.conname::text, con.contype::text, pg_get_constraintdef(con.oid), \
-                rn.nspname::text, rc.relname::text, con.convalidated \
+                rn.nspname::text, rc.relname::text, con.convalidated, \
+                CASE WHEN con.contype IN ('p', 'u') THEN pg_get_indexdef(con.conindid) END, \
+                con.condeferrable, con.condeferred \
          FROM pg_constraint con \
          LEFT JOIN pg_class rc ON rc.oid = con.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
          WHERE con.conrelid = ANY($1::int8[]::oid[]) AND con.contype IN ('p', 'u', 'f', 'c', 'x') \
@@ -222,6 +228,12 @@ pub(crate) async fn read_schema(
             definition: r.get(3),
             references: ref_schema.zip(ref_table),
             validated: r.get(6),
+            index_sql: r.get(7),
+            deferrable: match (r.get::<bool, _>(8), r.get::<bool, _>(9)) {
+                (false, _) => "",
+                (true, false) => " DEFERRABLE",
+                (true, true) => " DEFERRABLE INITIALLY DEFERRED",
+            },
         });
     }
 
@@ -352,12 +364,38 @@ impl SourceSchema {
             )
         };
         for c in &t.constraints {
+            // Keys are built as plain unique indexes first (CREATE INDEX takes a SHARE lock, so all
+            // indexes of one table build at the same time; ALTER TABLE ... ADD PRIMARY KEY would
+            // lock the table exclusively), then attached with ADD CONSTRAINT ... USING INDEX.
+            let sql = match (&c.index_sql, c.kind) {
+                (Some(index), 'p' | 'u') => format!(
+                    "{index}; ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}{}",
+                    self.qualified(&t.name),
+                    quote_ident(&c.name),
+                    if c.kind == 'p' { "PRIMARY KEY" } else { "UNIQUE" },
+                    quote_ident(&c.name),
+                    c.deferrable
+                ),
+                // Foreign keys are added NOT VALID (instant) and validated separately: VALIDATE
+                // CONSTRAINT locks the referenced table only in ROW SHARE mode, so foreign keys of
+                // different tables referencing the same table validate at the same time.
+                (_, 'f') if c.validated => format!("{} NOT VALID", alter(c)),
+                _ => alter(c),
+            };
+            let validate = (c.kind == 'f' && c.validated).then(|| {
+                format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    self.qualified(&t.name),
+                    quote_ident(&c.name)
+                )
+            });
             let item = PostData {
                 table: t.name.clone(),
                 name: c.name.clone(),
                 index: false,
-                sql: alter(c),
+                sql,
                 references: c.references.clone(),
+                validate,
             };
             match c.kind {
                 'p' | 'u' | 'x' => first.push(item),
@@ -373,6 +411,7 @@ impl SourceSchema {
                 index: true,
                 sql: def.clone(),
                 references: None,
+                validate: None,
             });
         }
         (first, fks)
@@ -389,4 +428,6 @@ pub(crate) struct PostData {
     pub sql: String,
     /// For foreign keys: the referenced (schema, table).
     pub references: Option<(String, String)>,
+    /// For foreign keys validated in the source: the `VALIDATE CONSTRAINT` statement.
+    pub validate: Option<String>,
 }
