@@ -128,12 +128,15 @@ def main():
     ap.add_argument("--database", default="neo4j")
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--max-retry-time", type=float, default=30.0,
+                    help="driver max_transaction_retry_time in seconds (driver default: 30)")
     a = ap.parse_args()
 
     t0, c0 = time.perf_counter(), time.process_time()
     learners, t, shared = read(a.input)
     print(f"read {learners} learners in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
-    driver = GraphDatabase.driver(a.bolt_uri, auth=(a.user, a.password), max_connection_pool_size=a.workers + 2)
+    driver = GraphDatabase.driver(a.bolt_uri, auth=(a.user, a.password), max_connection_pool_size=a.workers + 2,
+                                  max_transaction_retry_time=a.max_retry_time)
     lock = threading.Lock()
     totals = {"nodes": 0, "rels": 0, "calls": 0, "batches": 0}
 
@@ -156,6 +159,21 @@ def main():
             for f in futs:
                 f.result()
 
+    try:
+        load(a, driver, t, shared, parallel)
+    except Exception as e:  # report how far it got, then fail
+        print(f"baseline FAILED elapsed_s={time.perf_counter() - t0:.2f} nodes_created={totals['nodes']} "
+              f"rels_created={totals['rels']} retries={totals['calls'] - totals['batches']} "
+              f"error={type(e).__name__}: {str(e)[:200]!r}")
+        sys.exit(1)
+    driver.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"baseline learners={learners} nodes_created={totals['nodes']} rels_created={totals['rels']} "
+          f"elapsed_s={wall:.2f} learners_per_s={learners / wall:.0f} cpu_share={cpu / wall:.2f} "
+          f"retries={totals['calls'] - totals['batches']}")
+
+
+def load(a, driver, t, shared, parallel):
     with driver.session(database=a.database) as s:
         for label, key in KEYS.items():
             s.run(f"CREATE CONSTRAINT baseline_{label}_{key} IF NOT EXISTS FOR (n:{label}) REQUIRE n.{key} IS UNIQUE").consume()
@@ -167,11 +185,6 @@ def main():
              "SET n.full_name = r.full_name, n.gender = r.gender, n.snapshot_date = r.snapshot_date", t["learners"])
     for name, q in REL_QUERIES.items():
         parallel(q, t[name])
-    driver.close()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"baseline learners={learners} nodes_created={totals['nodes']} rels_created={totals['rels']} "
-          f"elapsed_s={wall:.2f} learners_per_s={learners / wall:.0f} cpu_share={cpu / wall:.2f} "
-          f"retries={totals['calls'] - totals['batches']}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@
 //! - [`GraphWriter`] runs them: `batch_rows` rows and at most `max_message_bytes` per transaction, one
 //!   explicit transaction per batch with the commit checked, whole-batch retries with exponential
 //!   back-off and jitter on `Neo.TransientError.*` only, `workers` concurrent transactions over key
-//!   partitions so no node key is in two concurrent transactions, and the server's counters
-//!   (`nodes_created`, `relationships_created`, `properties_set`) plus `retries` in [`LoadStats`].
+//!   partitions so no node key is in two concurrent transactions (relationships: by start node, end
+//!   node, both — a grid schedule for servers where any shared node conflicts — or one writer), and
+//!   the server's counters (`nodes_created`, `relationships_created`, `properties_set`) plus `retries`
+//!   in [`LoadStats`].
 //! - [`GraphSink`] is the [`etlkit_core::Sink`] for pipelines; [`TwoPhaseLoader`] loads a whole input
 //!   as schema → distinct shared entities → main entities and relationships.
 //!
