@@ -375,9 +375,17 @@ impl RowGroupBytes {
         let file_len = file.metadata().map_err(io)?.len();
         let mut ranges = Vec::with_capacity(merged.len());
         for (start, end) in merged {
-            let mut buf = vec![0u8; (end - start) as usize];
+            let len = (end - start) as usize;
+            let mut buf = Vec::with_capacity(len);
             file.seek(SeekFrom::Start(start)).map_err(io)?;
-            file.read_exact(&mut buf).map_err(io)?;
+            (&mut file).take(len as u64).read_to_end(&mut buf).map_err(io)?;
+            if buf.len() != len {
+                let short = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("column chunks at {start}..{end} run past the end of the file"),
+                );
+                return Err(io(short));
+            }
             ranges.push((start, Bytes::from(buf)));
         }
         Ok(RowGroupBytes { file_len, ranges })

@@ -346,6 +346,33 @@ fn corrupt_file_error_names_it() {
 }
 
 #[test]
+fn corrupt_page_fails_the_stream_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.parquet");
+    write(&path, &ids(0, 1000), 1000);
+    // Footer intact, first page header garbage.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[4..40] {
+        *b = 0xFF;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for prefetch_limit_bytes in [0, 32 << 20] {
+        let cfg = ParquetSourceConfig { prefetch_limit_bytes, ..config(Input::File(path.clone())) };
+        let source = ParquetSource::open(cfg).unwrap();
+        let items: Vec<_> =
+            futures::executor::block_on(Box::new(source).into_stream(Context::default()).collect());
+        let err = items.into_iter().find_map(Result::err).expect("decode error");
+        let inner = err.find_source::<SourceError>().expect("source error kept");
+        let named = match inner {
+            SourceError::Parquet { path: p, .. } | SourceError::Arrow { path: p, .. } => p == &path,
+            _ => false,
+        };
+        assert!(named, "{inner:?}");
+        assert!(!err.is_retryable());
+    }
+}
+
+#[test]
 fn dropping_the_stream_stops_the_read() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("a.parquet"), &ids(0, 5000), 100);

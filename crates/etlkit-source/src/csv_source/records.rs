@@ -1,5 +1,5 @@
 //! Splitting CSV bytes into records with `csv-core`, keeping each record's exact physical start
-//! line and raw text (for errors and rejects).
+//! line and byte range (so errors and rejects can quote the raw text).
 
 use std::io::Read;
 
@@ -25,7 +25,7 @@ impl Dialect {
     }
 }
 
-/// A run of parsed records: unescaped field bytes plus, per record, its start line and raw text.
+/// A run of parsed records: unescaped field bytes plus, per record, its start line and byte range.
 #[derive(Debug, Default)]
 pub(crate) struct RecordChunk {
     /// Unescaped bytes of every field of every record, back to back (valid up to `fields_len`; the
