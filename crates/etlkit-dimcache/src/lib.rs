@@ -5,7 +5,10 @@
 //! once and creating unknown members in bulk through a [`DimensionStore`]. [`StarSchema`] turns source
 //! batches into fact batches with those keys, and [`StarSchemaSink`] loads them through any sink.
 //!
-//! This crate does no I/O: `etlkit-postgres` implements [`DimensionStore`] for PostgreSQL tables.
+//! This crate does no I/O: `etlkit-postgres` implements [`DimensionStore`] for PostgreSQL tables
+//! (`PgDimensionStore`: identity surrogate key, UNIQUE natural key, bulk `INSERT ... ON CONFLICT DO
+//! NOTHING` plus a read-back, safe across processes) and loads rows and facts together in one
+//! transaction per batch (`PgStarSink`). `examples/taxi_star.rs` is the full NYC-taxi job.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};

@@ -160,6 +160,50 @@ struct Tally {
 ///   [`conflict_key`](PgStarConfig::conflict_key) already existed are counted as `conflicts`.
 /// - `finish` returns counters `rows_inserted`, `fact_inserted` (always equal), `conflicts`,
 ///   `transactions` and `merged_batches` (batches written by the merge path), and `retries`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use etlkit_core::{MemorySource, Pipeline, PipelineConfig};
+/// use etlkit_core::arrow_array::{FixedSizeBinaryArray, Float64Array, Int32Array, RecordBatch};
+/// use etlkit_core::arrow_schema::{DataType, Field};
+/// use etlkit_dimcache::{DimensionCache, DimensionSpec, FactRole, StarSchema};
+/// use etlkit_postgres::{DatabaseUrl, PgDimensionConfig, PgDimensionStore, PgStarConfig, PgStarSink,
+///     StarLoadMode, TableRef, connect};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = connect(&DatabaseUrl::new("postgres://postgres@127.0.0.1/etl"), 4, "etlkit").await?;
+/// // Tables `trips (pu int, dropoff int, fare float8, row_hash bytea UNIQUE)` and
+/// // `facts (pu_key int8, do_key int8, fare float8, row_hash bytea)` exist; dim_location is created.
+/// let store = Arc::new(PgDimensionStore::new(pool.clone(), PgDimensionConfig::default())?);
+/// let spec = DimensionSpec::new("dim_location", vec![Field::new("LocationID", DataType::Int32, false)], "location_key");
+/// let locations = Arc::new(DimensionCache::open(spec, store).await?);
+/// let role = |src: &str, fact: &str| FactRole {
+///     cache: locations.clone(), // role-playing: pickup and drop-off share one dimension
+///     source_columns: vec![src.into()],
+///     attribute_columns: vec![],
+///     fact_column: fact.into(),
+/// };
+/// let batch = RecordBatch::try_from_iter([
+///     ("pu", Arc::new(Int32Array::from(vec![Some(132), None])) as _),
+///     ("dropoff", Arc::new(Int32Array::from(vec![161, 132])) as _),
+///     ("fare", Arc::new(Float64Array::from(vec![70.0, 12.5])) as _),
+///     ("row_hash", Arc::new(FixedSizeBinaryArray::try_from_iter([[1u8; 32], [2u8; 32]].into_iter())?) as _),
+/// ])?;
+/// let star = StarSchema::new(&batch.schema(), vec![role("pu", "pu_key"), role("dropoff", "do_key")],
+///     vec!["fare".into(), "row_hash".into()])?;
+/// let config = PgStarConfig {
+///     rows_table: TableRef::new("trips"),
+///     fact_table: TableRef::new("facts"),
+///     conflict_key: Some("row_hash".into()),
+///     mode: StarLoadMode::Merge, // rows already in `trips` are skipped, with their facts
+///     ..Default::default()
+/// };
+/// let sink = Arc::new(PgStarSink::new(pool, star, config)?);
+/// let source = MemorySource::new(batch.schema(), vec![batch])?;
+/// let stats = Pipeline::new(source, sink).config(PipelineConfig::default()).run().await?;
+/// assert_eq!(stats.counter("rows_inserted"), stats.counter("fact_inserted"));
+/// # Ok(()) }
+/// ```
 pub struct PgStarSink {
     pool: PgPool,
     star: StarSchema,
