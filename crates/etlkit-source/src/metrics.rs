@@ -16,6 +16,7 @@ pub struct ReadMetrics {
     batches: AtomicU64,
     rows: AtomicU64,
     threads: AtomicUsize,
+    running: AtomicUsize,
     buffered: AtomicUsize,
     peak_buffered: AtomicUsize,
     prefetched: AtomicU64,
@@ -66,8 +67,20 @@ impl ReadMetrics {
         self.prefetched.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Reader threads (decoders, converters and the CSV splitter) still running. Drops to 0 soon after
+    /// the stream ends or is dropped.
+    pub fn threads_running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn thread_started(&self) {
         self.threads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a running thread until the returned guard is dropped (at thread exit).
+    pub(crate) fn running_guard(self: &std::sync::Arc<Self>) -> RunningGuard {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(std::sync::Arc::clone(self))
     }
 
     pub(crate) fn batch_buffered(&self) {
@@ -91,5 +104,14 @@ impl ReadMetrics {
     pub(crate) fn delivered(&self, rows: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}
+
+/// Decrements [`ReadMetrics::threads_running`] when dropped.
+pub(crate) struct RunningGuard(std::sync::Arc<ReadMetrics>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }

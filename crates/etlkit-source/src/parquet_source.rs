@@ -664,7 +664,9 @@ impl Source for ParquetSource {
         for i in 0..threads {
             let shared = Arc::clone(&shared);
             let work_rx = work_rx.clone();
+            let running = this.metrics.running_guard();
             let spawned = std::thread::Builder::new().name(format!("etlkit-parquet-{i}")).spawn(move || {
+                let _running = running;
                 while let Ok(job) = work_rx.recv_blocking() {
                     if shared.cancelled.load(Ordering::Relaxed) {
                         continue; // drain without work so senders drop

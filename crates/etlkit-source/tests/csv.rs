@@ -328,9 +328,16 @@ fn dropping_the_stream_stops_the_reader() {
     let metrics = source.metrics();
     let mut stream = Box::new(source).into_stream(Context::default());
     assert_eq!(futures::executor::block_on(stream.next()).unwrap().unwrap().num_rows(), 100);
+    assert_eq!(metrics.threads_running(), 3, "splitter + 2 converters");
     drop(stream);
     assert_eq!(metrics.rows(), 100);
     assert!(metrics.peak_in_flight() <= 3);
+    // Liveness (not speed): every reader thread exits once the stream is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.threads_running() > 0 {
+        assert!(std::time::Instant::now() < deadline, "reader threads still running");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 #[test]

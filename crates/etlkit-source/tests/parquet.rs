@@ -167,6 +167,7 @@ fn parallel_decode_keeps_row_groups_in_flight_bounded_in_both_orders() {
             let metrics = source.metrics();
             let mut got = id_column(&read(source));
             assert_eq!(metrics.threads(), 2, "one decoder thread per worker");
+            wait_for_threads(&metrics);
             assert!(metrics.peak_in_flight() <= bound, "peak {} > bound {bound}", metrics.peak_in_flight());
             assert!(metrics.peak_batches_buffered() <= bound + 2 + 1, "{}", metrics.peak_batches_buffered());
             assert!(metrics.peak_in_flight() >= 1);
@@ -387,9 +388,11 @@ fn dropping_the_stream_stops_the_read() {
     let mut stream = Box::new(source).into_stream(Context::default());
     let first = futures::executor::block_on(stream.next()).unwrap().unwrap();
     assert_eq!(first.num_rows(), 10);
+    assert_eq!(metrics.threads_running(), 2);
     drop(stream);
     assert_eq!(metrics.rows(), 10);
     assert!(metrics.peak_in_flight() <= 2);
+    wait_for_threads(&metrics);
 }
 
 #[test]
@@ -407,5 +410,18 @@ fn invalid_config_is_refused() {
             Err(SourceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{field}: {other:?}"),
         }
+    }
+}
+
+/// Waits (up to 10 s, a liveness bound, not a speed claim) for every reader thread to exit.
+fn wait_for_threads(metrics: &etlkit_source::ReadMetrics) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.threads_running() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} reader threads still running",
+            metrics.threads_running()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

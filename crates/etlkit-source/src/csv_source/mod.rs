@@ -579,7 +579,9 @@ impl Source for CsvSource {
         for i in 0..this.config.workers {
             let worker_shared = Arc::clone(&shared);
             let work_rx = work_rx.clone();
+            let running = this.metrics.running_guard();
             let spawned = std::thread::Builder::new().name(format!("etlkit-csv-{i}")).spawn(move || {
+                let _running = running;
                 let shared = worker_shared;
                 while let Ok(work) = work_rx.recv_blocking() {
                     if shared.cancelled.load(Ordering::Relaxed) {
@@ -611,7 +613,9 @@ impl Source for CsvSource {
             order_tx,
             metrics: Arc::clone(&this.metrics),
         };
+        let running = this.metrics.running_guard();
         let spawned = std::thread::Builder::new().name("etlkit-csv-split".into()).spawn(move || {
+            let _running = running;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| splitter.run()));
             if outcome.is_err() {
                 let e = SourceError::Internal("the CSV reader thread panicked".into());
