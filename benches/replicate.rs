@@ -3,14 +3,17 @@
 //! i.e. 20 scale rows in total across 7 tables) in a throwaway PostgreSQL from `etlkit-testkit` (or
 //! `DATABASE_URL`; the throwaway server runs with fsync=off).
 //!
-//! - `replicate_table/byte_pipe`: `replicate` of the `votes` table alone (10 × scale rows) with
-//!   `resume: false` into a target holding only that table — TRUNCATE, binary COPY bytes piped from
-//!   source to target, commit.
-//! - `replicate_table/etlkit_source_sink`: the same table through the Arrow path — `PgSource`
+//! - `replicate_table/byte_pipe`: the `votes` table (10 × scale rows) into a plain table (no keys or
+//!   indexes) with `pipe_table`, the transfer `replicate` uses — TRUNCATE, binary COPY bytes piped
+//!   from source to target, commit.
+//! - `replicate_table/etlkit_source_sink`: the same through the Arrow path — `PgSource`
 //!   (binary COPY decoded into Arrow batches) → `Pipeline` → `PgCopySink` (`WriteMode::Truncate`,
 //!   re-encoded to binary COPY).
 //! - `replicate_schema/qa`: the whole schema into a fresh database (tables, data, keys, indexes,
 //!   foreign keys, sequences), 4 workers.
+//!
+//! `ETLKIT_REPLICATE_SOURCE=postgres://...` uses a database already holding the Q&A data instead
+//! of generating it (scale = its number of users).
 //!
 //! Run with `cargo bench --bench replicate`. The comparison with `pg_dump | pg_restore` on millions
 //! of rows uses `examples/replicate.rs`; see docs/benchmarks.md.
@@ -23,7 +26,7 @@ use etlkit_core::{Pipeline, PipelineConfig};
 use etlkit_postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use etlkit_postgres::{
     DatabaseUrl, PgCopySink, PgSinkConfig, PgSource, PgSourceConfig, ReplicateConfig, SourceQuery,
-    TableProgress, TableRef, WriteMode, connect, replicate,
+    TableProgress, TableRef, WriteMode, connect, pipe_table, replicate,
 };
 
 fn scale() -> u32 {
@@ -40,10 +43,24 @@ async fn exec(url: &str, sql: &str) {
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pg = etlkit_testkit::PgServer::start().unwrap();
-    let scale = scale();
-    let source = pg.fresh_database().unwrap();
+    let mut scale = scale();
     let target = pg.fresh_database().unwrap();
+    let source = match std::env::var("ETLKIT_REPLICATE_SOURCE") {
+        // A database already holding the Q&A data (e.g. made with psql -v scale=... -f data.sql).
+        Ok(url) => {
+            let users = rt.block_on(async {
+                let mut c = PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users").fetch_one(&mut c).await.unwrap()
+            });
+            scale = users as u32;
+            url
+        }
+        Err(_) => pg.fresh_database().unwrap(),
+    };
     rt.block_on(async {
+        if std::env::var("ETLKIT_REPLICATE_SOURCE").is_ok() {
+            return;
+        }
         exec(&source, include_str!("../crates/etlkit-postgres/tests/qa/schema.sql")).await;
         exec(
             &source,
@@ -59,20 +76,31 @@ fn benches(c: &mut Criterion) {
         workers: 4,
         ..Default::default()
     };
-    // The table benchmarks use a target holding `votes` alone: its foreign keys are skipped (the
-    // tables they reference are not there), so the COPY is not slowed by per-row key checks.
-    let one = ReplicateConfig { tables: vec!["votes".into()], resume: false, ..base.clone() };
-    let r = rt.block_on(replicate(&one, &quiet)).unwrap();
-    assert_eq!(r.foreign_keys_skipped.len(), 3);
     let votes = u64::from(scale) * 10;
+    // The transfer benchmarks load a plain `votes` table (no keys, no indexes), so they measure
+    // moving rows, not index maintenance.
+    rt.block_on(exec(
+        &target,
+        "CREATE TABLE votes (id bigint NOT NULL, post_id integer NOT NULL, user_id bigint NOT NULL, \
+         vote_type_id smallint NOT NULL, created_on date NOT NULL, weight double precision)",
+    ));
+    let columns: Vec<String> =
+        ["id", "post_id", "user_id", "vote_type_id", "created_on", "weight"].map(String::from).into();
+    let table = TableRef::qualified("public", "votes");
 
     let mut g = c.benchmark_group("replicate_table");
     g.sample_size(10);
     g.throughput(Throughput::Elements(votes));
     g.bench_function("byte_pipe", |b| {
         b.iter(|| {
-            let r = rt.block_on(replicate(&one, &quiet)).unwrap();
-            assert_eq!(r.rows, votes);
+            rt.block_on(async {
+                let mut src = PgConnection::connect(&source).await.unwrap();
+                let mut tgt = PgConnection::connect(&target).await.unwrap();
+                sqlx::raw_sql("BEGIN; TRUNCATE votes").execute(&mut tgt).await.unwrap();
+                let rows = pipe_table(&mut src, &mut tgt, &table, &columns, 1 << 20).await.unwrap();
+                sqlx::raw_sql("COMMIT").execute(&mut tgt).await.unwrap();
+                assert_eq!(rows, votes);
+            })
         })
     });
     let (src_pool, tgt_pool) = rt.block_on(async {
@@ -84,12 +112,11 @@ fn benches(c: &mut Criterion) {
     g.bench_function("etlkit_source_sink", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let table = TableRef::qualified("public", "votes");
                 let cfg = PgSourceConfig { query: SourceQuery::Table(table.clone()), ..Default::default() };
                 let src = PgSource::new(src_pool.clone(), cfg).await.unwrap();
                 let sink = PgCopySink::new(
                     tgt_pool.clone(),
-                    PgSinkConfig { table, mode: WriteMode::Truncate, ..Default::default() },
+                    PgSinkConfig { table: table.clone(), mode: WriteMode::Truncate, ..Default::default() },
                 )
                 .unwrap();
                 let stats = Pipeline::new(src, Arc::new(sink))

@@ -66,7 +66,7 @@ pub use identifier::{TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
 pub use replicate::{
     Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
-    Verification, replicate,
+    Verification, pipe_table, replicate,
 };
 pub use sink::{BulkTuning, InvalidRows, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};

@@ -7,7 +7,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use etlkit_postgres::{
-    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, TableProgress, TableRef, TableStatus, replicate,
+    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, TableProgress, TableRef, TableStatus,
+    pipe_table, replicate,
 };
 use etlkit_testkit::PgServer;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
@@ -260,6 +261,14 @@ async fn foreign_key_cycle_loads_with_keys_after_data_or_is_refused_before_writi
         scalar(&target, "SELECT count(*) FROM a JOIN b ON b.id = a.b_id AND b.a_id = a.id").await,
         100
     );
+
+    // The transfer on its own: `pipe_table` refills c (in the caller's transaction).
+    let (mut src, mut tgt) = (conn(&source).await, conn(&target).await);
+    sqlx::raw_sql("BEGIN; DELETE FROM c").execute(&mut tgt).await.unwrap();
+    let cols = ["id".to_owned(), "a_id".to_owned()];
+    let rows = pipe_table(&mut src, &mut tgt, &TableRef::new("c"), &cols, 8 << 10).await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut tgt).await.unwrap();
+    assert_eq!((rows, scalar(&target, "SELECT sum(a_id) FROM c").await), (100, 5050));
 
     // A target that already enforces the cycle's keys cannot be loaded table by table: refused,
     // naming the tables and the constraint, before anything is written.

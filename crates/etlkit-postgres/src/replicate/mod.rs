@@ -810,6 +810,38 @@ pub async fn replicate(
     })
 }
 
+/// Copies `columns` of `table` from `source` to the same-named table and columns on `target` by
+/// binary COPY, bytes piped as they arrive (`COPY (SELECT ...) TO STDOUT` into `COPY ... FROM
+/// STDIN`), `chunk_bytes` per message; returns the rows loaded. The building block of
+/// [`replicate`], for callers who manage the connections and transactions themselves (the copy
+/// runs in whatever transaction each connection is in). Both tables must have the same column
+/// types.
+pub async fn pipe_table(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    table: &TableRef,
+    columns: &[String],
+    chunk_bytes: usize,
+) -> Result<u64> {
+    if columns.is_empty() {
+        return Err(PgError::InvalidConfig { field: "columns", reason: "must not be empty".into() });
+    }
+    if !(8 << 10..=64 << 20).contains(&chunk_bytes) {
+        return Err(PgError::InvalidConfig {
+            field: "chunk_bytes",
+            reason: "must be between 8 KiB and 64 MiB".into(),
+        });
+    }
+    let list = column_list(columns.iter().map(String::as_str));
+    let q = table.quoted();
+    let copy_out = format!("COPY (SELECT {list} FROM ONLY {q}) TO STDOUT (FORMAT binary)");
+    let copy_in = format!("COPY {q} ({list}) FROM STDIN (FORMAT binary)");
+    let moved =
+        pipe::pipe(source, &copy_out, target, &copy_in, &q, chunk_bytes, Duration::MAX, &mut |_, _| {})
+            .await?;
+    Ok(moved.rows)
+}
+
 /// Runs post-data jobs, `workers` at a time, each on its own connection, its statements in order;
 /// deadlocks and serialization failures between concurrent `ALTER TABLE`s are retried.
 async fn post_data(config: &ReplicateConfig, jobs: Vec<Vec<PostData>>) -> Result<()> {
