@@ -155,6 +155,12 @@ async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
     assert_eq!(report.tables.len(), 1);
     assert_eq!((report.tables[0].status, report.rows), (TableStatus::Copied, 3000));
     assert!(report.verified);
+
+    // Onward from the target: its ledger table is not replicated.
+    let onward = fresh().await;
+    let report = replicate(&config(&target, &onward), &no_progress).await.unwrap();
+    assert_eq!(report.tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>().len(), 7);
+    assert!(report.tables.iter().all(|t| t.table != "etlkit_replication_ledger"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

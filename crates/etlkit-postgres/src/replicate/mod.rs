@@ -36,8 +36,8 @@
 //! The ledger table (default `public.etlkit_replication_ledger` in the target) records each finished
 //! table in the same transaction as its data. A run that dies midway leaves unfinished tables
 //! rolled back; the next run skips the finished ones and copies the rest from scratch. Post-data and
-//! sequences are idempotent and run every time. [`ReplicateConfig::resume`]` = false` copies every
-//! selected table again.
+//! sequences are idempotent and run every time. With [`ReplicateConfig::resume`] set to `false`,
+//! every selected table is copied again.
 //!
 //! ## Limits
 //!
@@ -92,7 +92,9 @@ pub struct ReplicateConfig {
     /// Bytes collected from the source before one `CopyData` message goes to the target
     /// (8 KiB ..= 64 MiB). Default: 1 MiB.
     pub chunk_bytes: usize,
-    /// The ledger table in the target. Default: `public.etlkit_replication_ledger`.
+    /// The ledger table in the target (created when missing, with its schema). A source table of
+    /// the same schema and name (a source that was itself a replication target) is never
+    /// replicated. Default: `public.etlkit_replication_ledger`.
     pub ledger: TableRef,
     /// `application_name` of every session, to find them in `pg_stat_activity`.
     /// Default: `etlkit-replicate`.
@@ -475,7 +477,9 @@ pub async fn replicate(
         .await
         .map_err(|e| PgError::db("exporting the replication snapshot", src_name.clone(), e))?
         .get(0);
-    let schema = schema::read_schema(&mut coord, &config.schema, &config.tables).await?;
+    let ledger_here = config.ledger.schema.as_deref().unwrap_or("public") == config.schema;
+    let exclude = ledger_here.then_some(config.ledger.name.as_str());
+    let schema = schema::read_schema(&mut coord, &config.schema, &config.tables, exclude).await?;
     let run = Run { config, schema, snapshot, on_progress };
     let schema = &run.schema;
 

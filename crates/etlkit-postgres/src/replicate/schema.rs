@@ -94,12 +94,13 @@ pub(crate) struct SourceSchema {
     pub sequences: Vec<Sequence>,
 }
 
-/// Reads `schema` (all ordinary tables, or only `selected`) from the source catalog. Runs on the
+/// Reads `schema` (all ordinary tables, or only `selected`; never `exclude`) from the source catalog. Runs on the
 /// connection holding the exported snapshot, after `SET search_path = pg_catalog`.
 pub(crate) async fn read_schema(
     conn: &mut PgConnection,
     schema: &str,
     selected: &[String],
+    exclude: Option<&str>,
 ) -> Result<SourceSchema> {
     let db = |e| PgError::db("reading the source catalog", quote_ident(schema), e);
     let rows = sqlx::query(
@@ -117,7 +118,7 @@ pub(crate) async fn read_schema(
     let mut tables = Vec::new();
     for r in rows {
         let name: String = r.get(1);
-        if !wanted.is_empty() && !wanted.contains(name.as_str()) {
+        if (!wanted.is_empty() && !wanted.contains(name.as_str())) || exclude == Some(name.as_str()) {
             continue;
         }
         let kind: String = r.get(2);
