@@ -2,7 +2,10 @@
 //!
 //! PostgreSQL for etlkit, built on sqlx: [`PgCopySink`] loads Arrow batches by binary `COPY`
 //! (append, truncate-and-load, or staged upsert), and [`PgSource`] streams a table or query out
-//! with `COPY (query) TO STDOUT (FORMAT binary)`.
+//! with `COPY (query) TO STDOUT (FORMAT binary)`. [`PgDimensionStore`] keeps star-schema
+//! dimensions for `etlkit-dimcache`, [`PgStarSink`] loads a normalized table and its fact rows in
+//! one transaction per batch, and [`replicate()`] copies a whole schema to another database in
+//! foreign-key order, in parallel, with verification and resume.
 //!
 //! - Column types come from the target table's catalog; each Arrow column is cast to its column's
 //!   type and checked (an `Int64` going into `integer` that does not fit fails with the row, the
