@@ -3,9 +3,12 @@
 //! ```text
 //! cargo run --release --example gen_learners -- --rows 10000 --out /tmp/learners.csv
 //! cargo run --release --example learners_graph -- --input /tmp/learners.csv \
-//!     [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N] [--repeat K] [--rel-partition start|end|both|single]
+//!     [--bolt-uri URI] [--user U] [--password P] [--database DB] [--batch-size N] [--workers N]
+//!     [--repeat K] [--rel-partition start|end|both|single]
 //! ```
 //!
+//! Defaults: `--batch-size 5000 --workers 1 --rel-partition both` — one writer measured fastest on the
+//! ArcadeDB test server on 2 cores (see `docs/benchmarks.md`); on Neo4j 5 try more workers.
 //! Without `--bolt-uri` (or `BOLT_URI`) it starts a throwaway ArcadeDB server from `etlkit-testkit`
 //! (and says so); `BOLT_USER`, `BOLT_PASSWORD`, `BOLT_DATABASE` fill the other flags. `--repeat K` loads
 //! the same input K times into the same database (the second load creates nothing).
@@ -510,7 +513,7 @@ fn parse_args() -> Result<Option<Args>, BoxError> {
         password: std::env::var("BOLT_PASSWORD").ok(),
         database: std::env::var("BOLT_DATABASE").ok(),
         batch_size: 5000,
-        workers: 2,
+        workers: 1,
         repeat: 1,
         partition: RelPartition::BothEnds,
     };
