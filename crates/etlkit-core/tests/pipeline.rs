@@ -276,11 +276,19 @@ async fn channel_capacity_bounds_read_ahead() {
         let run = tokio::spawn(
             Pipeline::new(endless_source(pulled.clone(), dropped.clone()), sink).config(cfg).run(),
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Wait (however slow the machine) until the read-ahead has filled the channel...
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while (pulled.load(Ordering::SeqCst) as usize) <= capacity {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("capacity {capacity}: read-ahead never filled the channel"));
+        // ...then give it time to overshoot, which it must not.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let n = pulled.load(Ordering::SeqCst);
         // One batch in the sink, `capacity` in the channel, one held by the blocked source task.
         assert!(n as usize <= capacity + 2, "capacity {capacity}: pulled {n}");
-        assert!(n as usize > capacity, "capacity {capacity}: pulled only {n}");
         run.abort();
         let _ = run.await;
         // Dropping the run future aborts its tasks; tokio drops them on their next scheduling.
