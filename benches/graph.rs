@@ -14,6 +14,9 @@
 //! (`ETLKIT_GRAPH_REPEAT` for more) and the full matrix is printed as a Markdown table.
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
+// Both examples are compiled in as modules, and each includes the shared `support/learners_csv.rs`.
+#![allow(clippy::duplicate_mod)]
+
 #[allow(dead_code)]
 #[path = "../examples/gen_learners.rs"]
 mod gen_learners;

@@ -11,6 +11,10 @@
 //! and about 2% duplicate rows (identical copies of an earlier row). `--rows` counts every written row,
 //! duplicates included.
 
+#[path = "support/learners_csv.rs"]
+mod learners_csv;
+use learners_csv::HEADER;
+
 /// A small deterministic PRNG (splitmix64): the data must not change when a crate's RNG does.
 pub(crate) struct Rng(u64);
 
@@ -301,21 +305,6 @@ pub(crate) fn learner(rng: &mut Rng, id: usize) -> [String; 11] {
 fn rng_flag(id: usize) -> bool {
     id.is_multiple_of(2)
 }
-
-/// The CSV header.
-pub(crate) const HEADER: [&str; 11] = [
-    "learner_id",
-    "full_name",
-    "gender",
-    "city",
-    "country",
-    "skills",
-    "employment",
-    "enrollments",
-    "learning_state",
-    "professional_status",
-    "snapshot_date",
-];
 
 /// Writes `rows` rows (about 2% of them identical copies of earlier rows) to `out`.
 pub(crate) fn write_learners(out: &std::path::Path, rows: usize, seed: u64) -> std::io::Result<usize> {

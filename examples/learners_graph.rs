@@ -26,6 +26,10 @@
 //! validTo: null (absent), isCurrent: true}`. Empty strings are absent values. Dates stay
 //! `YYYY-MM-DD` strings (checked on input).
 
+#[path = "support/learners_csv.rs"]
+mod learners_csv;
+use learners_csv::HEADER;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,20 +43,6 @@ use etlkit_neo4j::{
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const HEADER: [&str; 11] = [
-    "learner_id",
-    "full_name",
-    "gender",
-    "city",
-    "country",
-    "skills",
-    "employment",
-    "enrollments",
-    "learning_state",
-    "professional_status",
-    "snapshot_date",
-];
 
 #[derive(serde::Deserialize)]
 struct Job {

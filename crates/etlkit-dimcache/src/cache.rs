@@ -137,9 +137,7 @@ impl DimensionCache {
         }
         let n = keys.first().map_or(0, |k| k.len());
         let rows = self.converter.convert_columns(&keys)?;
-        let nulls = keys.iter().fold(None, |acc: Option<NullBuffer>, k| {
-            NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref())
-        });
+        let nulls = key_nulls(&keys);
         let mut out = vec![0i64; n];
         let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
         let (mut hits, mut null_keys) = (0u64, 0u64);
@@ -211,7 +209,7 @@ impl DimensionCache {
         } else {
             for (a, f) in attributes.iter().zip(&self.spec.attributes) {
                 let taken = arrow_select::take::take(a.as_ref(), &first_rows, None)?;
-                columns.push(cast_to(&taken, f.data_type(), &self.spec.table, f.name(), f.name())?);
+                columns.push(cast_to(&taken, f, &self.spec.table)?);
             }
         }
         let batch = RecordBatch::try_new(self.spec.members_schema(), columns)?;
@@ -244,11 +242,7 @@ impl DimensionCache {
                 ),
             });
         }
-        key_columns
-            .iter()
-            .zip(&self.spec.key)
-            .map(|(c, f)| cast_to(c, f.data_type(), &self.spec.table, f.name(), f.name()))
-            .collect()
+        key_columns.iter().zip(&self.spec.key).map(|(c, f)| cast_to(c, f, &self.spec.table)).collect()
     }
 
     /// Adds loaded members: key columns followed by the surrogate column.
@@ -265,18 +259,12 @@ impl DimensionCache {
             });
         }
         let keys = self.cast_keys(&batch.columns()[..nkeys])?;
-        let surrogate = cast_to(
-            batch.column(batch.num_columns() - 1),
-            &arrow_schema::DataType::Int64,
-            &self.spec.table,
-            &self.spec.surrogate,
-            &self.spec.surrogate,
-        )?;
+        let surrogate_field =
+            arrow_schema::Field::new(&self.spec.surrogate, arrow_schema::DataType::Int64, false);
+        let surrogate = cast_to(batch.column(batch.num_columns() - 1), &surrogate_field, &self.spec.table)?;
         let surrogate = surrogate.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
         let rows: Rows = self.converter.convert_columns(&keys)?;
-        let nulls = keys.iter().fold(None, |acc: Option<NullBuffer>, k| {
-            NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref())
-        });
+        let nulls = key_nulls(&keys);
         let mut members = self.members.write().expect("dimension cache poisoned");
         for i in 0..batch.num_rows() {
             if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) || surrogate.is_null(i) {
@@ -288,21 +276,22 @@ impl DimensionCache {
     }
 }
 
-fn cast_to(
-    column: &ArrayRef,
-    to: &arrow_schema::DataType,
-    table: &str,
-    column_name: &str,
-    key: &str,
-) -> Result<ArrayRef> {
-    if column.data_type() == to {
+/// Rows where any key column is NULL (None when no key column has NULLs).
+fn key_nulls(keys: &[ArrayRef]) -> Option<NullBuffer> {
+    keys.iter().fold(None, |acc, k| NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref()))
+}
+
+/// Casts `column` to the type of key (or surrogate) field `to`; a value that does not convert is an
+/// error naming the dimension and the field.
+fn cast_to(column: &ArrayRef, to: &arrow_schema::Field, table: &str) -> Result<ArrayRef> {
+    if column.data_type() == to.data_type() {
         return Ok(column.clone());
     }
     let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
-    arrow_cast::cast_with_options(column, to, &options).map_err(|e| DimError::KeyColumn {
+    arrow_cast::cast_with_options(column, to.data_type(), &options).map_err(|e| DimError::KeyColumn {
         table: table.to_owned(),
-        column: column_name.to_owned(),
-        key: key.to_owned(),
+        column: to.name().to_owned(),
+        key: to.name().to_owned(),
         source: Some(e),
     })
 }
