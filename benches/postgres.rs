@@ -1,6 +1,7 @@
 //! PostgreSQL COPY sink benchmarks (etlkit-postgres), on generated NYC yellow-taxi rows (19 columns).
 //!
-//! - `pg_encode/*`: cast + validate + binary-COPY encode only (no server), rows per second.
+//! - `pg_encode/*`: cast + validate + binary-COPY encode only (no server), rows per second: the
+//!   default column-at-a-time encoder and `pgpq`.
 //! - `pg_load/*`: the whole sink — encode, COPY over `workers` connections, commit — into a logged
 //!   table without indexes on a throwaway PostgreSQL from `etlkit-testkit` (or `DATABASE_URL`).
 //!   Each iteration truncates and reloads the table (`WriteMode::Truncate`, one connection) or
@@ -42,18 +43,27 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("pg_encode");
     g.throughput(Throughput::Elements(ROWS as u64));
     g.sample_size(10);
-    g.bench_function("taxi_200k_pgpq", |b| {
-        let mut enc =
-            CopyEncoder::new(&columns, &batch.schema(), NanosPolicy::Reject, NulPolicy::Reject).unwrap();
-        let mut buf = BytesMut::with_capacity(64 << 20);
-        b.iter(|| {
-            buf.clear();
-            enc.write_header(&mut buf);
-            enc.write_batch(&batch, &mut buf).unwrap();
-            enc.write_trailer(&mut buf);
-            buf.len()
-        })
-    });
+    // The default encoder (column at a time for these scalar types) against pgpq on the same rows;
+    // both produce the same bytes (a unit test in etlkit-postgres checks that).
+    for (name, pgpq) in [("taxi_200k_columnar", false), ("taxi_200k_pgpq", true)] {
+        g.bench_function(name, |b| {
+            let (schema, nanos, nul) = (batch.schema(), NanosPolicy::Reject, NulPolicy::Reject);
+            let mut enc = if pgpq {
+                CopyEncoder::new_pgpq(&columns, &schema, nanos, nul)
+            } else {
+                CopyEncoder::new(&columns, &schema, nanos, nul)
+            }
+            .unwrap();
+            let mut buf = BytesMut::with_capacity(64 << 20);
+            b.iter(|| {
+                buf.clear();
+                enc.write_header(&mut buf);
+                enc.write_batch(&batch, &mut buf).unwrap();
+                enc.write_trailer(&mut buf);
+                buf.len()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -130,6 +130,11 @@ impl Conformer {
         &self.target_schema
     }
 
+    /// The PostgreSQL type of each column, in COPY order.
+    pub(crate) fn pg_types(&self) -> Vec<PgType> {
+        self.columns.iter().map(|c| c.pg.clone()).collect()
+    }
+
     /// pgpq encoder builders for the conformed schema (JSON columns get json/jsonb output).
     pub(crate) fn encoder_builders(&self) -> Result<HashMap<String, EncoderBuilder>> {
         let mut out = HashMap::new();

@@ -273,7 +273,7 @@ impl PgCopySink {
                     });
                 }
                 // Check the encoders build now rather than on the first write.
-                TupleEncoder::new(conformer.target_schema(), &conformer.encoder_builders()?)?;
+                TupleEncoder::new(&conformer)?;
                 Ok(Plan { conformer, columns })
             })
             .await
@@ -287,7 +287,7 @@ impl PgCopySink {
         let conn =
             self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
         self.connections.fetch_add(1, Ordering::Relaxed);
-        let encoder = TupleEncoder::new(plan.conformer.target_schema(), &plan.conformer.encoder_builders()?)?;
+        let encoder = TupleEncoder::new(&plan.conformer)?;
         Ok(Writer {
             conn: Some(conn),
             encoder,
