@@ -12,9 +12,10 @@ use etlkit_core::{Context, Transform, TransformProperties};
 use crate::digest::{Algorithm, DIGEST_LEN, RowHasher};
 use crate::error::HashError;
 
-/// Approximate memory per distinct row held by [`Dedup`], in bytes, at the hash table's average load:
-/// 32 bytes of digest + 1 control byte per slot, tables 44–87.5 % full (so 38–75 bytes; ~50 typical).
-pub const DEDUP_BYTES_PER_ROW: usize = 50;
+/// Approximate memory per distinct row held by [`Dedup`] with the default 16-byte keys, in bytes:
+/// 16 bytes of digest + 1 control byte per slot, tables 44–87.5 % full (so 19–39 bytes; ~26
+/// typical without [`DedupConfig::expected_rows`]). With 32-byte keys, about twice as much.
+pub const DEDUP_BYTES_PER_ROW: usize = 26;
 
 /// Configuration of [`Dedup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,21 +32,53 @@ pub struct DedupConfig {
     /// Number of independently locked shards of the seen-set; more shards, less lock contention between
     /// concurrent batches. Must be a power of two between 1 and 65 536. Default: 64.
     pub shards: usize,
+    /// Bytes of each 32-byte digest kept in the seen-set: 16 or 32. Default: 16, which halves the
+    /// memory; two different rows are then taken for duplicates only if their digests agree in the
+    /// first 128 bits — for a billion distinct rows a chance of about 1 in 10^20 (birthday bound
+    /// n²/2^129).
+    pub key_bytes: usize,
+    /// Distinct rows expected (a capacity hint): the seen-set is allocated for this many up front,
+    /// so it does not grow by doubling and rehashing while rows stream in. 0 (default): grow as
+    /// needed.
+    pub expected_rows: usize,
 }
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        DedupConfig { algorithm: Algorithm::default(), columns: Vec::new(), hash_column: None, shards: 64 }
+        DedupConfig {
+            algorithm: Algorithm::default(),
+            columns: Vec::new(),
+            hash_column: None,
+            shards: 64,
+            key_bytes: 16,
+            expected_rows: 0,
+        }
     }
 }
 
 impl DedupConfig {
+    /// Bytes the seen-set's tables take when sized for `rows` distinct rows up front (as
+    /// [`expected_rows`](Self::expected_rows) does): per shard, the next power of two of slots at
+    /// or above 8/7 of its share, each slot `key_bytes` + 1 control byte. Useful to decide whether
+    /// an in-memory de-duplication fits a memory budget.
+    pub fn seen_set_bytes(&self, rows: usize) -> usize {
+        let per_shard = rows.div_ceil(self.shards.max(1));
+        let slots = if per_shard < 8 { 16 } else { (per_shard * 8 / 7).next_power_of_two() };
+        slots * (self.key_bytes + 1) * self.shards
+    }
+
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), HashError> {
         if !self.shards.is_power_of_two() || self.shards > 65_536 {
             return Err(HashError::InvalidConfig {
                 field: "shards",
                 reason: format!("must be a power of two between 1 and 65536, got {}", self.shards),
+            });
+        }
+        if self.key_bytes != 16 && self.key_bytes != DIGEST_LEN {
+            return Err(HashError::InvalidConfig {
+                field: "key_bytes",
+                reason: format!("must be 16 or 32, got {}", self.key_bytes),
             });
         }
         if self.hash_column.as_deref() == Some("") {
@@ -58,11 +91,12 @@ impl DedupConfig {
     }
 }
 
-/// A digest as a set key. Digests are uniformly random, so the table hash is just 8 of their bytes.
+/// A digest prefix as a set key. Digests are uniformly random, so the table hash is just 8 of their
+/// bytes (bytes 8..16: the shard was chosen by bytes 0..2).
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Key([u8; DIGEST_LEN]);
+struct Key<const N: usize>([u8; N]);
 
-impl Hash for Key {
+impl<const N: usize> Hash for Key<N> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(u64::from_le_bytes(self.0[8..16].try_into().expect("8 bytes")));
     }
@@ -84,15 +118,67 @@ impl Hasher for PassThrough {
     }
 }
 
-type Shard = Mutex<HashSet<Key, BuildHasherDefault<PassThrough>>>;
+type Set<const N: usize> = HashSet<Key<N>, BuildHasherDefault<PassThrough>>;
+
+/// One shard of the seen-set, keyed by digest prefixes of 16 or 32 bytes.
+enum Seen {
+    Short(Set<16>),
+    Full(Set<DIGEST_LEN>),
+}
+
+impl Seen {
+    fn new(key_bytes: usize, capacity: usize) -> Self {
+        let hasher = BuildHasherDefault::<PassThrough>::default();
+        if key_bytes == 16 {
+            Seen::Short(HashSet::with_capacity_and_hasher(capacity, hasher))
+        } else {
+            Seen::Full(HashSet::with_capacity_and_hasher(capacity, hasher))
+        }
+    }
+
+    /// Adds the digest (32 bytes); `true` if it was not there.
+    #[inline]
+    fn insert(&mut self, digest: &[u8]) -> bool {
+        match self {
+            Seen::Short(s) => s.insert(Key(digest[..16].try_into().expect("16 bytes"))),
+            Seen::Full(s) => s.insert(Key(digest.try_into().expect("32 bytes"))),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Seen::Short(s) => s.len(),
+            Seen::Full(s) => s.len(),
+        }
+    }
+
+    /// Bytes of the table: slots × (key + 1 control byte). hashbrown fills at most 7/8 of the
+    /// slots of tables with 8 or more (a power of two), so slots are derived from the capacity.
+    fn allocated_bytes(&self) -> usize {
+        let (capacity, key) = match self {
+            Seen::Short(s) => (s.capacity(), 16),
+            Seen::Full(s) => (s.capacity(), DIGEST_LEN),
+        };
+        let slots = match capacity {
+            0 => 0,
+            c if c < 7 => (c + 1).next_power_of_two(),
+            c => c * 8 / 7,
+        };
+        slots * (key + 1)
+    }
+}
+
+type Shard = Mutex<Seen>;
 
 /// A stateful [`Transform`] that drops every row whose digest it has already seen in this run — within
 /// a batch and across batches — and counts them with [`Context::record_deduplicated`] (so
 /// `LoadStats::rows_deduplicated` reports them). The first occurrence is kept.
 ///
 /// Safe to call from several threads at once: the seen-set is split into `shards` mutex-protected
-/// hash sets chosen by the digest's first byte, and each batch locks each shard once. Memory grows with
-/// the number of distinct rows, about [`DEDUP_BYTES_PER_ROW`] bytes each (e.g. ~500 MB for 10 million).
+/// hash sets chosen by the digest's first bytes, and each batch locks each shard once. Memory grows
+/// with the number of distinct rows, about [`DEDUP_BYTES_PER_ROW`] bytes each with the default
+/// 16-byte keys (e.g. ~260 MB for 10 million); see [`DedupConfig::key_bytes`] and
+/// [`DedupConfig::expected_rows`].
 ///
 /// ```
 /// use std::sync::Arc;
@@ -126,7 +212,9 @@ impl Dedup {
     pub fn new(config: DedupConfig) -> Result<Self, HashError> {
         config.validate()?;
         let hasher = RowHasher::new(config.algorithm, config.columns.clone());
-        let shards = (0..config.shards).map(|_| Shard::default()).collect();
+        // Room for the expected rows at hashbrown's 7/8 maximum load, spread evenly over the shards.
+        let per_shard = config.expected_rows.div_ceil(config.shards);
+        let shards = (0..config.shards).map(|_| Mutex::new(Seen::new(config.key_bytes, per_shard))).collect();
         Ok(Dedup { config, hasher, shards })
     }
 
@@ -146,7 +234,7 @@ impl Dedup {
         let mut added = 0;
         for d in digests {
             let shard = &self.shards[self.shard_of(&d)];
-            added += usize::from(shard.lock().expect("dedup shard poisoned").insert(Key(d)));
+            added += usize::from(shard.lock().expect("dedup shard poisoned").insert(&d));
         }
         added
     }
@@ -164,12 +252,9 @@ impl Dedup {
         self.shards.iter().map(|s| s.lock().expect("dedup shard poisoned").len()).sum()
     }
 
-    /// Bytes currently allocated by the seen-set's tables (slots × 33 bytes), for monitoring.
+    /// Bytes currently allocated by the seen-set's tables (slots × (key bytes + 1)), for monitoring.
     pub fn allocated_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().expect("dedup shard poisoned").capacity() * (DIGEST_LEN + 1))
-            .sum()
+        self.shards.iter().map(|s| s.lock().expect("dedup shard poisoned").allocated_bytes()).sum()
     }
 
     /// The keep-mask of `batch`: `true` for rows seen for the first time (which are added to the set).
@@ -215,9 +300,7 @@ impl Dedup {
             let mut set = self.shards[s].lock().expect("dedup shard poisoned");
             for &row in rows {
                 let r = row as usize;
-                let d: [u8; DIGEST_LEN] =
-                    digests[r * DIGEST_LEN..(r + 1) * DIGEST_LEN].try_into().expect("32 bytes");
-                keep[r] = set.insert(Key(d));
+                keep[r] = set.insert(&digests[r * DIGEST_LEN..(r + 1) * DIGEST_LEN]);
             }
         }
         Ok(keep)

@@ -127,3 +127,60 @@ fn pipeline_counts_duplicates_in_load_stats() {
     assert_eq!(stats.rows_written, 1500);
     assert_eq!(sink.committed_rows(), 1500);
 }
+
+/// A batch of one `FixedSizeBinary(32)` column `h` holding the given digests.
+fn digests(ds: &[[u8; 32]]) -> RecordBatch {
+    let a = FixedSizeBinaryArray::try_from_iter(ds.iter()).unwrap();
+    RecordBatch::try_from_iter([("h", Arc::new(a) as ArrayRef)]).unwrap()
+}
+
+#[test]
+fn key_bytes_decides_how_much_of_the_digest_identifies_a_row() {
+    let ctx = Context::default();
+    let mut a = [7u8; 32];
+    a[0] = 1;
+    let mut b = a;
+    b[31] = 99; // same first 128 bits, different digest
+    let mut c = a;
+    c[15] = 99; // differs inside the first 128 bits
+    let cfg = |key_bytes| DedupConfig { hash_column: Some("h".into()), key_bytes, ..Default::default() };
+    let full = Dedup::new(cfg(32)).unwrap();
+    assert_eq!(full.first_seen(&digests(&[a, b, c, a])).unwrap(), [true, true, true, false]);
+    let short = Dedup::new(cfg(16)).unwrap();
+    assert_eq!(short.first_seen(&digests(&[a, b, c, a])).unwrap(), [true, false, true, false]);
+    assert!(Dedup::new(cfg(8)).is_err());
+    // On real row hashes both widths agree (and the default is 16).
+    assert_eq!(DedupConfig::default().key_bytes, 16);
+    let rows = batch((0..5000).chain(100..300).chain(4990..5010));
+    let hashed = RowHashTransform::new(RowHashConfig::default()).unwrap().apply(rows, &ctx).unwrap().remove(0);
+    let keep = |key_bytes| {
+        Dedup::new(DedupConfig { hash_column: Some("row_hash".into()), key_bytes, ..Default::default() })
+            .unwrap()
+            .first_seen(&hashed)
+            .unwrap()
+    };
+    let k16 = keep(16);
+    assert_eq!(k16, keep(32));
+    assert_eq!(k16.iter().filter(|k| **k).count(), 5010);
+}
+
+#[test]
+fn expected_rows_allocates_up_front_and_the_set_does_not_grow_within_it() {
+    let cfg = |expected_rows| DedupConfig { expected_rows, ..Default::default() };
+    assert_eq!(Dedup::new(cfg(0)).unwrap().allocated_bytes(), 0);
+    let d = Dedup::new(cfg(100_000)).unwrap();
+    let before = d.allocated_bytes();
+    // 100 000 keys of 17 bytes (16 + control) at most 7/8 full: at least ~1.9 MB.
+    assert!(before >= 100_000 * 17, "{before}");
+    let ctx = Context::default();
+    for part in 0..10 {
+        d.apply(batch(part * 9_000..(part + 1) * 9_000), &ctx).unwrap();
+    }
+    assert_eq!(d.distinct(), 90_000);
+    assert_eq!(d.allocated_bytes(), before);
+    assert_eq!(cfg(100_000).seen_set_bytes(100_000), before);
+    // Without the hint, the same rows make the tables grow from nothing.
+    let grown = Dedup::new(cfg(0)).unwrap();
+    grown.apply(batch(0..90_000), &ctx).unwrap();
+    assert!(grown.allocated_bytes() > 0);
+}

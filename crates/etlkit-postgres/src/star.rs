@@ -211,6 +211,9 @@ pub struct PgStarSink {
     plan: OnceCell<Plan>,
     tally: Mutex<Tally>,
     retries: AtomicU64,
+    /// Send buffers of finished COPYs, reused (one per concurrent writer at most), so each COPY
+    /// does not allocate and fault in a fresh multi-MiB buffer.
+    buffers: Mutex<Vec<BytesMut>>,
 }
 
 impl std::fmt::Debug for PgStarSink {
@@ -242,6 +245,7 @@ impl PgStarSink {
             plan: OnceCell::new(),
             tally: Mutex::new(Tally::default()),
             retries: AtomicU64::new(0),
+            buffers: Mutex::new(Vec::new()),
         })
     }
 
@@ -457,31 +461,57 @@ impl PgStarSink {
         batch: &RecordBatch,
     ) -> Result<u64> {
         let send = self.config.send_buffer_bytes;
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"))
-            .await
-            .map_err(|e| PgError::db("starting COPY", target.to_owned(), e))?;
-        let mut buf = BytesMut::with_capacity(send + send / 4);
-        encoder.write_header(&mut buf);
+        let mut buf = self.buffers.lock().expect("star sink poisoned").pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(send + send / 4);
+        let result = self.copy_with(copy_in(conn, target, columns).await?, target, encoder, batch, &mut buf).await;
+        self.buffers.lock().expect("star sink poisoned").push(buf);
+        result
+    }
+
+    async fn copy_with(
+        &self,
+        mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
+        target: &str,
+        encoder: &mut CopyEncoder,
+        batch: &RecordBatch,
+        buf: &mut BytesMut,
+    ) -> Result<u64> {
+        let send = self.config.send_buffer_bytes;
+        encoder.write_header(buf);
         let mut offset = 0;
         while offset < batch.num_rows() {
             let n = SLICE_ROWS.min(batch.num_rows() - offset);
-            if let Err(e) = encoder.write_batch(&batch.slice(offset, n), &mut buf) {
+            if let Err(e) = encoder.write_batch(&batch.slice(offset, n), buf) {
                 let _ = copy.abort("etlkit: encoding failed").await;
                 return Err(e);
             }
             offset += n;
             if buf.len() >= send {
-                copy.send(&buf[..])
-                    .await
-                    .map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+                for message in buf.chunks(send) {
+                    copy.send(message)
+                        .await
+                        .map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+                }
                 buf.clear();
             }
         }
-        encoder.write_trailer(&mut buf);
-        copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+        encoder.write_trailer(buf);
+        for message in buf.chunks(send) {
+            copy.send(message).await.map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
+        }
         copy.finish().await.map_err(|e| PgError::db("finishing COPY", target.to_owned(), e))
     }
+}
+
+async fn copy_in<'c>(
+    conn: &'c mut PgConnection,
+    target: &str,
+    columns: &str,
+) -> Result<sqlx::postgres::PgCopyIn<&'c mut PgConnection>> {
+    conn.copy_in_raw(&format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(|e| PgError::db("starting COPY", target.to_owned(), e))
 }
 
 #[async_trait]
