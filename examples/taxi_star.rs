@@ -11,7 +11,7 @@
 //! `--report` then prints, on stderr, trips and average fare by payment type and pickup borough
 //! ([`REPORT_SQL`]; boroughs come from `--zones`).
 //!
-//! Defaults: `--batch-size 32768` (rows per batch and per load transaction), `--workers 2`
+//! Defaults: `--batch-size 65536` (rows per batch and per load transaction), `--workers 2`
 //! (concurrent load transactions / connections), `--hash sha256`.
 //!
 //! Prints exactly one line on stdout:
@@ -72,9 +72,7 @@ use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use etlkit_core::{Context, Pipeline, PipelineConfig, Rejected, Source, Transform};
 use etlkit_dimcache::{DimensionCache, DimensionSpec, FactRole, StarSchema};
-use etlkit_hash::{
-    Algorithm, Dedup, DedupConfig, HashFormat, RowHashConfig, RowHashTransform,
-};
+use etlkit_hash::{Algorithm, Dedup, DedupConfig, HashFormat, RowHashConfig, RowHashTransform};
 use etlkit_postgres::sqlx;
 use etlkit_postgres::{
     DatabaseUrl, PgDimensionConfig, PgDimensionStore, PgSource, PgSourceConfig, PgStarConfig, PgStarSink,
@@ -190,7 +188,7 @@ pub enum DedupMode {
 pub struct JobConfig {
     /// File, directory or glob.
     pub input: String,
-    /// Rows per batch (and per load transaction). Default 32 768.
+    /// Rows per batch (and per load transaction). Default 65 536.
     pub batch_size: usize,
     /// Concurrent sink writers (connections). Default 2.
     pub workers: usize,
@@ -217,7 +215,7 @@ impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
             input: String::new(),
-            batch_size: 32_768,
+            batch_size: 65_536,
             workers: 2,
             hash: Algorithm::Sha256,
             zones: None,
@@ -390,7 +388,12 @@ impl Transform for Normalize {
         }
         // pickup_date from the pickup timestamp.
         let pickup = columns[1].clone();
-        columns.push(arrow_cast::cast(&pickup, &DataType::Date32).map_err(|e| fail(e.to_string()))?);
+        // Whole days since 1970-01-01, rounding down (what casting to Date32 does, without going
+        // through a calendar date per row).
+        let days: arrow_array::Date32Array = pickup
+            .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+            .unary(|us| us.div_euclid(86_400_000_000) as i32);
+        columns.push(Arc::new(days));
         let out = RecordBatch::try_new(self.output.clone(), columns).map_err(|e| fail(e.to_string()))?;
         if !any_bad {
             return Ok(vec![out]);
@@ -794,7 +797,9 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
                 let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('etlkit-taxi-star-bulk'))")
                     .execute(&mut conn)
                     .await;
-                ensured.map(|_| eprintln!("taxi_star: UNIQUE ({ROW_HASH}) rebuilt in {:.2?}", finishing.elapsed()))
+                ensured.map(|_| {
+                    eprintln!("taxi_star: UNIQUE ({ROW_HASH}) rebuilt in {:.2?}", finishing.elapsed())
+                })
             };
             // Only once the load is over (a failed load still rebuilds the constraint).
             if loaded.is_ok() {

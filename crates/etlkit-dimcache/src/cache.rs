@@ -27,11 +27,55 @@ pub struct CacheStats {
     pub store_calls: u64,
 }
 
+/// The cached members: natural key → surrogate key.
+enum Members {
+    /// Any key: Arrow row-format bytes of the (cast) key columns.
+    Rows(HashMap<Box<[u8]>, i64>),
+    /// A single integer-like key column (integers up to 64 bits, dates): its value. Same members as
+    /// `Rows` would hold, without encoding rows.
+    Int(HashMap<i64, i64>),
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        match self {
+            Members::Rows(m) => m.len(),
+            Members::Int(m) => m.len(),
+        }
+    }
+}
+
+/// The values of a single integer-like key column as `i64` (None for other types), NULLs as 0.
+fn int_keys(column: &ArrayRef) -> Option<Vec<i64>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType as D;
+    fn widen<T: arrow_array::ArrowPrimitiveType>(a: &ArrayRef) -> Vec<i64>
+    where
+        T::Native: Into<i64>,
+    {
+        a.as_primitive::<T>().values().iter().map(|&v| v.into()).collect()
+    }
+    Some(match column.data_type() {
+        D::Int8 => widen::<Int8Type>(column),
+        D::Int16 => widen::<Int16Type>(column),
+        D::Int32 => widen::<Int32Type>(column),
+        D::Int64 => widen::<Int64Type>(column),
+        D::UInt8 => widen::<UInt8Type>(column),
+        D::UInt16 => widen::<UInt16Type>(column),
+        D::UInt32 => widen::<UInt32Type>(column),
+        D::Date32 => widen::<Date32Type>(column),
+        D::Date64 => widen::<Date64Type>(column),
+        _ => return None,
+    })
+}
+
 /// A dimension's natural key → surrogate key map, preloaded from its [`DimensionStore`].
 ///
 /// [`resolve`](Self::resolve) takes a whole batch's key columns and returns an `Int64` surrogate key per
-/// row. Keys are encoded with Arrow's row format (any comparable type, any number of columns) after
-/// casting to the spec's key types, so `Int32` 7 and `Int64` 7 are the same member. Keys not in the cache
+/// row. Keys are cast to the spec's key types first, so `Int32` 7 and `Int64` 7 are the same member;
+/// a single integer or date key column is then looked up by value, any other key (any comparable
+/// type, any number of columns) by its Arrow row-format encoding. Keys not in the cache
 /// are collected per batch, de-duplicated and sent to the store in one call; their new keys are cached.
 ///
 /// Safe to share between concurrent tasks (`Arc<DimensionCache>`): look-ups take a read lock; creation
@@ -42,7 +86,7 @@ pub struct DimensionCache {
     spec: Arc<DimensionSpec>,
     store: Arc<dyn DimensionStore>,
     converter: RowConverter,
-    members: RwLock<HashMap<Box<[u8]>, i64>>,
+    members: RwLock<Members>,
     create_lock: tokio::sync::Mutex<()>,
     hits: AtomicU64,
     null_keys: AtomicU64,
@@ -67,11 +111,14 @@ impl DimensionCache {
         let fields = spec.key.iter().map(|f| SortField::new(f.data_type().clone())).collect();
         let converter = RowConverter::new(fields)?;
         store.prepare(&spec).await?;
+        let int_key =
+            spec.key.len() == 1 && int_keys(&arrow_array::new_empty_array(spec.key[0].data_type())).is_some();
+        let members = if int_key { Members::Int(HashMap::new()) } else { Members::Rows(HashMap::new()) };
         let cache = DimensionCache {
             spec: Arc::new(spec),
             store,
             converter,
-            members: RwLock::new(HashMap::new()),
+            members: RwLock::new(members),
             create_lock: tokio::sync::Mutex::new(()),
             hits: AtomicU64::new(0),
             null_keys: AtomicU64::new(0),
@@ -136,13 +183,11 @@ impl DimensionCache {
             });
         }
         let n = keys.first().map_or(0, |k| k.len());
-        let rows = self.converter.convert_columns(&keys)?;
         let nulls = key_nulls(&keys);
         let mut out = vec![0i64; n];
-        let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
         let (mut hits, mut null_keys) = (0u64, 0u64);
-        {
-            let members = self.members.read().expect("dimension cache poisoned");
+        // Rows with a NULL key get the policy's member; the others are looked up.
+        let mut lookup = |out: &mut [i64], find: &mut dyn FnMut(usize) -> Option<i64>| -> Result<()> {
             for (i, slot) in out.iter_mut().enumerate() {
                 if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) {
                     match self.spec.null_key {
@@ -152,22 +197,57 @@ impl DimensionCache {
                         }
                     }
                     null_keys += 1;
-                    continue;
-                }
-                let row = rows.row(i);
-                match members.get(row.as_ref()) {
-                    Some(&k) => {
-                        *slot = k;
-                        hits += 1;
-                    }
-                    None => missing.entry(row.data()).or_default().push(i as u32),
+                } else if let Some(k) = find(i) {
+                    *slot = k;
+                    hits += 1;
                 }
             }
-        }
-        self.hits.fetch_add(hits, Ordering::Relaxed);
-        self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
-        if !missing.is_empty() {
-            self.create_missing(&keys, attributes, missing, &mut out).await?;
+            Ok(())
+        };
+        let int_values = match &*self.members.read().expect("dimension cache poisoned") {
+            Members::Int(_) => int_keys(&keys[0]),
+            Members::Rows(_) => None,
+        };
+        if let Some(values) = int_values {
+            let mut missing: HashMap<i64, Vec<u32>> = HashMap::new();
+            {
+                let guard = self.members.read().expect("dimension cache poisoned");
+                let Members::Int(members) = &*guard else { unreachable!("the key kind never changes") };
+                lookup(&mut out, &mut |i| {
+                    let k = members.get(&values[i]).copied();
+                    if k.is_none() {
+                        missing.entry(values[i]).or_default().push(i as u32);
+                    }
+                    k
+                })?;
+            }
+            self.hits.fetch_add(hits, Ordering::Relaxed);
+            self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
+            if !missing.is_empty() {
+                let missing = missing.into_iter().map(|(v, r)| (MemberKey::Int(v), r)).collect();
+                self.create_missing(&keys, attributes, missing, &mut out).await?;
+            }
+        } else {
+            let rows = self.converter.convert_columns(&keys)?;
+            let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
+            {
+                let guard = self.members.read().expect("dimension cache poisoned");
+                let Members::Rows(members) = &*guard else { unreachable!("the key kind never changes") };
+                lookup(&mut out, &mut |i| {
+                    let row = rows.row(i);
+                    let k = members.get(row.as_ref()).copied();
+                    if k.is_none() {
+                        missing.entry(row.data()).or_default().push(i as u32);
+                    }
+                    k
+                })?;
+            }
+            self.hits.fetch_add(hits, Ordering::Relaxed);
+            self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
+            if !missing.is_empty() {
+                let missing = missing.into_iter().map(|(b, r)| (MemberKey::Row(b), r)).collect();
+                self.create_missing(&keys, attributes, missing, &mut out).await?;
+            }
         }
         Ok(Int64Array::from(out))
     }
@@ -177,18 +257,18 @@ impl DimensionCache {
         &self,
         keys: &[ArrayRef],
         attributes: &[ArrayRef],
-        missing: HashMap<&[u8], Vec<u32>>,
+        missing: Vec<(MemberKey<'_>, Vec<u32>)>,
         out: &mut [i64],
     ) -> Result<()> {
         let _serial = self.create_lock.lock().await;
         // Another task may have created some of them while we waited.
-        let mut still: Vec<(&[u8], Vec<u32>)> = Vec::with_capacity(missing.len());
+        let mut still: Vec<(MemberKey<'_>, Vec<u32>)> = Vec::with_capacity(missing.len());
         {
             let members = self.members.read().expect("dimension cache poisoned");
-            for (bytes, rows) in missing {
-                match members.get(bytes) {
-                    Some(&k) => rows.iter().for_each(|&r| out[r as usize] = k),
-                    None => still.push((bytes, rows)),
+            for (key, rows) in missing {
+                match key.get(&members) {
+                    Some(k) => rows.iter().for_each(|&r| out[r as usize] = k),
+                    None => still.push((key, rows)),
                 }
             }
         }
@@ -224,9 +304,9 @@ impl DimensionCache {
         }
         self.created.fetch_add(still.len() as u64, Ordering::Relaxed);
         let mut members = self.members.write().expect("dimension cache poisoned");
-        for ((bytes, rows), &k) in still.into_iter().zip(created.values().iter()) {
+        for ((key, rows), &k) in still.into_iter().zip(created.values().iter()) {
             rows.iter().for_each(|&r| out[r as usize] = k);
-            members.insert(bytes.into(), k);
+            key.insert(&mut members, k);
         }
         Ok(())
     }
@@ -263,16 +343,53 @@ impl DimensionCache {
             arrow_schema::Field::new(&self.spec.surrogate, arrow_schema::DataType::Int64, false);
         let surrogate = cast_to(batch.column(batch.num_columns() - 1), &surrogate_field, &self.spec.table)?;
         let surrogate = surrogate.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-        let rows: Rows = self.converter.convert_columns(&keys)?;
         let nulls = key_nulls(&keys);
+        let skip = |i: usize| nulls.as_ref().is_some_and(|nb| nb.is_null(i)) || surrogate.is_null(i);
         let mut members = self.members.write().expect("dimension cache poisoned");
-        for i in 0..batch.num_rows() {
-            if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) || surrogate.is_null(i) {
-                continue; // the unknown member is resolved by policy, not by look-up
+        // The unknown member (NULL key) is resolved by policy, not by look-up.
+        match &mut *members {
+            Members::Int(m) => {
+                let values = int_keys(&keys[0]).expect("an integer-like key column");
+                for (i, v) in values.into_iter().enumerate().filter(|(i, _)| !skip(*i)) {
+                    m.insert(v, surrogate.value(i));
+                }
             }
-            members.insert(rows.row(i).data().into(), surrogate.value(i));
+            Members::Rows(m) => {
+                let rows: Rows = self.converter.convert_columns(&keys)?;
+                for i in (0..batch.num_rows()).filter(|i| !skip(*i)) {
+                    m.insert(rows.row(i).data().into(), surrogate.value(i));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// A natural key not yet cached: its row bytes or its integer value.
+enum MemberKey<'a> {
+    Row(&'a [u8]),
+    Int(i64),
+}
+
+impl MemberKey<'_> {
+    fn get(&self, members: &Members) -> Option<i64> {
+        match (self, members) {
+            (MemberKey::Row(b), Members::Rows(m)) => m.get(*b).copied(),
+            (MemberKey::Int(v), Members::Int(m)) => m.get(v).copied(),
+            _ => unreachable!("a key of the cache's own kind"),
+        }
+    }
+
+    fn insert(self, members: &mut Members, surrogate: i64) {
+        match (self, members) {
+            (MemberKey::Row(b), Members::Rows(m)) => {
+                m.insert(b.into(), surrogate);
+            }
+            (MemberKey::Int(v), Members::Int(m)) => {
+                m.insert(v, surrogate);
+            }
+            _ => unreachable!("a key of the cache's own kind"),
+        }
     }
 }
 

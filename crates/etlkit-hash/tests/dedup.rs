@@ -152,7 +152,8 @@ fn key_bytes_decides_how_much_of_the_digest_identifies_a_row() {
     // On real row hashes both widths agree (and the default is 16).
     assert_eq!(DedupConfig::default().key_bytes, 16);
     let rows = batch((0..5000).chain(100..300).chain(4990..5010));
-    let hashed = RowHashTransform::new(RowHashConfig::default()).unwrap().apply(rows, &ctx).unwrap().remove(0);
+    let hashed =
+        RowHashTransform::new(RowHashConfig::default()).unwrap().apply(rows, &ctx).unwrap().remove(0);
     let keep = |key_bytes| {
         Dedup::new(DedupConfig { hash_column: Some("row_hash".into()), key_bytes, ..Default::default() })
             .unwrap()

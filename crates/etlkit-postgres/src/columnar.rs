@@ -122,7 +122,11 @@ impl ColumnarEncoder {
         if batch.num_columns() != self.kinds.len() {
             return Err(PgError::UnsupportedType {
                 column: "*".into(),
-                reason: format!("batch has {} columns, the encoder {}", batch.num_columns(), self.kinds.len()),
+                reason: format!(
+                    "batch has {} columns, the encoder {}",
+                    batch.num_columns(),
+                    self.kinds.len()
+                ),
             });
         }
         let nulls: Vec<Option<NullBuffer>> =
@@ -280,7 +284,12 @@ fn add_var_lengths(
     rows: Range<usize>,
     sizes: &mut [usize],
 ) {
-    fn add<O: OffsetSizeTrait>(offsets: &[O], nulls: Option<&NullBuffer>, rows: Range<usize>, sizes: &mut [usize]) {
+    fn add<O: OffsetSizeTrait>(
+        offsets: &[O],
+        nulls: Option<&NullBuffer>,
+        rows: Range<usize>,
+        sizes: &mut [usize],
+    ) {
         let offsets = &offsets[rows.start..=rows.end];
         for (k, (s, w)) in sizes.iter_mut().zip(offsets.windows(2)).enumerate() {
             if nulls.is_none_or(|n| n.is_valid(rows.start + k)) {
@@ -411,21 +420,100 @@ mod tests {
         let hashes: Vec<Option<[u8; 32]>> =
             v(12).iter().map(|x| x.as_ref().map(|(i, _, _)| [*i as u8; 32])).collect();
         RecordBatch::try_from_iter([
-            ("b", Arc::new(BooleanArray::from(v(0).iter().map(|x| x.as_ref().map(|t| t.0 % 2 == 0)).collect::<Vec<_>>())) as ArrayRef),
-            ("i2", Arc::new(Int16Array::from(v(1).iter().map(|x| x.as_ref().map(|t| t.0 as i16)).collect::<Vec<_>>())) as _),
-            ("i4", Arc::new(Int32Array::from(v(2).iter().map(|x| x.as_ref().map(|t| t.0 as i32)).collect::<Vec<_>>())) as _),
-            ("i8", Arc::new(Int64Array::from(v(3).iter().map(|x| x.as_ref().map(|t| t.0)).collect::<Vec<_>>())) as _),
-            ("f4", Arc::new(Float32Array::from(v(4).iter().map(|x| x.as_ref().map(|t| t.1 as f32)).collect::<Vec<_>>())) as _),
-            ("f8", Arc::new(Float64Array::from(v(5).iter().map(|x| x.as_ref().map(|t| t.1)).collect::<Vec<_>>())) as _),
-            ("ts", Arc::new(TimestampMicrosecondArray::from(v(6).iter().map(|x| x.as_ref().map(|t| t.0.rem_euclid(1 << 52))).collect::<Vec<_>>())) as _),
-            ("d", Arc::new(Date32Array::from(v(7).iter().map(|x| x.as_ref().map(|t| (t.0 % 100_000) as i32)).collect::<Vec<_>>())) as _),
-            ("s", Arc::new(StringArray::from(v(8).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>())) as _),
-            ("ls", Arc::new(LargeStringArray::from(v(9).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>())) as _),
-            ("bin", Arc::new(BinaryArray::from(v(10).iter().map(|x| x.as_ref().map(|t| t.2.as_bytes())).collect::<Vec<_>>())) as _),
-            ("lbin", Arc::new(LargeBinaryArray::from(v(11).iter().map(|x| x.as_ref().map(|t| t.2.as_bytes())).collect::<Vec<_>>())) as _),
-            ("h", Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(hashes.into_iter(), 32).unwrap()) as _),
-            ("sv", Arc::new(StringViewArray::from(v(13).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>())) as _),
-            ("tstz", Arc::new(TimestampMicrosecondArray::from(v(14).iter().map(|x| x.as_ref().map(|t| -t.0.rem_euclid(1 << 52))).collect::<Vec<_>>()).with_timezone("UTC")) as _),
+            (
+                "b",
+                Arc::new(BooleanArray::from(
+                    v(0).iter().map(|x| x.as_ref().map(|t| t.0 % 2 == 0)).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "i2",
+                Arc::new(Int16Array::from(
+                    v(1).iter().map(|x| x.as_ref().map(|t| t.0 as i16)).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "i4",
+                Arc::new(Int32Array::from(
+                    v(2).iter().map(|x| x.as_ref().map(|t| t.0 as i32)).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "i8",
+                Arc::new(Int64Array::from(v(3).iter().map(|x| x.as_ref().map(|t| t.0)).collect::<Vec<_>>()))
+                    as _,
+            ),
+            (
+                "f4",
+                Arc::new(Float32Array::from(
+                    v(4).iter().map(|x| x.as_ref().map(|t| t.1 as f32)).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "f8",
+                Arc::new(Float64Array::from(v(5).iter().map(|x| x.as_ref().map(|t| t.1)).collect::<Vec<_>>()))
+                    as _,
+            ),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(
+                    v(6).iter().map(|x| x.as_ref().map(|t| t.0.rem_euclid(1 << 52))).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "d",
+                Arc::new(Date32Array::from(
+                    v(7).iter().map(|x| x.as_ref().map(|t| (t.0 % 100_000) as i32)).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(
+                    v(8).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "ls",
+                Arc::new(LargeStringArray::from(
+                    v(9).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "bin",
+                Arc::new(BinaryArray::from(
+                    v(10).iter().map(|x| x.as_ref().map(|t| t.2.as_bytes())).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "lbin",
+                Arc::new(LargeBinaryArray::from(
+                    v(11).iter().map(|x| x.as_ref().map(|t| t.2.as_bytes())).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "h",
+                Arc::new(
+                    FixedSizeBinaryArray::try_from_sparse_iter_with_size(hashes.into_iter(), 32).unwrap(),
+                ) as _,
+            ),
+            (
+                "sv",
+                Arc::new(StringViewArray::from(
+                    v(13).iter().map(|x| x.as_ref().map(|t| t.2.clone())).collect::<Vec<_>>(),
+                )) as _,
+            ),
+            (
+                "tstz",
+                Arc::new(
+                    TimestampMicrosecondArray::from(
+                        v(14)
+                            .iter()
+                            .map(|x| x.as_ref().map(|t| -t.0.rem_euclid(1 << 52)))
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ) as _,
+            ),
         ])
         .unwrap()
     }
@@ -490,13 +578,21 @@ mod tests {
     fn the_fast_path_is_taken_only_for_scalar_columns() {
         let t = table();
         let b = batch(&[(1, 1.0, "x".into())], &[true]);
-        let conformer = crate::conform::Conformer::plan("t", &t, &b.schema(), NanosPolicy::Reject, NulPolicy::Reject)
-            .unwrap();
+        let conformer =
+            crate::conform::Conformer::plan("t", &t, &b.schema(), NanosPolicy::Reject, NulPolicy::Reject)
+                .unwrap();
         assert!(ColumnarEncoder::new(&conformer.pg_types(), conformer.target_schema()).is_some());
         let numeric = [col("n", PgType::Numeric { precision_scale: None })];
-        let nb = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
-        let c = crate::conform::Conformer::plan("t", &numeric, &nb.schema(), NanosPolicy::Reject, NulPolicy::Reject)
-            .unwrap();
+        let nb =
+            RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        let c = crate::conform::Conformer::plan(
+            "t",
+            &numeric,
+            &nb.schema(),
+            NanosPolicy::Reject,
+            NulPolicy::Reject,
+        )
+        .unwrap();
         assert!(ColumnarEncoder::new(&c.pg_types(), c.target_schema()).is_none());
     }
 

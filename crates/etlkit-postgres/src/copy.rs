@@ -152,7 +152,12 @@ impl CopyEncoder {
 
     /// Like [`CopyEncoder::new`], but always encoding with `pgpq` (for comparisons; the default
     /// encoder produces the same bytes, faster, for the scalar types it handles).
-    pub fn new_pgpq(table: &[TableColumn], input: &Schema, nanos: NanosPolicy, nul: NulPolicy) -> Result<Self> {
+    pub fn new_pgpq(
+        table: &[TableColumn],
+        input: &Schema,
+        nanos: NanosPolicy,
+        nul: NulPolicy,
+    ) -> Result<Self> {
         Self::build(table, input, nanos, nul, true)
     }
 

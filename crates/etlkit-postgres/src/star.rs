@@ -464,7 +464,8 @@ impl PgStarSink {
         let mut buf = self.buffers.lock().expect("star sink poisoned").pop().unwrap_or_default();
         buf.clear();
         buf.reserve(send + send / 4);
-        let result = self.copy_with(copy_in(conn, target, columns).await?, target, encoder, batch, &mut buf).await;
+        let result =
+            self.copy_with(copy_in(conn, target, columns).await?, target, encoder, batch, &mut buf).await;
         self.buffers.lock().expect("star sink poisoned").push(buf);
         result
     }
