@@ -93,7 +93,7 @@ pub const ROW_HASH: &str = "row_hash";
 const UNIQUE_HASH: &str = "yellow_taxi_trips_row_hash_key";
 /// `maintenance_work_mem` of the UNIQUE (row_hash) rebuild: enough to sort a few million 32-byte
 /// keys in memory instead of through temporary files.
-const REBUILD_MEMORY: &str = "512MB";
+const REBUILD_MEMORY: &str = "1GB";
 /// The pickup-date column the normalizer adds (key of `dim_date`; not stored in `yellow_taxi_trips`).
 const PICKUP_DATE: &str = "pickup_date";
 
@@ -526,15 +526,20 @@ async fn ensure_unique(conn: &mut sqlx::PgConnection) -> Result<bool, BoxError> 
     Ok(!exists)
 }
 
-/// Estimated rows of the input files, from their sizes (Parquet: ~30 bytes a row for TLC data,
-/// CSV: ~150).
+/// Rows of the input files: exact for Parquet (from the footers), estimated from the size for CSV
+/// (~150 bytes a TLC row).
 fn estimated_rows(files: &[PathBuf]) -> u64 {
     files
         .iter()
         .map(|f| {
-            let len = std::fs::metadata(f).map_or(0, |m| m.len());
             let csv = f.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-            len / if csv { 150 } else { 30 }
+            let parquet_rows = (!csv)
+                .then(|| {
+                    let config = ParquetSourceConfig { input: Input::File(f.clone()), ..Default::default() };
+                    ParquetSource::open(config).ok().and_then(|s| s.total_rows())
+                })
+                .flatten();
+            parquet_rows.unwrap_or_else(|| std::fs::metadata(f).map_or(0, |m| m.len()) / 150)
         })
         .sum()
 }
