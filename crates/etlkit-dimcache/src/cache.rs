@@ -208,46 +208,44 @@ impl DimensionCache {
             Members::Int(_) => int_keys(&keys[0]),
             Members::Rows(_) => None,
         };
-        if let Some(values) = int_values {
-            let mut missing: HashMap<i64, Vec<u32>> = HashMap::new();
-            {
-                let guard = self.members.read().expect("dimension cache poisoned");
-                let Members::Int(members) = &*guard else { unreachable!("the key kind never changes") };
-                lookup(&mut out, &mut |i| {
-                    let k = members.get(&values[i]).copied();
-                    if k.is_none() {
-                        missing.entry(values[i]).or_default().push(i as u32);
-                    }
-                    k
-                })?;
+        let rows = match int_values {
+            Some(_) => None,
+            None => Some(self.converter.convert_columns(&keys)?),
+        };
+        // Rows whose key is not cached, grouped by key (the read lock is released before creating).
+        let missing: Vec<(MemberKey<'_>, Vec<u32>)> = {
+            let guard = self.members.read().expect("dimension cache poisoned");
+            match (&*guard, &int_values, &rows) {
+                (Members::Int(members), Some(values), _) => {
+                    let mut missing: HashMap<i64, Vec<u32>> = HashMap::new();
+                    lookup(&mut out, &mut |i| {
+                        let k = members.get(&values[i]).copied();
+                        if k.is_none() {
+                            missing.entry(values[i]).or_default().push(i as u32);
+                        }
+                        k
+                    })?;
+                    missing.into_iter().map(|(v, r)| (MemberKey::Int(v), r)).collect()
+                }
+                (Members::Rows(members), None, Some(rows)) => {
+                    let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
+                    lookup(&mut out, &mut |i| {
+                        let row = rows.row(i);
+                        let k = members.get(row.as_ref()).copied();
+                        if k.is_none() {
+                            missing.entry(row.data()).or_default().push(i as u32);
+                        }
+                        k
+                    })?;
+                    missing.into_iter().map(|(b, r)| (MemberKey::Row(b), r)).collect()
+                }
+                _ => unreachable!("the key kind never changes"),
             }
-            self.hits.fetch_add(hits, Ordering::Relaxed);
-            self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
-            if !missing.is_empty() {
-                let missing = missing.into_iter().map(|(v, r)| (MemberKey::Int(v), r)).collect();
-                self.create_missing(&keys, attributes, missing, &mut out).await?;
-            }
-        } else {
-            let rows = self.converter.convert_columns(&keys)?;
-            let mut missing: HashMap<&[u8], Vec<u32>> = HashMap::new();
-            {
-                let guard = self.members.read().expect("dimension cache poisoned");
-                let Members::Rows(members) = &*guard else { unreachable!("the key kind never changes") };
-                lookup(&mut out, &mut |i| {
-                    let row = rows.row(i);
-                    let k = members.get(row.as_ref()).copied();
-                    if k.is_none() {
-                        missing.entry(row.data()).or_default().push(i as u32);
-                    }
-                    k
-                })?;
-            }
-            self.hits.fetch_add(hits, Ordering::Relaxed);
-            self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
-            if !missing.is_empty() {
-                let missing = missing.into_iter().map(|(b, r)| (MemberKey::Row(b), r)).collect();
-                self.create_missing(&keys, attributes, missing, &mut out).await?;
-            }
+        };
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.null_keys.fetch_add(null_keys, Ordering::Relaxed);
+        if !missing.is_empty() {
+            self.create_missing(&keys, attributes, missing, &mut out).await?;
         }
         Ok(Int64Array::from(out))
     }
