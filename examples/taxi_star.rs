@@ -49,7 +49,7 @@
 //!   `INSERT ... ON CONFLICT (row_hash) DO NOTHING`, constant client memory whatever the table size
 //!   (slower: the UNIQUE index is maintained row by row). `--dedup auto` (default): memory when the
 //!   seen-set (16-byte digest prefixes for table rows + estimated input rows, sized up front:
-//!   20–39 bytes each) fits `--dedup-memory-mb` (default 192, about 5–10 M trips), else database
+//!   20–39 bytes each) fits `--dedup-memory-mb` (default 192: up to ~7.3 M trips), else database
 //!   — so peak memory is bounded whatever the sizes.
 //!   The hash algorithm is recorded as a comment on `row_hash`; a run with another one is refused.
 //! - Bulk loads (`--rebuild-index`, default `auto`: memory mode, input estimated at ≥ 500 000 rows
@@ -202,7 +202,7 @@ pub struct JobConfig {
     /// De-duplication strategy. Default [`DedupMode::Auto`].
     pub dedup: DedupMode,
     /// Memory budget of the in-memory seen-set for [`DedupMode::Auto`], in MiB. Default 192
-    /// (5–10 M trips, see [`DedupConfig::seen_set_bytes`]).
+    /// (up to ~7.3 M trips: tables are powers of two, see [`DedupConfig::seen_set_bytes`]).
     pub dedup_memory_mb: u64,
     /// Memory mode only: drop the `row_hash` UNIQUE constraint for the load and rebuild it at the end
     /// (one sort instead of millions of random index insertions; concurrent bulk runs are serialized
