@@ -58,13 +58,14 @@ impl Default for DedupConfig {
 
 impl DedupConfig {
     /// Bytes the seen-set's tables take when sized for `rows` distinct rows up front (as
-    /// [`expected_rows`](Self::expected_rows) does): per shard, the next power of two of slots at
-    /// or above 8/7 of its share, each slot `key_bytes` + 1 control byte. Useful to decide whether
+    /// [`expected_rows`](Self::expected_rows) does): per shard, a power of two of slots with room
+    /// for its share at 7/8 load, each slot `key_bytes` + 1 control byte. Useful to decide whether
     /// an in-memory de-duplication fits a memory budget.
     pub fn seen_set_bytes(&self, rows: usize) -> usize {
+        // One shard's table, allocated as `Dedup::new` would, and measured (hashbrown's sizing
+        // policy is not restated here).
         let per_shard = rows.div_ceil(self.shards.max(1));
-        let slots = if per_shard < 8 { 16 } else { (per_shard * 8 / 7).next_power_of_two() };
-        slots * (self.key_bytes + 1) * self.shards
+        Seen::new(self.key_bytes, per_shard).allocated_bytes() * self.shards
     }
 
     /// Checks the configuration.

@@ -100,6 +100,9 @@ impl Kind {
 pub(crate) struct ColumnarEncoder {
     kinds: Vec<Kind>,
     names: Vec<String>,
+    /// Bytes of a row without NULLs in variable-width columns' payloads: the field count, every
+    /// length word and every fixed-width value.
+    fixed_row_bytes: usize,
 }
 
 impl ColumnarEncoder {
@@ -114,7 +117,9 @@ impl ColumnarEncoder {
             .zip(schema.fields())
             .map(|(p, f)| Kind::of(p, f.data_type()))
             .collect::<Option<Vec<_>>>()?;
-        Some(ColumnarEncoder { kinds, names: schema.fields().iter().map(|f| f.name().clone()).collect() })
+        let fixed_row_bytes = 2 + kinds.iter().map(|k| 4 + k.width().unwrap_or(0)).sum::<usize>();
+        let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        Some(ColumnarEncoder { kinds, names, fixed_row_bytes })
     }
 
     /// Appends the tuples of `batch` to `buf`. `first_row` (1-based) numbers rows in errors.
@@ -153,9 +158,8 @@ impl ColumnarEncoder {
         buf: &mut BytesMut,
         cursor: &mut Vec<usize>,
     ) -> std::result::Result<(), (usize, usize)> {
-        let all_valid: usize = 2 + self.kinds.iter().map(|k| 4 + k.width().unwrap_or(0)).sum::<usize>();
         cursor.clear();
-        cursor.resize(rows.len(), all_valid);
+        cursor.resize(rows.len(), self.fixed_row_bytes);
         for ((kind, col), nulls) in self.kinds.iter().zip(batch.columns()).zip(nulls) {
             match kind.width() {
                 Some(w) => {
