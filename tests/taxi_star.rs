@@ -199,9 +199,11 @@ async fn concurrent_jobs_on_the_same_input_store_each_trip_once() {
     taxi::write_parquet(&input, std::slice::from_ref(&trips)).unwrap();
     let url = fresh_url().await;
     // Two "processes" (own pools, own caches, own in-memory seen-sets) loading the same file at once:
-    // COPYs that meet rows the other job committed are redone by the merge path.
+    // COPYs that meet rows the other job committed are redone by the merge path. One of them also
+    // counts both tables before and after (`--verify-counts`), which must hold with another writer.
     let cfg = JobConfig { batch_size: 500, ..job(&input) };
-    let (a, b) = tokio::join!(run_job(&cfg, &url), run_job(&cfg, &url));
+    let verified = JobConfig { verify_counts: true, ..cfg.clone() };
+    let (a, b) = tokio::join!(run_job(&cfg, &url), run_job(&verified, &url));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_adds_up(&a);
     assert_adds_up(&b);
@@ -269,19 +271,39 @@ async fn bulk_runs_rebuild_the_unique_constraint_and_still_deduplicate() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(stored, distinct_hashes(&trips, Algorithm::Blake3), "--hash blake3 honoured");
-    // A crashed bulk run leaves the table without the constraint: the next run rebuilds it first.
-    sqlx::raw_sql("ALTER TABLE yellow_taxi_trips DROP CONSTRAINT yellow_taxi_trips_row_hash_key")
-        .execute(&p)
-        .await
-        .unwrap();
+    let options = "SELECT coalesce(string_agg(relname || ':' || array_to_string(reloptions, ','), ' ' ORDER BY relname), '') \
+                   FROM pg_class WHERE relname IN ('yellow_taxi_trips', 'fact_trip') AND reloptions IS NOT NULL";
+    let text = |sql: &'static str| {
+        let p = p.clone();
+        async move { sqlx::query_scalar::<_, String>(sql).fetch_one(&p).await.unwrap() }
+    };
+    let comment = "SELECT col_description('yellow_taxi_trips'::regclass, 20)";
+    assert_eq!(text(options).await, "", "autovacuum resumed after the bulk load");
+    assert_eq!(text(comment).await, "etlkit-row-v1 blake3");
+    // A bulk run that crashes after starting leaves the constraint dropped and autovacuum paused;
+    // the next run (even a non-bulk one) restores both before loading.
+    let mut conn = p.acquire().await.unwrap();
+    taxi_star::begin_bulk(&mut conn).await.unwrap();
+    drop(conn);
+    assert_eq!(scalar(&p, constraint).await, 0);
+    assert_eq!(
+        text(options).await,
+        "fact_trip:autovacuum_enabled=off yellow_taxi_trips:autovacuum_enabled=off"
+    );
+    assert!(text(comment).await.starts_with("etlkit-row-v1 blake3; bulk load running"));
     let again =
         run_job(&JobConfig { rebuild_index: Some(false), hash: Algorithm::Blake3, ..job(&input) }, &url)
             .await
             .unwrap();
     assert_eq!((again.trips_inserted, again.duplicates_skipped), (0, 2500));
     assert_eq!(scalar(&p, constraint).await, 1);
+    assert_eq!(text(options).await, "");
+    assert_eq!(text(comment).await, "etlkit-row-v1 blake3");
+    // An autovacuum setting of the table's owner is neither overridden nor reset by a bulk run.
+    sqlx::raw_sql("ALTER TABLE fact_trip SET (autovacuum_enabled = on)").execute(&p).await.unwrap();
     let third = run_job(&bulk, &url).await.unwrap();
     assert_eq!(third.trips_inserted, 0);
+    assert_eq!(text(options).await, "fact_trip:autovacuum_enabled=on");
     assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2400);
     assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2400);
 }
