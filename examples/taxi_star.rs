@@ -5,7 +5,7 @@
 //! cargo run --release --example taxi_star -- --input FILE_OR_DIR [--database-url URL]
 //!     [--batch-size N] [--workers N] [--hash sha256|blake3] [--zones taxi_zone_lookup.csv]
 //!     [--on-error reject|fail] [--dedup auto|memory|database] [--dedup-memory-mb N]
-//!     [--rebuild-index auto|always|never] [--verify-counts] [--report]
+//!     [--dedup-passes N] [--rebuild-index auto|always|never] [--verify-counts] [--report]
 //! ```
 //!
 //! `--report` then prints, on stderr, trips and average fare by payment type and pickup borough
@@ -49,10 +49,14 @@
 //!   batch that still hits the UNIQUE constraint — another process loaded it meanwhile — is redone
 //!   by the merge path). `--dedup database`: every batch is staged and merged with
 //!   `INSERT ... ON CONFLICT (row_hash) DO NOTHING`, constant client memory whatever the table size
-//!   (slower: the UNIQUE index is maintained row by row). `--dedup auto` (default): memory when the
-//!   seen-set (16-byte digest prefixes for table rows + estimated input rows, sized up front:
-//!   20–39 bytes each) fits `--dedup-memory-mb` (default 192: up to ~7.3 M trips), else database
-//!   — so peak memory is bounded whatever the sizes.
+//!   (slower: the UNIQUE index is maintained row by row). Memory mode runs the input in one or more
+//!   passes (`--dedup-passes`): pass `p` of `k` handles only the trips whose digest falls in the
+//!   `p`-th of `k` ranges of digest space, with a seen-set of that range alone (seeded with the
+//!   table's hashes in that range), so `k` passes need ~1/`k` of the memory and read and hash the
+//!   input `k` times. `--dedup auto` (default): memory mode in the fewest passes (up to 16) whose
+//!   seen-set (16-byte digest prefixes for table rows + input rows, sized up front: 20–39 bytes
+//!   each) fits `--dedup-memory-mb` (default 192: one pass up to ~7.3 M trips), else database — so
+//!   peak memory is bounded whatever the sizes.
 //!   The hash algorithm is recorded as a comment on `row_hash`; a run with another one is refused.
 //! - Bulk loads (`--rebuild-index`, default `auto`: memory mode, input estimated at ≥ 500 000 rows
 //!   and ≥ a quarter of the table): the `row_hash` UNIQUE constraint is dropped for the load and
@@ -77,7 +81,9 @@ use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use etlkit_core::{Context, Pipeline, PipelineConfig, Rejected, Source, Transform};
 use etlkit_dimcache::{DimensionCache, DimensionSpec, FactRole, StarSchema};
-use etlkit_hash::{Algorithm, Dedup, DedupConfig, HashFormat, RowHashConfig, RowHashTransform};
+use etlkit_hash::{
+    Algorithm, Dedup, DedupConfig, DigestPartition, HashFormat, RowHashConfig, RowHashTransform,
+};
 use etlkit_postgres::sqlx;
 use etlkit_postgres::{
     DatabaseUrl, PgDimensionConfig, PgDimensionStore, PgSource, PgSourceConfig, PgStarConfig, PgStarSink,
@@ -99,6 +105,9 @@ const UNIQUE_HASH: &str = "yellow_taxi_trips_row_hash_key";
 /// `maintenance_work_mem` of the UNIQUE (row_hash) rebuild: enough to sort a few million 32-byte
 /// keys in memory instead of through temporary files.
 const REBUILD_MEMORY: &str = "1GB";
+/// Most passes `--dedup auto` plans for an in-memory de-duplication before it de-duplicates in the
+/// database instead: each pass reads and hashes the whole input again.
+pub const MAX_DEDUP_PASSES: u32 = 16;
 /// The pickup-date column the normalizer adds (key of `dim_date`; not stored in `yellow_taxi_trips`).
 const PICKUP_DATE: &str = "pickup_date";
 
@@ -178,11 +187,13 @@ fn squash(name: &str) -> String {
 /// How rows are de-duplicated against what is already loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DedupMode {
-    /// `Memory` when the seen-set (table rows + estimated input rows, 20–39 bytes each) fits
+    /// `Memory` in the fewest passes (at most [`MAX_DEDUP_PASSES`]) whose seen-set (table rows +
+    /// estimated input rows, 20–39 bytes each, split over the passes) fits
     /// [`JobConfig::dedup_memory_mb`], else `Database`: client memory stays bounded whatever the
     /// table and input sizes.
     Auto,
-    /// In-memory seen-set seeded from `yellow_taxi_trips`, then binary COPY.
+    /// In-memory seen-set seeded from `yellow_taxi_trips`, then binary COPY; one pass unless
+    /// [`JobConfig::dedup_passes`] says otherwise.
     Memory,
     /// Staged merge with `ON CONFLICT DO NOTHING` (constant client memory).
     Database,
@@ -207,13 +218,19 @@ pub struct JobConfig {
     /// De-duplication strategy. Default [`DedupMode::Auto`].
     pub dedup: DedupMode,
     /// Memory budget of the in-memory seen-set for [`DedupMode::Auto`], in MiB. Default 192
-    /// (up to ~7.3 M trips: tables are powers of two, see [`DedupConfig::seen_set_bytes`]).
+    /// (up to ~7.3 M trips in one pass: tables are powers of two, see
+    /// [`DedupConfig::seen_set_bytes`]; more rows take more passes).
     pub dedup_memory_mb: u64,
     /// Memory mode only: drop the `row_hash` UNIQUE constraint for the load and rebuild it at the end
     /// (one sort instead of millions of random index insertions; concurrent bulk runs are serialized
     /// by an advisory lock). `None` (default): when the input is estimated at 500 000 rows or more and
     /// at least a quarter of the table.
     pub rebuild_index: Option<bool>,
+    /// Memory mode: run the input this many times, once per partition of the digest space, each
+    /// time with a seen-set of only that partition's rows (table rows seeded + input rows). `None`
+    /// (default): the fewest passes (at most [`MAX_DEDUP_PASSES`]) whose seen-set fits
+    /// `dedup_memory_mb` — one for up to ~7.3 M table + input rows.
+    pub dedup_passes: Option<u32>,
     /// Also count both tables before and after the load (two full scans at the end) and check they
     /// gained the same number of rows. Default `false`: the check uses the row counts the server
     /// returns for each committed `COPY`/`INSERT`, which cost nothing and are exact for this run
@@ -234,6 +251,7 @@ impl Default for JobConfig {
             dedup_memory_mb: 192,
             rebuild_index: None,
             verify_counts: false,
+            dedup_passes: None,
         }
     }
 }
@@ -255,6 +273,9 @@ pub struct JobReport {
     pub elapsed_s: f64,
     /// Load transactions committed (one per non-empty batch after de-duplication).
     pub transactions: u64,
+    /// Passes over the input of the in-memory de-duplication (one per digest partition); 0 when
+    /// de-duplicating in the database.
+    pub dedup_passes: u32,
     /// Batches that went through the merge path (`--dedup database`, or a COPY that met rows
     /// loaded concurrently by another process).
     pub merged_batches: u64,
@@ -693,10 +714,17 @@ async fn counts(pool: &sqlx::PgPool) -> Result<(u64, u64), BoxError> {
 
 /// Seeds `dedup` with every `row_hash` already in `yellow_taxi_trips` (streamed by binary COPY).
 async fn seed_dedup(pool: &sqlx::PgPool, dedup: &Dedup) -> Result<u64, BoxError> {
+    // A partitioned seen-set only needs its range of digests (`Dedup::seed` ignores the others).
+    let hex = |b: [u8; 4]| format!("'\\x{}'::bytea", etlkit_hash::to_hex(&b));
+    let range = match dedup.config().partition.map(|p| p.prefix_range()) {
+        None => String::new(),
+        Some((lo, None)) => format!(" WHERE {ROW_HASH} >= {}", hex(lo)),
+        Some((lo, Some(hi))) => format!(" WHERE {ROW_HASH} >= {} AND {ROW_HASH} < {}", hex(lo), hex(hi)),
+    };
     let source = PgSource::new(
         pool.clone(),
         PgSourceConfig {
-            query: SourceQuery::Query(format!("SELECT {ROW_HASH} FROM {TRIPS}")),
+            query: SourceQuery::Query(format!("SELECT {ROW_HASH} FROM {TRIPS}{range}")),
             batch_size: 65_536,
         },
     )
@@ -820,28 +848,36 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
     let trips_before = count_rows(&pool, TRIPS).await?;
     let fact_before = if cfg.verify_counts { count_rows(&pool, FACT).await? } else { 0 };
     let estimate = estimated_rows(&files);
-    let dedup_config = DedupConfig {
-        hash_column: Some(ROW_HASH.into()),
-        expected_rows: (trips_before + estimate) as usize,
-        ..Default::default()
+    let rows = trips_before + estimate;
+    let fits = |passes: u32| {
+        let config = pass_config(rows, 0, passes);
+        config.seen_set_bytes(config.expected_rows) as u64 <= cfg.dedup_memory_mb << 20
     };
-    let mode = match cfg.dedup {
-        DedupMode::Auto => {
-            let need = dedup_config.seen_set_bytes(dedup_config.expected_rows) as u64;
-            if need <= cfg.dedup_memory_mb << 20 { DedupMode::Memory } else { DedupMode::Database }
-        }
-        m => m,
+    // Memory mode: how many passes over the input (one per digest partition).
+    let passes = match (cfg.dedup, cfg.dedup_passes) {
+        (DedupMode::Database, _) => None,
+        (_, Some(k)) => Some(k.max(1)),
+        (DedupMode::Memory, None) => Some(1),
+        (DedupMode::Auto, None) => (1..=MAX_DEDUP_PASSES).find(|&k| fits(k)),
     };
-    let dedup = match mode {
-        DedupMode::Database => {
+    let mode = if passes.is_some() { DedupMode::Memory } else { DedupMode::Database };
+    let dedup = match passes {
+        None => {
             eprintln!("taxi_star: de-duplication in the database (merge with ON CONFLICT DO NOTHING)");
             None
         }
-        _ => {
-            let d = Arc::new(Dedup::new(dedup_config)?);
+        Some(k) => {
+            let d = Arc::new(Dedup::new(pass_config(rows, 0, k))?);
             let seeded = seed_dedup(&pool, &d).await?;
-            eprintln!("taxi_star: de-duplication in memory, seeded with {seeded} row hashes from {TRIPS}");
-            Some(d)
+            eprintln!(
+                "taxi_star: de-duplication in memory{}, seeded with {seeded} row hashes from {TRIPS}",
+                if k > 1 {
+                    format!(" in {k} passes (one per digest partition); pass 1")
+                } else {
+                    String::new()
+                }
+            );
+            Some((d, k))
         }
     };
     let bulk = mode == DedupMode::Memory
@@ -859,7 +895,10 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
         );
         lock_conn = Some(conn);
     }
-    let loaded = load_files(cfg, &files, &pool, &roles, dedup.as_ref()).await;
+    let loaded = match dedup {
+        None => load_files(cfg, &files, &pool, &roles, None, false).await,
+        Some((first, k)) => load_passes(cfg, &files, &pool, &roles, rows, k, first).await,
+    };
     let finishing = Instant::now();
     // The final checks read both tables while the bulk run's UNIQUE index is being built (a reader
     // does not block the build, and the build leaves a core idle part of the time).
@@ -890,6 +929,7 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
     };
     let mut report = loaded?;
     rebuilt?;
+    report.dedup_passes = passes.unwrap_or(0);
     eprintln!(
         "taxi_star: set-up and load {:.2?}, then index and checks {:.2?}",
         finishing.duration_since(started),
@@ -925,13 +965,88 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
     Ok(report)
 }
 
-/// Loads every file through its own pipeline run; sums the counts.
+/// The seen-set configuration of pass `pass` of `passes` for `rows` table + input rows: the digest
+/// partition (when there are several passes) and its expected share of the rows, with 4 standard
+/// deviations to spare.
+fn pass_config(rows: u64, pass: u32, passes: u32) -> DedupConfig {
+    let share = rows.div_ceil(u64::from(passes));
+    let spare = if passes > 1 { 4 * (share as f64).sqrt() as u64 } else { 0 };
+    DedupConfig {
+        hash_column: Some(ROW_HASH.into()),
+        expected_rows: (share + spare) as usize,
+        partition: (passes > 1).then_some(DigestPartition { index: pass, count: passes }),
+        ..Default::default()
+    }
+}
+
+/// Memory mode: loads the input once per digest partition, each pass with a seen-set of that
+/// partition only (`first`, already seeded, is pass 0's), and adds up the passes. Rows outside a
+/// pass's partition are left to another pass; rows read and rejected are counted by the first pass
+/// (later passes reject the same rows again without reporting them twice).
+async fn load_passes(
+    cfg: &JobConfig,
+    files: &[PathBuf],
+    pool: &sqlx::PgPool,
+    roles: &[FactRole],
+    rows: u64,
+    passes: u32,
+    first: Arc<Dedup>,
+) -> Result<JobReport, BoxError> {
+    let mut total = JobReport::default();
+    let mut first = Some(first);
+    for pass in 0..passes {
+        let dedup = match first.take() {
+            Some(d) => d,
+            None => {
+                let d = Arc::new(Dedup::new(pass_config(rows, pass, passes))?);
+                let seeded = seed_dedup(pool, &d).await?;
+                eprintln!("taxi_star: pass {} of {passes}, seeded with {seeded} row hashes", pass + 1);
+                d
+            }
+        };
+        let r = load_files(cfg, files, pool, roles, Some(&dedup), pass > 0).await?;
+        drop(dedup); // before the next pass's seen-set is allocated
+        if pass == 0 {
+            (total.rows_read, total.rejected) = (r.rows_read, r.rejected);
+        } else if (r.rows_read, r.rejected) != (total.rows_read, total.rejected) {
+            return Err(format!(
+                "the input changed between passes: pass 1 read {} rows ({} rejected), pass {} read {} ({})",
+                total.rows_read,
+                total.rejected,
+                pass + 1,
+                r.rows_read,
+                r.rejected
+            )
+            .into());
+        }
+        total.trips_inserted += r.trips_inserted;
+        total.fact_rows += r.fact_rows;
+        total.duplicates_skipped += r.duplicates_skipped;
+        total.transactions += r.transactions;
+        total.merged_batches += r.merged_batches;
+    }
+    Ok(total)
+}
+
+/// Rejected rows of a pass after the first: counted by the pipeline, not reported again.
+struct ReportedByFirstPass;
+
+impl etlkit_core::RejectSink for ReportedByFirstPass {
+    fn reject(&self, _row: Rejected) -> etlkit_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Loads every file through its own pipeline run; sums the counts. Rows a partitioned `dedup`
+/// leaves to another pass are the only rows the pipeline may filter. `quiet_rejects`: rejected rows
+/// are counted but not reported (a later pass of [`load_passes`]).
 async fn load_files(
     cfg: &JobConfig,
     files: &[PathBuf],
     pool: &sqlx::PgPool,
     roles: &[FactRole],
     dedup: Option<&Arc<Dedup>>,
+    quiet_rejects: bool,
 ) -> Result<JobReport, BoxError> {
     let mut trip_columns: Vec<String> = trip_schema().fields().iter().map(|f| f.name().clone()).collect();
     trip_columns.push(ROW_HASH.into());
@@ -975,7 +1090,12 @@ async fn load_files(
         if let Some(d) = dedup {
             pipeline = pipeline.transform_arc(d.clone());
         }
+        if quiet_rejects {
+            pipeline = pipeline.rejects(Arc::new(ReportedByFirstPass));
+        }
+        let outside_before = dedup.map_or(0, |d| d.outside_partition());
         let stats = pipeline.run().await?;
+        let outside = dedup.map_or(0, |d| d.outside_partition()) - outside_before;
         let inserted = stats.counter("rows_inserted");
         tracing_line(&origin, &stats);
         report.rows_read += stats.rows_read;
@@ -985,8 +1105,12 @@ async fn load_files(
         report.rejected += stats.rows_rejected;
         report.transactions += stats.counter("transactions");
         report.merged_batches += stats.counter("merged_batches");
-        if stats.rows_filtered != 0 {
-            return Err(format!("{origin}: {} rows filtered without a reason", stats.rows_filtered).into());
+        if stats.rows_filtered != outside {
+            return Err(format!(
+                "{origin}: {} rows filtered, {outside} of them left to another de-duplication pass",
+                stats.rows_filtered
+            )
+            .into());
         }
     }
     Ok(report)
@@ -1011,8 +1135,8 @@ fn tracing_line(origin: &str, stats: &etlkit_core::LoadStats) {
 
 const USAGE: &str = "usage: taxi_star --input FILE_OR_DIR [--database-url URL] [--batch-size N] [--workers N] \
                      [--hash sha256|blake3] [--zones taxi_zone_lookup.csv] [--on-error reject|fail] \
-                     [--dedup auto|memory|database] [--dedup-memory-mb N] [--rebuild-index auto|always|never] \
-                     [--verify-counts] [--report]";
+                     [--dedup auto|memory|database] [--dedup-memory-mb N] [--dedup-passes N] \
+                     [--rebuild-index auto|always|never] [--verify-counts] [--report]";
 
 fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
     let mut cfg = JobConfig::default();
@@ -1049,6 +1173,7 @@ fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
             "--dedup-memory-mb" => cfg.dedup_memory_mb = value()?.parse()?,
             "--report" => {} // handled in main
             "--verify-counts" => cfg.verify_counts = true,
+            "--dedup-passes" => cfg.dedup_passes = Some(value()?.parse()?),
             "--dedup" => {
                 cfg.dedup = match value()?.as_str() {
                     "auto" => DedupMode::Auto,

@@ -121,6 +121,44 @@ async fn both_namings_duplicate_files_and_reruns_store_each_trip_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_passes_store_each_trip_once_and_count_rejects_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(2000, 11, 0.03); // 60 planted duplicates
+    let expected = distinct_hashes(&trips, Algorithm::Sha256);
+    taxi::write_parquet(dir.path().join("a.parquet"), std::slice::from_ref(&trips)).unwrap();
+    taxi::write_csv(dir.path().join("b_legacy.csv"), &[legacy(&trips)]).unwrap();
+    // One row that does not parse: rejected once, not once per pass.
+    let csv = std::fs::read_to_string(dir.path().join("b_legacy.csv")).unwrap();
+    let mut lines: Vec<&str> = csv.lines().collect();
+    lines.push("0,2,not a time,2024-01-01 10:00:00,1,1.0,1,N,1,2,1,1.0,0,0,0,0,0,1.0,0,0");
+    std::fs::write(dir.path().join("c_bad.csv"), format!("{}\n{}\n", lines[0], lines.last().unwrap()))
+        .unwrap();
+    let url = fresh_url().await;
+    let cfg = |passes| JobConfig { dedup: DedupMode::Memory, dedup_passes: Some(passes), ..job(dir.path()) };
+
+    let first = run_job(&cfg(3), &url).await.unwrap();
+    assert_adds_up(&first);
+    assert_eq!(first.dedup_passes, 3);
+    assert_eq!((first.rows_read, first.trips_inserted, first.rejected), (4001, 1940, 1), "{first:?}");
+    let p = pool(&url).await;
+    let stored: HashSet<Vec<u8>> = sqlx::query("SELECT row_hash FROM yellow_taxi_trips")
+        .fetch_all(&p)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, expected);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 1940);
+    // A re-run in another number of passes: each pass seeds its own range of the stored hashes.
+    let again = run_job(&cfg(4), &url).await.unwrap();
+    assert_adds_up(&again);
+    assert_eq!((again.rows_read, again.trips_inserted, again.duplicates_skipped), (4001, 0, 4000));
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 1940);
+    assert_eq!(run_job(&job(dir.path()), &url).await.unwrap().dedup_passes, 1, "auto: one pass fits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_keys_role_playing_locations_unknown_members_and_zones() {
     let dir = tempfile::tempdir().unwrap();
     let trips = taxi::yellow_trips(2000, 11, 0.0);

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, BooleanArray, RecordBatch};
@@ -41,6 +42,70 @@ pub struct DedupConfig {
     /// so it does not grow by doubling and rehashing while rows stream in. 0 (default): grow as
     /// needed.
     pub expected_rows: usize,
+    /// Restrict this de-duplicator to one [`DigestPartition`] of the digest space: rows whose
+    /// digest falls outside it are dropped without being counted as duplicates (the pipeline counts
+    /// them as filtered; see [`Dedup::outside_partition`]) and [`Dedup::seed`] ignores such digests.
+    /// Running the same input once per partition de-duplicates exactly, with a seen-set of about
+    /// 1/`count` of the rows each time. Default: `None` (every row).
+    pub partition: Option<DigestPartition>,
+}
+
+/// Partition `index` of `count` equal, contiguous ranges of the digest space, by the digest's first
+/// four bytes read big-endian (so each range is also a contiguous `bytea` range in PostgreSQL). Row
+/// digests are uniform, so each partition gets about 1/`count` of the distinct rows.
+///
+/// ```
+/// use etlkit_hash::DigestPartition;
+///
+/// let parts: Vec<_> = (0..3).map(|index| DigestPartition { index, count: 3 }).collect();
+/// for digest in [[0u8; 32], [0x55; 32], [0xab; 32], [0xff; 32]] {
+///     assert_eq!(parts.iter().filter(|p| p.contains(&digest)).count(), 1);
+/// }
+/// assert!(parts[0].contains(&[0u8; 32]) && parts[2].contains(&[0xff; 32]));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestPartition {
+    /// Which partition, `0..count`.
+    pub index: u32,
+    /// How many partitions, at least 1.
+    pub count: u32,
+}
+
+impl DigestPartition {
+    /// The partition (`0..count`) of `digest` (at least 4 bytes).
+    #[inline]
+    pub fn index_of(count: u32, digest: &[u8]) -> u32 {
+        let prefix = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        ((u64::from(prefix) * u64::from(count)) >> 32) as u32
+    }
+
+    /// The partition as a range of 4-byte digest prefixes: `(lower, upper)`, lower inclusive, upper
+    /// exclusive (`None` for the last partition). Because comparison is bytewise, a digest is in the
+    /// partition exactly when `lower <= digest` and `digest < upper` compared as byte strings —
+    /// e.g. `row_hash >= $1 AND row_hash < $2` on a `bytea` column.
+    ///
+    /// ```
+    /// use etlkit_hash::DigestPartition;
+    ///
+    /// let p = DigestPartition { index: 1, count: 4 };
+    /// assert_eq!(p.prefix_range(), ([0x40, 0, 0, 0], Some([0x80, 0, 0, 0])));
+    /// let (lo, hi) = p.prefix_range();
+    /// for d in [[0x3f; 32], [0x40; 32], [0x7f; 32], [0x80; 32]] {
+    ///     assert_eq!(p.contains(&d), d[..] >= lo[..] && d[..] < hi.unwrap()[..]);
+    /// }
+    /// ```
+    pub fn prefix_range(&self) -> ([u8; 4], Option<[u8; 4]>) {
+        // The smallest prefix x with floor(x * count / 2^32) >= i is ceil(i * 2^32 / count).
+        let lower = |i: u32| ((u64::from(i) << 32).div_ceil(u64::from(self.count.max(1)))) as u32;
+        let hi = (self.index + 1 < self.count).then(|| lower(self.index + 1).to_be_bytes());
+        (lower(self.index).to_be_bytes(), hi)
+    }
+
+    /// Whether `digest` (at least 4 bytes) falls in this partition.
+    #[inline]
+    pub fn contains(&self, digest: &[u8]) -> bool {
+        Self::index_of(self.count, digest) == self.index
+    }
 }
 
 impl Default for DedupConfig {
@@ -52,6 +117,7 @@ impl Default for DedupConfig {
             shards: 64,
             key_bytes: 16,
             expected_rows: 0,
+            partition: None,
         }
     }
 }
@@ -80,6 +146,14 @@ impl DedupConfig {
             return Err(HashError::InvalidConfig {
                 field: "key_bytes",
                 reason: format!("must be 16 or 32, got {}", self.key_bytes),
+            });
+        }
+        if let Some(p) = self.partition
+            && (p.count == 0 || p.index >= p.count)
+        {
+            return Err(HashError::InvalidConfig {
+                field: "partition",
+                reason: format!("index {} of {} partitions: need 0 <= index < count", p.index, p.count),
             });
         }
         if self.hash_column.as_deref() == Some("") {
@@ -200,6 +274,7 @@ pub struct Dedup {
     config: DedupConfig,
     hasher: RowHasher,
     shards: Box<[Shard]>,
+    outside: AtomicU64,
 }
 
 impl std::fmt::Debug for Dedup {
@@ -216,7 +291,7 @@ impl Dedup {
         // Room for the expected rows at hashbrown's 7/8 maximum load, spread evenly over the shards.
         let per_shard = config.expected_rows.div_ceil(config.shards);
         let shards = (0..config.shards).map(|_| Mutex::new(Seen::new(config.key_bytes, per_shard))).collect();
-        Ok(Dedup { config, hasher, shards })
+        Ok(Dedup { config, hasher, shards, outside: AtomicU64::new(0) })
     }
 
     /// The configuration.
@@ -230,10 +305,14 @@ impl Dedup {
     }
 
     /// Marks digests as already seen (e.g. the `row_hash` column of rows loaded by an earlier run), so
-    /// rows with these digests are dropped as duplicates. Returns how many were new to the set.
+    /// rows with these digests are dropped as duplicates. Digests outside
+    /// [`DedupConfig::partition`] are ignored. Returns how many were new to the set.
     pub fn seed<I: IntoIterator<Item = [u8; DIGEST_LEN]>>(&self, digests: I) -> usize {
         let mut added = 0;
         for d in digests {
+            if self.config.partition.is_some_and(|p| !p.contains(&d)) {
+                continue;
+            }
             let shard = &self.shards[self.shard_of(&d)];
             added += usize::from(shard.lock().expect("dedup shard poisoned").insert(&d));
         }
@@ -253,13 +332,26 @@ impl Dedup {
         self.shards.iter().map(|s| s.lock().expect("dedup shard poisoned").len()).sum()
     }
 
+    /// Rows dropped so far because their digest is outside [`DedupConfig::partition`] (not
+    /// duplicates: another partition's run loads them).
+    pub fn outside_partition(&self) -> u64 {
+        self.outside.load(Ordering::Relaxed)
+    }
+
     /// Bytes currently allocated by the seen-set's tables (slots × (key bytes + 1)), for monitoring.
     pub fn allocated_bytes(&self) -> usize {
         self.shards.iter().map(|s| s.lock().expect("dedup shard poisoned").allocated_bytes()).sum()
     }
 
-    /// The keep-mask of `batch`: `true` for rows seen for the first time (which are added to the set).
+    /// The keep-mask of `batch`: `true` for rows seen for the first time (which are added to the
+    /// set); `false` for duplicates and for rows outside [`DedupConfig::partition`].
     pub fn first_seen(&self, batch: &RecordBatch) -> Result<Vec<bool>, HashError> {
+        self.classify(batch).map(|(keep, _)| keep)
+    }
+
+    /// The keep-mask and the number of rows outside the partition (also added to
+    /// [`outside_partition`](Self::outside_partition)).
+    fn classify(&self, batch: &RecordBatch) -> Result<(Vec<bool>, u64), HashError> {
         let n = batch.num_rows();
         let owned;
         let digests: &[u8] = match &self.config.hash_column {
@@ -293,6 +385,7 @@ impl Dedup {
             next[s as usize] += 1;
         }
         let mut keep = vec![false; n];
+        let mut outside = 0u64;
         for s in 0..shards {
             let rows = &order[counts[s] as usize..counts[s + 1] as usize];
             if rows.is_empty() {
@@ -301,21 +394,28 @@ impl Dedup {
             let mut set = self.shards[s].lock().expect("dedup shard poisoned");
             for &row in rows {
                 let r = row as usize;
-                keep[r] = set.insert(&digests[r * DIGEST_LEN..(r + 1) * DIGEST_LEN]);
+                let digest = &digests[r * DIGEST_LEN..(r + 1) * DIGEST_LEN];
+                if self.config.partition.is_some_and(|p| !p.contains(digest)) {
+                    outside += 1;
+                    continue;
+                }
+                keep[r] = set.insert(digest);
             }
         }
-        Ok(keep)
+        self.outside.fetch_add(outside, Ordering::Relaxed);
+        Ok((keep, outside))
     }
 
-    /// Drops the rows of `batch` already seen; returns the kept rows and the number dropped.
+    /// Drops the rows of `batch` already seen (and those outside [`DedupConfig::partition`]);
+    /// returns the kept rows and the number of duplicates dropped.
     pub fn dedup_batch(&self, batch: &RecordBatch) -> Result<(RecordBatch, u64), HashError> {
-        let keep = self.first_seen(batch)?;
+        let (keep, outside) = self.classify(batch)?;
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         if dropped == 0 {
             return Ok((batch.clone(), 0));
         }
         let mask = BooleanArray::from(keep);
-        Ok((arrow_select::filter::filter_record_batch(batch, &mask)?, dropped))
+        Ok((arrow_select::filter::filter_record_batch(batch, &mask)?, dropped - outside))
     }
 }
 

@@ -13,7 +13,9 @@
 //! - [`RowHashTransform`]: a pipeline [`Transform`](etlkit_core::Transform) appending a `row_hash`
 //!   column (binary or lowercase hex).
 //! - [`Dedup`]: a stateful transform dropping rows already seen in the run, counted as
-//!   de-duplicated; its seen-set can be seeded with digests from an earlier load.
+//!   de-duplicated; its seen-set can be seeded with digests from an earlier load. With a
+//!   [`DigestPartition`] it handles one of `k` ranges of digest space, so `k` passes over the same
+//!   input de-duplicate exactly with ~1/`k` of the memory each.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -35,7 +37,7 @@ mod encoding;
 mod error;
 mod row_hash;
 
-pub use dedup::{DEDUP_BYTES_PER_ROW, Dedup, DedupConfig};
+pub use dedup::{DEDUP_BYTES_PER_ROW, Dedup, DedupConfig, DigestPartition};
 pub use digest::{Algorithm, DIGEST_LEN, RowHasher, to_hex};
 pub use error::HashError;
 pub use row_hash::{HashFormat, RowHashConfig, RowHashTransform};

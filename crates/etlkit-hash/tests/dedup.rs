@@ -185,3 +185,101 @@ fn expected_rows_allocates_up_front_and_the_set_does_not_grow_within_it() {
     grown.apply(batch(0..90_000), &ctx).unwrap();
     assert!(grown.allocated_bytes() > 0);
 }
+
+#[test]
+fn partitioned_runs_together_keep_exactly_what_one_run_keeps() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // 3020 rows, 1910 distinct, repeats within and across batches; 0..100 "already loaded" (seeded).
+    let batches =
+        vec![batch(0..1000), batch((500..1500).chain(0..10)), batch((900..1900).rev().chain(1990..2000))];
+    let seeded: Vec<[u8; 32]> = {
+        let hasher = RowHasher::new(Algorithm::Sha256, Vec::<String>::new());
+        let h = hasher.hash_batch(&batch(0..100)).unwrap();
+        h.value_data().chunks_exact(32).map(|d| d.try_into().unwrap()).collect()
+    };
+    let run = |partition| {
+        let dedup = Arc::new(
+            Dedup::new(DedupConfig { hash_column: Some("row_hash".into()), partition, ..Default::default() })
+                .unwrap(),
+        );
+        let newly_seeded = dedup.seed(seeded.iter().copied());
+        let source = MemorySource::new(batches[0].schema(), batches.clone()).unwrap();
+        let sink = Arc::new(MemorySink::new());
+        let stats = rt
+            .block_on(
+                Pipeline::new(source, sink.clone())
+                    .transform(RowHashTransform::new(RowHashConfig::default()).unwrap())
+                    .transform_arc(dedup.clone())
+                    .config(PipelineConfig {
+                        batch_size: 256,
+                        transform_concurrency: 2,
+                        ..Default::default()
+                    })
+                    .run(),
+            )
+            .unwrap();
+        let mut kept: Vec<i64> = sink.committed().iter().flat_map(keys).collect();
+        kept.sort_unstable();
+        assert_eq!(stats.rows_read, 3020);
+        assert_eq!(
+            stats.rows_filtered,
+            dedup.outside_partition(),
+            "outside rows are filtered, not duplicates"
+        );
+        (kept, stats.rows_deduplicated, dedup.outside_partition(), newly_seeded)
+    };
+    let (all, all_dups, all_outside, all_seeded) = run(None);
+    assert!(all == (100..1900).chain(1990..2000).collect::<Vec<_>>(), "{} rows kept", all.len());
+    assert_eq!((all_dups, all_outside, all_seeded), (3020 - 1810, 0, 100));
+    let count = 3;
+    let parts: Vec<_> =
+        (0..count).map(|index| run(Some(etlkit_hash::DigestPartition { index, count }))).collect();
+    let mut union: Vec<i64> = parts.iter().flat_map(|p| p.0.clone()).collect();
+    union.sort_unstable();
+    assert!(
+        union == all,
+        "each distinct row is kept by exactly one partition: {} vs {}",
+        union.len(),
+        all.len()
+    );
+    assert_eq!(parts.iter().map(|p| p.1).sum::<u64>(), all_dups);
+    assert_eq!(parts.iter().map(|p| p.2).sum::<u64>(), 2 * 3020, "every row is outside two of three");
+    assert_eq!(parts.iter().map(|p| p.3).sum::<usize>(), 100, "each seeded digest lands in one partition");
+    assert!(parts.iter().all(|p| !p.0.is_empty() && p.0.len() < all.len()));
+    assert!(
+        Dedup::new(DedupConfig {
+            partition: Some(etlkit_hash::DigestPartition { index: 3, count: 3 }),
+            ..Default::default()
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn partition_prefix_ranges_tile_the_digest_space() {
+    use etlkit_hash::DigestPartition;
+    for count in [1u32, 2, 3, 7, 16, 255] {
+        let parts: Vec<_> = (0..count).map(|index| DigestPartition { index, count }).collect();
+        assert_eq!(parts[0].prefix_range().0, [0; 4]);
+        assert_eq!(parts[count as usize - 1].prefix_range().1, None);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].prefix_range().1, Some(w[1].prefix_range().0), "contiguous, {count} partitions");
+        }
+        // Digests on and around every boundary agree with `contains`.
+        for p in &parts {
+            let (lo, hi) = p.prefix_range();
+            let lo_n = u32::from_be_bytes(lo);
+            for prefix in [lo_n.saturating_sub(1), lo_n, lo_n.saturating_add(1)] {
+                let mut d = [0xa5u8; 32];
+                d[..4].copy_from_slice(&prefix.to_be_bytes());
+                let in_range = d[..] >= lo[..] && hi.is_none_or(|h| d[..] < h[..]);
+                assert_eq!(
+                    p.contains(&d),
+                    in_range,
+                    "{count} partitions, index {}, prefix {prefix:#x}",
+                    p.index
+                );
+            }
+        }
+    }
+}
