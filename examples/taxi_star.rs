@@ -504,12 +504,7 @@ async fn create_tables(pool: &sqlx::PgPool, hash: Algorithm) -> Result<(), BoxEr
     )))
     .execute(&mut *tx)
     .await?;
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT col_description(to_regclass($1), attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2")
-            .bind(TRIPS)
-            .bind(ROW_HASH)
-            .fetch_one(&mut *tx)
-            .await?;
+    let existing = row_hash_comment(&mut tx).await?;
     // The comment may carry a running bulk load's mark (see `begin_bulk`).
     match existing.as_deref().map(|c| c.split_once(BULK_MARK).map_or(c, |(hash, _)| hash)) {
         Some(c) if c != comment => {
@@ -532,6 +527,19 @@ async fn create_tables(pool: &sqlx::PgPool, hash: Algorithm) -> Result<(), BoxEr
     Ok(())
 }
 
+/// The comment on `yellow_taxi_trips.row_hash`: the hash algorithm (`etlkit-row-v1 sha256`), plus
+/// [`BULK_MARK`] while a bulk load runs.
+async fn row_hash_comment(conn: &mut sqlx::PgConnection) -> Result<Option<String>, BoxError> {
+    Ok(sqlx::query_scalar(
+        "SELECT col_description(to_regclass($1), attnum) FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attname = $2",
+    )
+    .bind(TRIPS)
+    .bind(ROW_HASH)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Marks the `row_hash` column comment while a bulk load runs (followed by the tables whose
 /// autovacuum it paused), so that a run finding the constraint missing knows what to undo.
 const BULK_MARK: &str = "; bulk load running, autovacuum paused on: ";
@@ -543,14 +551,7 @@ const BULK_MARK: &str = "; bulk load running, autovacuum paused on: ";
 /// of the build's time and the CPU it had spent, for nothing). [`ensure_unique`] undoes both.
 pub async fn begin_bulk(conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let comment: String = sqlx::query_scalar(
-        "SELECT col_description(to_regclass($1), attnum) FROM pg_attribute \
-         WHERE attrelid = to_regclass($1) AND attname = $2",
-    )
-    .bind(TRIPS)
-    .bind(ROW_HASH)
-    .fetch_one(&mut *tx)
-    .await?;
+    let comment = row_hash_comment(&mut tx).await?.unwrap_or_default();
     let pause: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class WHERE oid IN (to_regclass($1), to_regclass($2)) \
          AND NOT EXISTS (SELECT 1 FROM unnest(reloptions) o WHERE o LIKE 'autovacuum_enabled=%') \
@@ -577,19 +578,17 @@ pub async fn begin_bulk(conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
 /// that crashed after [`begin_bulk`]) and resumes the autovacuum the bulk load paused. Returns
 /// whether it had to.
 async fn ensure_unique(conn: &mut sqlx::PgConnection) -> Result<bool, BoxError> {
-    let (exists, comment): (bool, Option<String>) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2), \
-         (SELECT col_description(to_regclass($1), attnum) FROM pg_attribute \
-          WHERE attrelid = to_regclass($1) AND attname = $3)",
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
     )
     .bind(TRIPS)
     .bind(UNIQUE_HASH)
-    .bind(ROW_HASH)
     .fetch_one(&mut *conn)
     .await?;
     if exists {
         return Ok(false);
     }
+    let comment = row_hash_comment(conn).await?;
     eprintln!("taxi_star: (re)building the UNIQUE ({ROW_HASH}) constraint of {TRIPS}");
     // One implicit transaction: the index is built under a SHARE lock (readers, such as the final
     // row counts, go on meanwhile), then becomes the constraint. A leftover index of a run that
