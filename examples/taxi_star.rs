@@ -63,9 +63,9 @@
 //!   rebuilt at the end — one sort instead of millions of random B-tree insertions (measured 4 s
 //!   against 23 s for 3.6 M rows) — and autovacuum is paused on both tables meanwhile (unless their
 //!   owner set `autovacuum_enabled`), so that it does not scan pages still being written only to be
-//!   cancelled by the index build. Bulk runs hold an advisory lock, so they never overlap; a run that
-//!   finds the constraint missing (a crashed bulk run) rebuilds it and resumes autovacuum before
-//!   loading.
+//!   cancelled by the index build. Bulk runs hold an advisory load lock exclusively and other runs
+//!   hold it shared, so a bulk run never overlaps another run; a run that finds the constraint
+//!   missing (a crashed bulk run) rebuilds it and resumes autovacuum before loading.
 //! - Without `--database-url` and `DATABASE_URL`, a throwaway PostgreSQL is started from
 //!   `etlkit-testkit` (and said so on stderr).
 
@@ -222,8 +222,8 @@ pub struct JobConfig {
     /// [`DedupConfig::seen_set_bytes`]; more rows take more passes).
     pub dedup_memory_mb: u64,
     /// Memory mode only: drop the `row_hash` UNIQUE constraint for the load and rebuild it at the end
-    /// (one sort instead of millions of random index insertions; concurrent bulk runs are serialized
-    /// by an advisory lock). `None` (default): when the input is estimated at 500 000 rows or more and
+    /// (one sort instead of millions of random index insertions; a bulk run waits for the other
+    /// runs and they wait for it, by an advisory lock). `None` (default): when the input is estimated at 500 000 rows or more and
     /// at least a quarter of the table.
     pub rebuild_index: Option<bool>,
     /// Memory mode: run the input this many times, once per partition of the digest space, each
@@ -522,7 +522,6 @@ async fn create_tables(pool: &sqlx::PgPool, hash: Algorithm) -> Result<(), BoxEr
             .await?;
         }
     }
-    ensure_unique(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -576,23 +575,27 @@ pub async fn begin_bulk(conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
 
 /// Re-creates the `row_hash` UNIQUE constraint when it is missing (the end of a bulk load, or one
 /// that crashed after [`begin_bulk`]) and resumes the autovacuum the bulk load paused. Returns
-/// whether it had to.
+/// whether it had to. The caller holds the load lock (so no bulk load is running unless it is the
+/// caller's own); runs that hold it shared take turns here under the DDL lock.
 async fn ensure_unique(conn: &mut sqlx::PgConnection) -> Result<bool, BoxError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('etlkit-taxi-star-ddl'))").execute(&mut *tx).await?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
     )
     .bind(TRIPS)
     .bind(UNIQUE_HASH)
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut *tx)
     .await?;
     if exists {
+        tx.commit().await?;
         return Ok(false);
     }
-    let comment = row_hash_comment(conn).await?;
+    let comment = row_hash_comment(&mut tx).await?;
     eprintln!("taxi_star: (re)building the UNIQUE ({ROW_HASH}) constraint of {TRIPS}");
-    // One implicit transaction: the index is built under a SHARE lock (readers, such as the final
-    // row counts, go on meanwhile), then becomes the constraint. A leftover index of a run that
-    // crashed between the two is dropped first.
+    // The index is built under a SHARE lock (readers, such as the final row counts, go on
+    // meanwhile), then becomes the constraint. A leftover index of a run that crashed between the
+    // two is dropped first.
     let mut sql = format!(
         "SET LOCAL maintenance_work_mem = '{REBUILD_MEMORY}'; \
          DROP INDEX IF EXISTS {UNIQUE_HASH}; \
@@ -605,7 +608,8 @@ async fn ensure_unique(conn: &mut sqlx::PgConnection) -> Result<bool, BoxError> 
         }
         sql.push_str(&format!("COMMENT ON COLUMN {TRIPS}.{ROW_HASH} IS '{hash}'"));
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(true)
 }
 
@@ -860,6 +864,20 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
         (DedupMode::Auto, None) => (1..=MAX_DEDUP_PASSES).find(|&k| fits(k)),
     };
     let mode = if passes.is_some() { DedupMode::Memory } else { DedupMode::Database };
+    let bulk = mode == DedupMode::Memory
+        && cfg.rebuild_index.unwrap_or(estimate >= 500_000 && estimate >= trips_before / 4);
+    // The load lock, held for the whole run on a connection of its own (closed at the end, which
+    // releases it whatever happens): exclusive for a bulk run, which drops the constraint, shared
+    // for the others (they may load side by side: a COPY meeting rows another run committed is
+    // redone by the merge path, which needs the constraint). Taken before seeding, so that the
+    // seen-set includes every row of the bulk runs before this one.
+    let mut lock_conn = pool.acquire().await?.detach();
+    let lock = if bulk { "pg_advisory_lock" } else { "pg_advisory_lock_shared" };
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {lock}(hashtext('etlkit-taxi-star-bulk'))")))
+        .execute(&mut lock_conn)
+        .await?;
+    // A bulk run that crashed left the constraint dropped: rebuild it before loading.
+    ensure_unique(&mut lock_conn).await?;
     let dedup = match passes {
         None => {
             eprintln!("taxi_star: de-duplication in the database (merge with ON CONFLICT DO NOTHING)");
@@ -879,21 +897,17 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
             Some((d, k))
         }
     };
-    let bulk = mode == DedupMode::Memory
-        && cfg.rebuild_index.unwrap_or(estimate >= 500_000 && estimate >= trips_before / 4);
-    // Bulk: hold the load lock for the whole run (on a connection of its own, closed at the end, which
-    // releases the lock whatever happens), then drop the constraint.
-    let mut lock_conn = None;
-    if bulk {
-        let mut conn = pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock(hashtext('etlkit-taxi-star-bulk'))").execute(&mut conn).await?;
-        ensure_unique(&mut conn).await?;
-        begin_bulk(&mut conn).await?;
+    // (the bulk run's connection, which rebuilds the constraint at the end; or the shared lock's,
+    // kept until the run returns)
+    let (bulk_conn, _shared_lock) = if bulk {
+        begin_bulk(&mut lock_conn).await?;
         eprintln!(
             "taxi_star: bulk load: UNIQUE ({ROW_HASH}) dropped and autovacuum paused, both restored at the end"
         );
-        lock_conn = Some(conn);
-    }
+        (Some(lock_conn), None)
+    } else {
+        (None, Some(lock_conn))
+    };
     let loaded = match dedup {
         None => load_files(cfg, &files, &pool, &roles, None, false).await,
         Some((first, k)) => load_passes(cfg, &files, &pool, &roles, rows, k, first).await,
@@ -905,7 +919,7 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
         describe_members(&pool).await?;
         if cfg.verify_counts { counts(&pool).await.map(Some) } else { Ok(None) }
     };
-    let (counted, rebuilt) = match lock_conn {
+    let (counted, rebuilt) = match bulk_conn {
         Some(mut conn) => {
             let rebuild = async {
                 let ensured = ensure_unique(&mut conn).await;
