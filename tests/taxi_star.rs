@@ -159,6 +159,29 @@ async fn partitioned_passes_store_each_trip_once_and_count_rejects_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_decides_the_number_of_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = taxi::yellow_trips(40_000, 17, 0.01);
+    let distinct = distinct_hashes(&trips, Algorithm::Sha256).len() as u64;
+    let input = dir.path().join("trips.parquet");
+    taxi::write_parquet(&input, std::slice::from_ref(&trips)).unwrap();
+    let url = fresh_url().await;
+    // 1 MiB holds the seen-set of ~30 000 rows: 40 000 input rows take two passes, and the re-run
+    // (40 000 table rows + 40 000 input rows) three.
+    let small = JobConfig { dedup_memory_mb: 1, batch_size: 4096, ..job(&input) };
+    let first = run_job(&small, &url).await.unwrap();
+    assert_adds_up(&first);
+    assert_eq!((first.dedup_passes, first.trips_inserted), (2, distinct), "{first:?}");
+    let again = run_job(&small, &url).await.unwrap();
+    assert_eq!((again.dedup_passes, again.trips_inserted, again.duplicates_skipped), (3, 0, 40_000));
+    let roomy = run_job(&JobConfig { batch_size: 4096, ..job(&input) }, &url).await.unwrap();
+    assert_eq!((roomy.dedup_passes, roomy.trips_inserted), (1, 0));
+    let p = pool(&url).await;
+    assert_eq!(scalar(&p, "SELECT count(DISTINCT row_hash) FROM yellow_taxi_trips").await as u64, distinct);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await as u64, distinct);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_keys_role_playing_locations_unknown_members_and_zones() {
     let dir = tempfile::tempdir().unwrap();
     let trips = taxi::yellow_trips(2000, 11, 0.0);
