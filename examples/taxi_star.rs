@@ -59,10 +59,11 @@
 //!   peak memory is bounded whatever the sizes.
 //!   The hash algorithm is recorded as a comment on `row_hash`; a run with another one is refused.
 //! - Bulk loads (`--rebuild-index`, default `auto`: memory mode, input estimated at ≥ 500 000 rows
-//!   and ≥ a quarter of the table): the `row_hash` UNIQUE constraint is dropped for the load and
-//!   rebuilt at the end — one sort instead of millions of random B-tree insertions (measured 4 s
-//!   against 23 s for 3.6 M rows) — and autovacuum is paused on both tables meanwhile (unless their
-//!   owner set `autovacuum_enabled`), so that it does not scan pages still being written only to be
+//!   and ≥ a quarter of the table): the `row_hash` UNIQUE constraint is dropped when the first new
+//!   trips are about to be written (a run that finds nothing new keeps it) and rebuilt at the end
+//!   — one sort instead of millions of random B-tree insertions (measured 4 s against 23 s for
+//!   3.6 M rows) — and autovacuum is paused on both tables meanwhile (unless their owner set
+//!   `autovacuum_enabled`), so that it does not scan pages still being written only to be
 //!   cancelled by the index build. Bulk runs hold an advisory load lock exclusively and other runs
 //!   hold it shared, so a bulk run never overlaps another run; a run that finds the constraint
 //!   missing (a crashed bulk run) rebuilds it and resumes autovacuum before loading.
@@ -897,20 +898,14 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
             Some((d, k))
         }
     };
-    // (the bulk run's connection, which rebuilds the constraint at the end; or the shared lock's,
-    // kept until the run returns)
-    let (bulk_conn, _shared_lock) = if bulk {
-        begin_bulk(&mut lock_conn).await?;
-        eprintln!(
-            "taxi_star: bulk load: UNIQUE ({ROW_HASH}) dropped and autovacuum paused, both restored at the end"
-        );
-        (Some(lock_conn), None)
-    } else {
-        (None, Some(lock_conn))
-    };
+    // A bulk run drops the constraint when its first new trips are about to be written (a run that
+    // finds nothing new leaves the index alone); the others keep the shared lock until they return.
+    let (gate, _shared_lock) =
+        if bulk { (Some(Arc::new(BulkGate::new(lock_conn))), None) } else { (None, Some(lock_conn)) };
+    let load = Load { cfg, files: &files, pool: &pool, roles: &roles, gate: gate.as_ref() };
     let loaded = match dedup {
-        None => load_files(cfg, &files, &pool, &roles, None, false).await,
-        Some((first, k)) => load_passes(cfg, &files, &pool, &roles, rows, k, first).await,
+        None => load_files(&load, None, false).await,
+        Some((first, k)) => load_passes(&load, rows, k, first).await,
     };
     let finishing = Instant::now();
     // The final checks read both tables while the bulk run's UNIQUE index is being built (a reader
@@ -919,16 +914,22 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
         describe_members(&pool).await?;
         if cfg.verify_counts { counts(&pool).await.map(Some) } else { Ok(None) }
     };
-    let (counted, rebuilt) = match bulk_conn {
-        Some(mut conn) => {
+    let (counted, rebuilt) = match gate {
+        Some(gate) => {
             let rebuild = async {
-                let ensured = ensure_unique(&mut conn).await;
+                let mut conn = gate.conn.lock().await;
+                let ensured = if gate.opened.initialized() {
+                    ensure_unique(&mut conn).await.map(|_| {
+                        eprintln!("taxi_star: UNIQUE ({ROW_HASH}) rebuilt in {:.2?}", finishing.elapsed())
+                    })
+                } else {
+                    eprintln!("taxi_star: bulk load found no new trips: UNIQUE ({ROW_HASH}) kept");
+                    Ok(())
+                };
                 let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('etlkit-taxi-star-bulk'))")
-                    .execute(&mut conn)
+                    .execute(&mut *conn)
                     .await;
-                ensured.map(|_| {
-                    eprintln!("taxi_star: UNIQUE ({ROW_HASH}) rebuilt in {:.2?}", finishing.elapsed())
-                })
+                ensured
             };
             // Only once the load is over (a failed load still rebuilds the constraint).
             if loaded.is_ok() {
@@ -978,6 +979,62 @@ pub async fn run_job(cfg: &JobConfig, url: &str) -> Result<JobReport, BoxError> 
     Ok(report)
 }
 
+/// A bulk run's start, deferred to the first batch of new trips: then (once) [`begin_bulk`] drops
+/// the constraint and pauses autovacuum. Holds the connection with the exclusive load lock.
+struct BulkGate {
+    conn: tokio::sync::Mutex<sqlx::PgConnection>,
+    opened: tokio::sync::OnceCell<()>,
+}
+
+impl BulkGate {
+    fn new(conn: sqlx::PgConnection) -> Self {
+        BulkGate { conn: tokio::sync::Mutex::new(conn), opened: tokio::sync::OnceCell::new() }
+    }
+
+    async fn open(&self) -> etlkit_core::Result<()> {
+        self.opened
+            .get_or_try_init(|| async {
+                begin_bulk(&mut *self.conn.lock().await).await.map_err(|e| {
+                    etlkit_core::Error::stage(etlkit_core::Stage::Sink, "bulk-start", false, e)
+                })?;
+                eprintln!(
+                    "taxi_star: bulk load: UNIQUE ({ROW_HASH}) dropped and autovacuum paused, both restored at the end"
+                );
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The star sink behind a [`BulkGate`]: every write waits until the bulk load has started.
+struct Gated {
+    inner: Arc<PgStarSink>,
+    gate: Arc<BulkGate>,
+}
+
+#[async_trait::async_trait]
+impl etlkit_core::Sink for Gated {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
+        self.inner.start(schema).await
+    }
+    async fn write(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<u64> {
+        if batch.num_rows() > 0 {
+            self.gate.open().await?;
+        }
+        self.inner.write(batch, ctx).await
+    }
+    async fn finish(&self) -> etlkit_core::Result<etlkit_core::LoadStats> {
+        self.inner.finish().await
+    }
+    async fn abort(&self) {
+        self.inner.abort().await
+    }
+}
+
 /// The seen-set configuration of pass `pass` of `passes` for `rows` table + input rows: the digest
 /// partition (when there are several passes) and its expected share of the rows, with 4 standard
 /// deviations to spare.
@@ -992,15 +1049,23 @@ fn pass_config(rows: u64, pass: u32, passes: u32) -> DedupConfig {
     }
 }
 
+/// What a run loads, and where.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    cfg: &'a JobConfig,
+    files: &'a [PathBuf],
+    pool: &'a sqlx::PgPool,
+    roles: &'a [FactRole],
+    /// A bulk run's deferred start.
+    gate: Option<&'a Arc<BulkGate>>,
+}
+
 /// Memory mode: loads the input once per digest partition, each pass with a seen-set of that
 /// partition only (`first`, already seeded, is pass 0's), and adds up the passes. Rows outside a
 /// pass's partition are left to another pass; rows read and rejected are counted by the first pass
 /// (later passes reject the same rows again without reporting them twice).
 async fn load_passes(
-    cfg: &JobConfig,
-    files: &[PathBuf],
-    pool: &sqlx::PgPool,
-    roles: &[FactRole],
+    load: &Load<'_>,
     rows: u64,
     passes: u32,
     first: Arc<Dedup>,
@@ -1012,12 +1077,12 @@ async fn load_passes(
             Some(d) => d,
             None => {
                 let d = Arc::new(Dedup::new(pass_config(rows, pass, passes))?);
-                let seeded = seed_dedup(pool, &d).await?;
+                let seeded = seed_dedup(load.pool, &d).await?;
                 eprintln!("taxi_star: pass {} of {passes}, seeded with {seeded} row hashes", pass + 1);
                 d
             }
         };
-        let r = load_files(cfg, files, pool, roles, Some(&dedup), pass > 0).await?;
+        let r = load_files(load, Some(&dedup), pass > 0).await?;
         drop(dedup); // before the next pass's seen-set is allocated
         if pass == 0 {
             (total.rows_read, total.rejected) = (r.rows_read, r.rejected);
@@ -1054,13 +1119,11 @@ impl etlkit_core::RejectSink for ReportedByFirstPass {
 /// leaves to another pass are the only rows the pipeline may filter. `quiet_rejects`: rejected rows
 /// are counted but not reported (a later pass of [`load_passes`]).
 async fn load_files(
-    cfg: &JobConfig,
-    files: &[PathBuf],
-    pool: &sqlx::PgPool,
-    roles: &[FactRole],
+    load: &Load<'_>,
     dedup: Option<&Arc<Dedup>>,
     quiet_rejects: bool,
 ) -> Result<JobReport, BoxError> {
+    let Load { cfg, files, pool, roles, gate } = *load;
     let mut trip_columns: Vec<String> = trip_schema().fields().iter().map(|f| f.name().clone()).collect();
     trip_columns.push(ROW_HASH.into());
     let mut report = JobReport::default();
@@ -1090,7 +1153,11 @@ async fn load_files(
                 ..Default::default()
             },
         )?);
-        let mut pipeline = Pipeline::from_boxed(source, sink.clone())
+        let sink: Arc<dyn etlkit_core::Sink> = match gate {
+            Some(g) => Arc::new(Gated { inner: sink, gate: g.clone() }),
+            None => sink,
+        };
+        let mut pipeline = Pipeline::from_boxed(source, sink)
             .config(PipelineConfig {
                 batch_size: cfg.batch_size,
                 workers: cfg.workers,

@@ -386,9 +386,21 @@ async fn bulk_runs_rebuild_the_unique_constraint_and_still_deduplicate() {
     assert_eq!(text(comment).await, "etlkit-row-v1 blake3");
     // An autovacuum setting of the table's owner is neither overridden nor reset by a bulk run.
     sqlx::raw_sql("ALTER TABLE fact_trip SET (autovacuum_enabled = on)").execute(&p).await.unwrap();
+    let index = "SELECT conindid::bigint FROM pg_constraint WHERE conname = 'yellow_taxi_trips_row_hash_key'";
+    let index_before = scalar(&p, index).await;
     let third = run_job(&bulk, &url).await.unwrap();
     assert_eq!(third.trips_inserted, 0);
+    assert_eq!(scalar(&p, index).await, index_before, "a bulk run with nothing new keeps the index");
+    let more = dir.path().join("more.parquet");
+    taxi::write_parquet(&more, &[taxi::yellow_trips(300, 6, 0.0)]).unwrap();
+    let fourth =
+        run_job(&JobConfig { rebuild_index: Some(true), hash: Algorithm::Blake3, ..job(&more) }, &url)
+            .await
+            .unwrap();
+    assert_eq!(fourth.trips_inserted, 300);
+    assert_ne!(scalar(&p, index).await, index_before, "a bulk run with new trips rebuilds the index");
+    assert_eq!(scalar(&p, constraint).await, 1);
     assert_eq!(text(options).await, "fact_trip:autovacuum_enabled=on");
-    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2400);
-    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2400);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips").await, 2700);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_trip").await, 2700);
 }
