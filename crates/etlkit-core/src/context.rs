@@ -20,8 +20,19 @@ pub struct Rejected {
     pub value: Option<String>,
     /// Why the row was rejected.
     pub reason: String,
-    /// The raw input text of the row, when the stage has it.
-    pub raw: Option<String>,
+    /// The original input bytes of the row (exactly as read, not re-encoded), when the stage has them.
+    /// [`Rejected::raw_text`] renders them for people.
+    pub raw: Option<Vec<u8>>,
+}
+
+impl Rejected {
+    /// The raw bytes as text for people: lossy UTF-8 with the line terminator stripped.
+    pub fn raw_text(&self) -> Option<String> {
+        let raw = self.raw.as_deref()?;
+        let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        Some(String::from_utf8_lossy(trimmed).into_owned())
+    }
 }
 
 impl fmt::Display for Rejected {

@@ -47,7 +47,10 @@ pub enum Error {
         reason: String,
     },
     /// A stage (source, transform or sink) failed; `source` is the stage's own error.
-    #[error("{stage} `{name}` failed")]
+    ///
+    /// `Display` names the stage and ends with the innermost cause of the chain (the part a person can
+    /// act on); [`Error::report`] prints every link.
+    #[error("{stage} `{name}` failed: {}", innermost(source.as_ref()))]
     Stage {
         /// Which kind of stage.
         stage: Stage,
@@ -61,8 +64,18 @@ pub enum Error {
         source: BoxError,
     },
     /// An Arrow compute or construction error inside the runtime.
-    #[error("arrow error")]
+    #[error("arrow error: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// A transform returned a batch whose schema differs from the one it declared in
+    /// [`Transform::output_schema`](crate::Transform::output_schema) (names, types, nullability or
+    /// order). A bug in that transform; never retryable. Nothing is committed.
+    #[error("transform `{transform}` broke its declared output schema: {difference}")]
+    TransformSchema {
+        /// The transform's name.
+        transform: String,
+        /// The first differing column, e.g. ``column 0: declared `a` Utf8, found `b` Utf8``.
+        difference: String,
+    },
     /// A batch did not have the schema the stage expected.
     #[error("schema mismatch in {stage}: expected {expected}, found {found}")]
     SchemaMismatch {
@@ -117,6 +130,22 @@ impl Error {
         matches!(self, Error::Stage { retryable: true, .. })
     }
 
+    /// The whole cause chain for people: ``sink `pg` failed: copy failed: row 3 column `qty` ...``.
+    /// Links whose text the previous link already contains are skipped.
+    ///
+    /// ```
+    /// let e = etlkit_core::Error::stage(
+    ///     etlkit_core::Stage::Sink,
+    ///     "pg",
+    ///     false,
+    ///     std::io::Error::other("connection refused"),
+    /// );
+    /// assert_eq!(e.report().to_string(), "sink `pg` failed: connection refused");
+    /// ```
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+
     /// Finds the first error of type `E` in the `source()` chain (including `self`'s direct source).
     pub fn find_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
@@ -127,5 +156,53 @@ impl Error {
             cur = e.source();
         }
         None
+    }
+}
+
+/// The innermost error of a `source()` chain starting at `e` (`e` itself when it has no source).
+fn innermost<'a>(e: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur
+}
+
+/// Prints an error with every link of its `source()` chain, joined by `: ` (see [`Error::report`]).
+/// Works for any error, e.g. `Report::of(&my_error)`.
+pub struct Report<'a>(&'a (dyn std::error::Error + 'static));
+
+impl<'a> Report<'a> {
+    /// A report of any error's chain.
+    pub fn of(e: &'a (dyn std::error::Error + 'static)) -> Self {
+        Report(e)
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A stage error's own Display already ends with the innermost cause; print its head only
+        // and let the chain follow in order.
+        let mut printed = match self.0.downcast_ref::<Error>() {
+            Some(Error::Stage { stage, name, .. }) => format!("{stage} `{name}` failed"),
+            _ => self.0.to_string(),
+        };
+        f.write_str(&printed)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !printed.contains(&text) {
+                write!(f, ": {text}")?;
+                printed.push_str(&text);
+            }
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }

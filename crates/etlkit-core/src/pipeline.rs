@@ -169,8 +169,10 @@ impl Pipeline {
         let Pipeline { source, transforms, sink, config, progress, rejects } = self;
 
         let mut schema = source.schema();
+        let mut declared = Vec::with_capacity(transforms.len());
         for t in &transforms {
             schema = t.output_schema(&schema)?;
+            declared.push(schema.clone());
         }
         let total_rows = source.total_rows();
         let source_name = source.name();
@@ -206,6 +208,7 @@ impl Pipeline {
             };
             let stage = TransformStage {
                 transforms: Arc::new(transforms),
+                declared: Arc::new(declared),
                 pool,
                 ctx: tr_ctx.clone(),
                 counters: counters.clone(),
@@ -245,19 +248,14 @@ impl Pipeline {
             sink.abort().await;
             return Err(e);
         }
-        let sink_stats = match sink.finish().await {
-            Ok(s) => s,
-            Err(e) => {
-                sink.abort().await;
-                return Err(e);
-            }
-        };
 
+        // Rows are accounted for BEFORE anything is committed: a sink that lost rows is rolled back.
         let c = &counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let delivered = load(&c.sink_in);
         let written = load(&c.written);
         if written + sink_ctx.rejected() != delivered {
+            sink.abort().await;
             return Err(Error::RowAccounting {
                 read: delivered,
                 written,
@@ -266,6 +264,8 @@ impl Pipeline {
                 filtered: 0,
             });
         }
+        // Exactly one of finish / abort: a failed finish has rolled back by itself (Sink contract).
+        let sink_stats = sink.finish().await?;
         let dropped_by_transforms = load(&c.transform_in).saturating_sub(load(&c.transform_out));
         let mut stats = LoadStats {
             rows_read: load(&c.source_rows) + src_ctx.rejected(),
@@ -400,6 +400,8 @@ async fn emit(tx: &Tx, seq: &mut Seq, batch: RecordBatch, counters: &RunCounters
 
 struct TransformStage {
     transforms: Arc<Vec<Arc<dyn Transform>>>,
+    /// `declared[i]`: the output schema transform `i` declared for this run's input.
+    declared: Arc<Vec<SchemaRef>>,
     pool: Arc<rayon::ThreadPool>,
     ctx: Context,
     counters: Arc<RunCounters>,
@@ -416,7 +418,7 @@ impl TransformStage {
                 while let Ok((seq, batches)) = rx.recv().await {
                     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                     this.counters.transform_in.fetch_add(rows, Ordering::Relaxed);
-                    let out = this.on_pool(move |t, ctx| chain(t, 0, batches, ctx)).await?;
+                    let out = this.on_pool(move |t, d, ctx| chain(t, d, 0, batches, ctx)).await?;
                     let out_rows: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
                     this.counters.transform_out.fetch_add(out_rows, Ordering::Relaxed);
                     if tx.send((seq, out)).await.is_err() {
@@ -430,11 +432,15 @@ impl TransformStage {
         supervise(&mut loops).await?;
         // Every batch is through: flush stateful transforms in chain order.
         let tail = this
-            .on_pool(|t, ctx| {
+            .on_pool(|t, d, ctx| {
                 let mut out = Vec::new();
                 for i in 0..t.len() {
-                    let flushed = t[i].finish(ctx)?;
-                    out.extend(chain(t, i + 1, flushed, ctx)?);
+                    let flushed = t[i]
+                        .finish(ctx)?
+                        .into_iter()
+                        .map(|b| declared_schema(t[i].as_ref(), &d[i], b))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.extend(chain(t, d, i + 1, flushed, ctx)?);
                 }
                 Ok(out)
             })
@@ -450,12 +456,12 @@ impl TransformStage {
     /// Runs `f` on the dedicated pool and waits for it without blocking the async executor.
     async fn on_pool<F>(&self, f: F) -> Result<Vec<RecordBatch>>
     where
-        F: FnOnce(&[Arc<dyn Transform>], &Context) -> Result<Vec<RecordBatch>> + Send + 'static,
+        F: FnOnce(&[Arc<dyn Transform>], &[SchemaRef], &Context) -> Result<Vec<RecordBatch>> + Send + 'static,
     {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (transforms, ctx) = (self.transforms.clone(), self.ctx.clone());
+        let (transforms, declared, ctx) = (self.transforms.clone(), self.declared.clone(), self.ctx.clone());
         self.pool.spawn(move || {
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&transforms, &ctx)));
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&transforms, &declared, &ctx)));
             let _ = done_tx.send(r);
         });
         match done_rx.await {
@@ -471,21 +477,69 @@ impl TransformStage {
     }
 }
 
-/// Applies `transforms[from..]` to `batches`, dropping empty batches.
+/// Applies `transforms[from..]` to `batches`, checking each output against the transform's declared
+/// schema and dropping empty batches.
 fn chain(
     transforms: &[Arc<dyn Transform>],
+    declared: &[SchemaRef],
     from: usize,
     mut batches: Vec<RecordBatch>,
     ctx: &Context,
 ) -> Result<Vec<RecordBatch>> {
-    for t in &transforms[from..] {
+    for (t, schema) in transforms[from..].iter().zip(&declared[from..]) {
         let mut next = Vec::with_capacity(batches.len());
         for b in batches {
-            next.extend(t.apply(b, ctx)?.into_iter().filter(|b| b.num_rows() > 0));
+            for out in t.apply(b, ctx)? {
+                let out = declared_schema(t.as_ref(), schema, out)?;
+                if out.num_rows() > 0 {
+                    next.push(out);
+                }
+            }
         }
         batches = next;
     }
     Ok(batches)
+}
+
+/// Enforces the [`Transform`] contract: `batch` has the schema `t` declared — the same column names,
+/// types and order, and no nullable column where a non-nullable one was declared. Metadata may differ
+/// (the batch is relabelled with the declared schema). Otherwise the run fails naming the transform
+/// and the first differing column.
+fn declared_schema(t: &dyn Transform, declared: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    let found = batch.schema();
+    if Arc::ptr_eq(&found, declared) || found == *declared {
+        return Ok(batch);
+    }
+    let broken = |difference: String| Error::TransformSchema { transform: t.name().to_owned(), difference };
+    let (want, got) = (declared.fields(), found.fields());
+    for i in 0..want.len().max(got.len()) {
+        let describe = |f: &arrow_schema::Field| {
+            let null = if f.is_nullable() { "nullable" } else { "not null" };
+            format!("`{}` {} {null}", f.name(), f.data_type())
+        };
+        match (want.get(i), got.get(i)) {
+            (Some(w), Some(g))
+                if w.name() != g.name()
+                    || w.data_type() != g.data_type()
+                    || (g.is_nullable() && !w.is_nullable()) =>
+            {
+                return Err(broken(format!(
+                    "column {}: declared {}, found {}",
+                    i + 1,
+                    describe(w),
+                    describe(g)
+                )));
+            }
+            (Some(w), None) => {
+                return Err(broken(format!("column {}: declared {}, missing", i + 1, describe(w))));
+            }
+            (None, Some(g)) => {
+                return Err(broken(format!("column {}: {} is not declared", i + 1, describe(g))));
+            }
+            _ => {}
+        }
+    }
+    RecordBatch::try_new(declared.clone(), batch.columns().to_vec()).map_err(|e| broken(e.to_string()))
 }
 
 /// Restores source order after parallel transforms (only with `preserve_order`).

@@ -17,9 +17,16 @@ use crate::stats::LoadStats;
 /// `workers` calls concurrently — then exactly one of [`finish`](Sink::finish) (all writes succeeded)
 /// or [`abort`](Sink::abort) (a stage failed or the run was cancelled).
 ///
+/// The pipeline checks row accounting (accepted + rejected = rows delivered) *before* it calls
+/// `finish`, so nothing is committed for a run whose rows do not add up; it then calls `abort`
+/// instead. It never calls `abort` after `finish`, whatever `finish` returned.
+///
 /// Implementors MUST:
 /// - document what is durable when `write` returns `Ok` (e.g. "the batch is committed" or "the batch
 ///   is in an open transaction committed by `finish`");
+/// - when `finish` fails, roll back by themselves whatever it had not committed (no `abort` follows);
+/// - return from `finish` counters that describe this run only (a sink used for a second run starts
+///   its counters again in `start`);
 /// - make each commit unit all-or-nothing: after an error or `abort`, no part of an uncommitted unit is
 ///   visible;
 /// - return from `write` the number of rows accepted, and send refused rows to [`Context::reject`]

@@ -528,6 +528,147 @@ async fn a_sink_that_loses_rows_fails_the_run() {
     assert!(matches!(err, Error::RowAccounting { read: 100, written: 50, .. }), "{err}");
 }
 
+/// Records which of `finish` / `abort` the pipeline called, and how often; drops one row of each batch
+/// when `lossy`, fails `finish` when `fail_finish`.
+#[derive(Default)]
+struct LifecycleSink {
+    lossy: bool,
+    fail_finish: bool,
+    finished: AtomicUsize,
+    aborted: AtomicUsize,
+    committed: AtomicU64,
+    pending: AtomicU64,
+}
+
+#[async_trait]
+impl Sink for LifecycleSink {
+    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
+        let n = batch.num_rows() as u64 - u64::from(self.lossy);
+        self.pending.fetch_add(n, Ordering::SeqCst);
+        Ok(n)
+    }
+    async fn finish(&self) -> etlkit_core::Result<etlkit_core::LoadStats> {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        if self.fail_finish {
+            self.pending.store(0, Ordering::SeqCst);
+            return Err(Error::stage(Stage::Sink, "lifecycle", true, SinkRefused(0)));
+        }
+        self.committed.fetch_add(self.pending.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+        Ok(Default::default())
+    }
+    async fn abort(&self) {
+        self.aborted.fetch_add(1, Ordering::SeqCst);
+        self.pending.store(0, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn row_accounting_is_checked_before_anything_is_committed() {
+    let sink = Arc::new(LifecycleSink { lossy: true, ..Default::default() });
+    let err = Pipeline::new(memory_source(vec![ids(0..100)]), sink.clone()).run().await.unwrap_err();
+    assert!(matches!(err, Error::RowAccounting { read: 100, written: 99, .. }), "{err}");
+    assert_eq!(sink.finished.load(Ordering::SeqCst), 0, "finish must not commit a run that lost rows");
+    assert_eq!(sink.aborted.load(Ordering::SeqCst), 1);
+    assert_eq!(sink.committed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn exactly_one_of_finish_or_abort_is_called() {
+    let ok = Arc::new(LifecycleSink::default());
+    Pipeline::new(memory_source(vec![ids(0..100)]), ok.clone()).run().await.unwrap();
+    assert_eq!((ok.finished.load(Ordering::SeqCst), ok.aborted.load(Ordering::SeqCst)), (1, 0));
+    assert_eq!(ok.committed.load(Ordering::SeqCst), 100);
+
+    let failing = Arc::new(LifecycleSink { fail_finish: true, ..Default::default() });
+    let err = Pipeline::new(memory_source(vec![ids(0..100)]), failing.clone()).run().await.unwrap_err();
+    assert!(err.is_retryable(), "finish's own error is returned: {err}");
+    assert_eq!(
+        (failing.finished.load(Ordering::SeqCst), failing.aborted.load(Ordering::SeqCst)),
+        (1, 0),
+        "no abort after a failed finish"
+    );
+}
+
+fn two_text_columns() -> RecordBatch {
+    use arrow_array::StringArray;
+    RecordBatch::try_from_iter([
+        ("first", Arc::new(StringArray::from(vec!["a1", "a2"])) as _),
+        ("last", Arc::new(StringArray::from(vec!["b1", "b2"])) as _),
+    ])
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_transform_breaking_its_declared_schema_fails_the_run_and_commits_nothing() {
+    let batch = two_text_columns();
+    // Swaps the two columns, names and all, while declaring the input schema unchanged.
+    let swap = FnTransform::same_schema("swap", |b: RecordBatch| Ok(b.project(&[1, 0])?));
+    let sink = Arc::new(MemorySink::new());
+    let err = Pipeline::new(MemorySource::new(batch.schema(), vec![batch]).unwrap(), sink.clone())
+        .transform(swap)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::TransformSchema { transform, .. } if transform == "swap"), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("column 1: declared `first` Utf8") && text.contains("found `last` Utf8"), "{text}");
+    assert_eq!(sink.committed_rows(), 0);
+
+    // A type change and a nullable column where a non-nullable one was declared fail too.
+    let widen = FnTransform::same_schema("widen", |b: RecordBatch| {
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let col = arrow_array::Float64Array::from_iter(ids.iter().map(|v| v.map(|v| v as f64)));
+        Ok(RecordBatch::try_from_iter([("id", Arc::new(col) as _)])?)
+    });
+    let err = Pipeline::new(memory_source(vec![ids(0..10)]), Arc::new(NullSink::new()))
+        .transform(widen)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("declared `id` Int64 not null, found `id` Float64"), "{err}");
+    let nullable = FnTransform::same_schema("nullable", |b: RecordBatch| {
+        Ok(RecordBatch::try_from_iter_with_nullable([("id", b.column(0).clone(), true)])?)
+    });
+    let err = Pipeline::new(memory_source(vec![ids(0..10)]), Arc::new(NullSink::new()))
+        .transform(nullable)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("found `id` Int64 nullable"), "{err}");
+}
+
+#[tokio::test]
+async fn a_batch_differing_only_in_metadata_is_relabelled_with_the_declared_schema() {
+    let sink = Arc::new(MemorySink::new());
+    let tag = FnTransform::same_schema("tag", |b: RecordBatch| {
+        let meta = [("origin".to_owned(), "x".to_owned())].into();
+        Ok(b.clone().with_schema(Arc::new(b.schema().as_ref().clone().with_metadata(meta)))?)
+    });
+    Pipeline::new(memory_source(vec![ids(0..10)]), sink.clone()).transform(tag).run().await.unwrap();
+    assert_eq!(sink.committed()[0].schema(), schema());
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("value \"3000000000\" does not fit column `qty`")]
+struct Innermost;
+
+#[derive(Debug, thiserror::Error)]
+#[error("copy into `orders` failed")]
+struct Middle(#[source] Innermost);
+
+#[test]
+fn the_top_level_error_carries_the_innermost_cause_and_report_prints_the_chain() {
+    let err = Error::stage(Stage::Sink, "postgres-copy:orders", false, Middle(Innermost));
+    assert_eq!(
+        err.to_string(),
+        "sink `postgres-copy:orders` failed: value \"3000000000\" does not fit column `qty`"
+    );
+    assert_eq!(
+        err.report().to_string(),
+        "sink `postgres-copy:orders` failed: copy into `orders` failed: value \"3000000000\" does not fit column `qty`"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reports_rate_and_eta_when_total_is_known() {
     let seen = Arc::new(Mutex::new(Vec::new()));
