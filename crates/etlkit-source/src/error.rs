@@ -182,6 +182,15 @@ pub struct BadRow {
     pub value: Option<String>,
     /// What is wrong, e.g. `expected 3 fields, found 4` or `not a valid Int64`.
     pub reason: String,
-    /// The raw text of the row (lossy UTF-8, line terminator stripped).
-    pub raw: String,
+    /// The row's original bytes exactly as in the file (not re-encoded; the line terminator
+    /// excluded), e.g. Latin-1 text stays Latin-1. `None` when they could not be read back.
+    /// [`BadRow::raw_text`] renders them for people.
+    pub raw: Option<Vec<u8>>,
+}
+
+impl BadRow {
+    /// The raw bytes as text for people (lossy UTF-8).
+    pub fn raw_text(&self) -> Option<String> {
+        self.raw.as_deref().map(|r| String::from_utf8_lossy(r).into_owned())
+    }
 }

@@ -368,7 +368,8 @@ struct Case {
     column: Option<&'static str>,
     value: Option<&'static str>,
     reason: &'static str,
-    raw: &'static str,
+    /// The record's bytes as in the file (line terminator excluded).
+    raw: &'static [u8],
     /// Good rows around the bad one.
     good: usize,
 }
@@ -395,7 +396,7 @@ fn corpus() -> Vec<Case> {
             column: None,
             value: None,
             reason: "expected 6 fields, found 7",
-            raw: "2,1,2024-01-01 00:00:00,b,true,2024-01-01,extra",
+            raw: b"2,1,2024-01-01 00:00:00,b,true,2024-01-01,extra",
             good: 2,
         },
         Case {
@@ -405,7 +406,7 @@ fn corpus() -> Vec<Case> {
             column: None,
             value: None,
             reason: "expected 6 fields, found 2",
-            raw: "2,3",
+            raw: b"2,3",
             good: 2,
         },
         Case {
@@ -415,7 +416,7 @@ fn corpus() -> Vec<Case> {
             column: Some("id"),
             value: Some("12x"),
             reason: "not a valid Int64",
-            raw: "12x,,,,,",
+            raw: b"12x,,,,,",
             good: 2,
         },
         Case {
@@ -425,7 +426,7 @@ fn corpus() -> Vec<Case> {
             column: Some("amount"),
             value: Some("1.2.3"),
             reason: "not a valid Float64",
-            raw: "2,1.2.3,,,,",
+            raw: b"2,1.2.3,,,,",
             good: 1,
         },
         Case {
@@ -435,7 +436,7 @@ fn corpus() -> Vec<Case> {
             column: Some("at"),
             value: Some("2024-02-30 10:00:00"),
             reason: "not a valid timestamp",
-            raw: "1,,2024-02-30 10:00:00,,,",
+            raw: b"1,,2024-02-30 10:00:00,,,",
             good: 1,
         },
         Case {
@@ -445,7 +446,7 @@ fn corpus() -> Vec<Case> {
             column: Some("name"),
             value: Some("caf\u{fffd}"),
             reason: "invalid UTF-8",
-            raw: "1,,,caf\u{fffd},,",
+            raw: b"1,,,caf\xe9,,",
             good: 1,
         },
         Case {
@@ -455,7 +456,7 @@ fn corpus() -> Vec<Case> {
             column: None,
             value: None,
             reason: "unterminated quoted field (opened on line 3)",
-            raw: "2,,,\"never closed,,\n3,,,c,,",
+            raw: b"2,,,\"never closed,,\n3,,,c,,",
             good: 1,
         },
         Case {
@@ -465,7 +466,7 @@ fn corpus() -> Vec<Case> {
             column: Some("ok"),
             value: Some("maybe"),
             reason: "not a valid Boolean",
-            raw: "2,,,,maybe,",
+            raw: b"2,,,,maybe,",
             good: 1,
         },
         Case {
@@ -475,7 +476,7 @@ fn corpus() -> Vec<Case> {
             column: Some("day"),
             value: Some("2024-13-01"),
             reason: "not a valid date",
-            raw: "1,,,,,2024-13-01",
+            raw: b"1,,,,,2024-13-01",
             good: 0,
         },
         Case {
@@ -485,7 +486,7 @@ fn corpus() -> Vec<Case> {
             column: Some("id"),
             value: Some("NA"),
             reason: "NULL in a non-nullable column",
-            raw: "NA,,,,,",
+            raw: b"NA,,,,,",
             good: 1,
         },
         Case {
@@ -496,7 +497,7 @@ fn corpus() -> Vec<Case> {
             column: Some("amount"),
             value: Some("zz"),
             reason: "not a valid Float64",
-            raw: "2,zz,,,,",
+            raw: b"2,zz,,,,",
             good: 1,
         },
         Case {
@@ -507,7 +508,7 @@ fn corpus() -> Vec<Case> {
             column: Some("ok"),
             value: Some("oops"),
             reason: "not a valid Boolean",
-            raw: "1,,,\"two\nlines\",oops,",
+            raw: b"1,,,\"two\nlines\",oops,",
             good: 0,
         },
     ]
@@ -533,7 +534,7 @@ fn malformed_corpus_fails_with_exact_file_line_column_value() {
                 assert_eq!(b.column.as_deref(), case.column, "{}", case.name);
                 assert_eq!(b.value.as_deref(), case.value, "{}", case.name);
                 assert_eq!(b.reason, case.reason, "{}", case.name);
-                assert_eq!(b.raw, case.raw, "{}", case.name);
+                assert_eq!(b.raw.as_deref(), Some(case.raw), "{}", case.name);
             }
             other => panic!("{}: expected BadRow, got {other:?}", case.name),
         }
@@ -565,7 +566,7 @@ fn malformed_corpus_rejects_bad_rows_and_keeps_good_ones() {
                 column: case.column.map(String::from),
                 value: case.value.map(String::from),
                 reason: case.reason.to_owned(),
-                raw: Some(case.raw.to_owned()),
+                raw: Some(case.raw.to_vec()),
             }],
             "{}",
             case.name
@@ -636,4 +637,29 @@ fn pipeline_accounting_counts_rejected_rows_as_read() {
     assert_eq!(sink.committed_rows(), 3);
     let lines: Vec<Option<u64>> = rejects.rows().iter().map(|r| r.line).collect();
     assert_eq!(lines, [Some(3), Some(5)]);
+}
+
+#[test]
+fn rejects_keep_the_original_bytes_of_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // Latin-1 text (not UTF-8) in CRLF lines: the reject keeps the bytes as they are in the file.
+    let path = file(dir.path(), "latin1.csv", b"id,name\r\n1,caf\xe9\r\n2,ok\r\nx\xff,Gr\xfc\xdfe\r\n");
+    let s = schema(&[("id", DataType::Int64), ("name", DataType::Utf8)]);
+    let config = CsvSourceConfig { schema: Some(s.clone()), on_error: OnError::Reject, ..cfg(&path) };
+    let (res, rejects) = run(config);
+    assert_eq!(res.unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    let raw: Vec<(Option<u64>, Option<Vec<u8>>)> = rejects.iter().map(|r| (r.line, r.raw.clone())).collect();
+    assert_eq!(
+        raw,
+        [(Some(2), Some(b"1,caf\xe9".to_vec())), (Some(4), Some(b"x\xff,Gr\xfc\xdfe".to_vec()))],
+        "original bytes, line terminator excluded"
+    );
+    assert_eq!(rejects[0].raw_text().as_deref(), Some("1,caf\u{fffd}"), "lossy only for people");
+
+    // Fail mode: the error carries the same bytes.
+    let (res, _) = run(CsvSourceConfig { schema: Some(s), ..cfg(&path) });
+    match res.unwrap_err().find_source::<SourceError>() {
+        Some(SourceError::BadRow(b)) => assert_eq!(b.raw.as_deref(), Some(&b"1,caf\xe9"[..])),
+        other => panic!("expected BadRow, got {other:?}"),
+    }
 }

@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
 use self::infer::Guess;
-use self::records::{Dialect, RecordChunk, RecordReader, raw_text, read_raw, unterminated_quote};
+use self::records::{Dialect, RecordChunk, RecordReader, read_raw, strip_terminator, unterminated_quote};
 use crate::error::{BadRow, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
@@ -32,7 +32,8 @@ pub enum OnError {
     /// End the read with a [`SourceError::BadRow`] naming file, line, column and value. The default.
     #[default]
     Fail,
-    /// Send the row to [`Context::reject`] (file, line, column, value, reason, raw text) and go on.
+    /// Send the row to [`Context::reject`] (file, line, column, value, reason, the row's original
+    /// bytes) and go on.
     Reject,
 }
 
@@ -386,7 +387,7 @@ impl Shared {
                             column,
                             value,
                             reason,
-                            raw: Some(raw),
+                            raw,
                         }
                     })
                     .collect();
@@ -487,9 +488,13 @@ fn bad_row(path: &Path, chunk: &RecordChunk, b: &Bad) -> BadRow {
         column: b.column.clone(),
         value: b.value.clone(),
         reason: b.reason.clone(),
-        raw: read_raw(path, chunk.span(b.row))
-            .map(|r| raw_text(&r))
-            .unwrap_or_else(|e| format!("<raw text unavailable: {e}>")),
+        raw: match read_raw(path, chunk.span(b.row)) {
+            Ok(r) => Some(strip_terminator(r)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read back a bad row's bytes");
+                None
+            }
+        },
     }
 }
 

@@ -106,11 +106,15 @@ pub(crate) fn read_raw(path: &std::path::Path, (start, end): (u64, u64)) -> std:
     Ok(buf)
 }
 
-/// Raw record bytes for people: lossy UTF-8, line terminator stripped.
-pub(crate) fn raw_text(raw: &[u8]) -> String {
-    let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-    String::from_utf8_lossy(trimmed).into_owned()
+/// A record's bytes without its line terminator (`\n`, `\r\n` or `\r`), otherwise untouched.
+pub(crate) fn strip_terminator(mut raw: Vec<u8>) -> Vec<u8> {
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    if raw.last() == Some(&b'\r') {
+        raw.pop();
+    }
+    raw
 }
 
 /// Reads records from one CSV byte stream.
