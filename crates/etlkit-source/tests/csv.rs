@@ -663,3 +663,53 @@ fn rejects_keep_the_original_bytes_of_the_row() {
         other => panic!("expected BadRow, got {other:?}"),
     }
 }
+
+#[test]
+fn csv_timestamps_outside_the_nanosecond_range_load() {
+    use arrow_array::types::{TimestampMillisecondType, TimestampSecondType};
+    let dir = tempfile::tempdir().unwrap();
+    // Seconds since the epoch of each row (all far outside 1677–2262 but for the last).
+    let secs: [i64; 7] = [
+        253_402_300_799, // 9999-12-31T23:59:59, the usual "end of time" sentinel
+        -62_135_596_800, // 0001-01-01 00:00:00
+        -11_670_868_800, // 1600-03-01 12:00:00.5 (plus half a second)
+        253_402_300_799, // 9999-12-31 23:59:59.999999Z (plus 999 999 µs)
+        253_402_300_799, // 12/31/9999 23:59:59 (a configured format)
+        -62_135_596_800, // 0001-01-01 (date only)
+        1_709_280_550,   // 2024-03-01 08:09:10
+    ];
+    let frac_us: [i64; 7] = [0, 0, 500_000, 999_999, 0, 0, 0];
+    let text = "t,d\n9999-12-31T23:59:59,9999-12-31\n0001-01-01 00:00:00,0001-01-01\n\
+                1600-03-01 12:00:00.5,1600-03-01\n9999-12-31 23:59:59.999999Z,\n12/31/9999 23:59:59,\n\
+                0001-01-01,\n2024-03-01 08:09:10,\n";
+    let path = file(dir.path(), "sentinels.csv", text.as_bytes());
+
+    // Inferred: a timestamp column (µs) and a date column, every value loaded.
+    let source = CsvSource::open(cfg(&path)).unwrap();
+    assert_eq!(source.schema().field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+    assert_eq!(source.schema().field(1).data_type(), &DataType::Date32);
+    let b = read_ok(cfg(&path));
+    let t = b.column(0).as_primitive::<TimestampMicrosecondType>();
+    let want: Vec<i64> = secs.iter().zip(frac_us).map(|(s, f)| s * 1_000_000 + f).collect();
+    assert_eq!(t.values().to_vec(), want);
+    let d = b.column(1).as_primitive::<Date32Type>();
+    assert_eq!(d.iter().take(3).collect::<Vec<_>>(), [Some(2_932_896), Some(-719_162), Some(-135_080)]);
+
+    // Pinned to milliseconds and seconds: parsed straight to the unit (rounded down, as before).
+    let ms = schema(&[("t", DataType::Timestamp(TimeUnit::Millisecond, None)), ("d", DataType::Date32)]);
+    let b = read_ok(CsvSourceConfig { schema: Some(ms), ..cfg(&path) });
+    let t = b.column(0).as_primitive::<TimestampMillisecondType>();
+    let want: Vec<i64> = secs.iter().zip(frac_us).map(|(s, f)| s * 1_000 + f / 1_000).collect();
+    assert_eq!(t.values().to_vec(), want);
+    let s =
+        schema(&[("t", DataType::Timestamp(TimeUnit::Second, Some("UTC".into()))), ("d", DataType::Date32)]);
+    let b = read_ok(CsvSourceConfig { schema: Some(s), ..cfg(&path) });
+    assert_eq!(b.column(0).as_primitive::<TimestampSecondType>().values().to_vec(), secs);
+
+    // Nanoseconds cannot hold them: a bad row naming the range, not a generic parse failure.
+    let ns = schema(&[("t", DataType::Timestamp(TimeUnit::Nanosecond, None)), ("d", DataType::Date32)]);
+    let (res, _) = run(CsvSourceConfig { schema: Some(ns), ..cfg(&path) });
+    let (_, line, column, value, reason) = bad_row(&res.unwrap_err());
+    assert_eq!((line, column.as_deref(), value.as_deref()), (2, Some("t"), Some("9999-12-31T23:59:59")));
+    assert!(reason.contains("out of range") && reason.contains("1677"), "{reason}");
+}

@@ -92,21 +92,23 @@ impl ValueParser {
         lexical_core::parse::<F>(b).ok().or_else(|| std::str::from_utf8(b).ok()?.trim().parse().ok())
     }
 
-    /// Nanoseconds since the epoch (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
-    /// text or any of the configured formats.
-    pub(crate) fn parse_timestamp_nanos(&self, b: &[u8]) -> Option<i64> {
-        if let Some(n) = plain_datetime_nanos(b) {
-            return Some(n);
+    /// The instant written in `b` (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
+    /// text or any of the configured formats, at full precision: any year chrono can represent, so
+    /// `0001-01-01` and `9999-12-31T23:59:59` parse. [`Moment::in_unit`] converts it to a column's
+    /// unit without passing through nanoseconds.
+    pub(crate) fn parse_timestamp(&self, b: &[u8]) -> Option<Moment> {
+        if let Some(m) = plain_datetime(b) {
+            return Some(m);
         }
         let s = std::str::from_utf8(b).ok()?;
         if let Ok(dt) = arrow_cast::parse::string_to_datetime(&chrono::Utc, s) {
-            return dt.timestamp_nanos_opt();
+            return Some(Moment { secs: dt.timestamp(), nanos: dt.timestamp_subsec_nanos() });
         }
         let t = s.trim();
-        self.timestamp_formats
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
-            .and_then(|ndt| ndt.and_utc().timestamp_nanos_opt())
+        self.timestamp_formats.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok()).map(|ndt| {
+            let dt = ndt.and_utc();
+            Moment { secs: dt.timestamp(), nanos: dt.timestamp_subsec_nanos() }
+        })
     }
 
     /// Days since the epoch from `YYYY-MM-DD` or any of the configured date formats.
@@ -121,6 +123,39 @@ impl ValueParser {
             .iter()
             .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
             .and_then(|d| i32::try_from(d.signed_duration_since(epoch).num_days()).ok())
+    }
+}
+
+/// An instant parsed from text: whole seconds since 1970-01-01 00:00:00 UTC (negative before) and
+/// the nanoseconds after that second (`0..1_000_000_000`, more only inside a leap second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moment {
+    pub(crate) secs: i64,
+    pub(crate) nanos: u32,
+}
+
+impl Moment {
+    /// The instant in `unit`s since the epoch, rounded down (towards the past) to the unit;
+    /// `None` when it does not fit in an `i64` of that unit (only nanoseconds are that narrow:
+    /// they hold 1677-09-21 00:12:43 to 2262-04-11 23:47:16).
+    pub(crate) fn in_unit(self, unit: TimeUnit) -> Option<i64> {
+        let (per_sec, nanos_per_unit) = match unit {
+            TimeUnit::Second => return Some(self.secs),
+            TimeUnit::Millisecond => (1_000, 1_000_000),
+            TimeUnit::Microsecond => (1_000_000, 1_000),
+            TimeUnit::Nanosecond => (1_000_000_000, 1),
+        };
+        self.secs.checked_mul(per_sec)?.checked_add(i64::from(self.nanos / nanos_per_unit))
+    }
+}
+
+/// Why a parsed timestamp does not fit a column of `unit` (only nanoseconds can be too narrow).
+pub(crate) fn out_of_range(unit: TimeUnit) -> String {
+    match unit {
+        TimeUnit::Nanosecond => "timestamp out of range for Timestamp(Nanosecond), which holds \
+                                 1677-09-21 00:12:43 to 2262-04-11 23:47:16 only"
+            .to_owned(),
+        other => format!("timestamp out of range for Timestamp({other:?})"),
     }
 }
 
@@ -175,6 +210,7 @@ impl ChunkConverter<'_> {
                 name: field.name(),
                 expected: self.expected_fields,
                 nullable: field.is_nullable(),
+                why: None,
             };
             let array = self.column(&col, field.data_type(), faults);
             columns.push(array);
@@ -224,18 +260,19 @@ impl ChunkConverter<'_> {
             DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, ValueParser::parse_float::<f64>),
             DataType::Date32 => prim::<Date32Type>(col, v, faults, dt, |s| v.parse_date(s)),
             DataType::Timestamp(unit, _) => {
-                let div = match unit {
-                    TimeUnit::Second => 1_000_000_000,
-                    TimeUnit::Millisecond => 1_000_000,
-                    TimeUnit::Microsecond => 1_000,
-                    TimeUnit::Nanosecond => 1,
+                let unit = *unit;
+                let parse = |s: &[u8]| v.parse_timestamp(s).and_then(|m| m.in_unit(unit));
+                // Text that is a timestamp, but one the unit cannot hold, says so.
+                let why = |s: &[u8]| match v.parse_timestamp(s) {
+                    Some(_) => out_of_range(unit),
+                    None => "not a valid timestamp".to_owned(),
                 };
-                let parse = |s: &[u8]| v.parse_timestamp_nanos(s).map(|n| n.div_euclid(div));
+                let col = ColumnCtx { why: Some(&why), ..*col };
                 match unit {
-                    TimeUnit::Second => prim::<TimestampSecondType>(col, v, faults, dt, parse),
-                    TimeUnit::Millisecond => prim::<TimestampMillisecondType>(col, v, faults, dt, parse),
-                    TimeUnit::Microsecond => prim::<TimestampMicrosecondType>(col, v, faults, dt, parse),
-                    TimeUnit::Nanosecond => prim::<TimestampNanosecondType>(col, v, faults, dt, parse),
+                    TimeUnit::Second => prim::<TimestampSecondType>(&col, v, faults, dt, parse),
+                    TimeUnit::Millisecond => prim::<TimestampMillisecondType>(&col, v, faults, dt, parse),
+                    TimeUnit::Microsecond => prim::<TimestampMicrosecondType>(&col, v, faults, dt, parse),
+                    TimeUnit::Nanosecond => prim::<TimestampNanosecondType>(&col, v, faults, dt, parse),
                 }
             }
             DataType::Decimal128(p, s) => {
@@ -302,13 +339,20 @@ impl ChunkConverter<'_> {
 }
 
 /// One column of one chunk.
+#[derive(Clone, Copy)]
 struct ColumnCtx<'a> {
     chunk: &'a RecordChunk,
     idx: usize,
     name: &'a str,
     expected: usize,
     nullable: bool,
+    /// Explains a value the parser refused (default: `not a valid <type>`); called only for bad
+    /// values.
+    why: Option<&'a Explain<'a>>,
 }
+
+/// Says why a value was refused.
+type Explain<'a> = dyn Fn(&[u8]) -> String + 'a;
 
 impl ColumnCtx<'_> {
     /// The field's bytes, or `None` when the row is ragged (already a fault).
@@ -354,6 +398,8 @@ impl ColumnCtx<'_> {
                 None => {
                     let reason = if std::str::from_utf8(raw).is_err() {
                         "invalid UTF-8".to_owned()
+                    } else if let Some(why) = self.why {
+                        why(raw)
                     } else {
                         format!("not a valid {type_name}")
                     };
@@ -395,7 +441,7 @@ pub(crate) fn keep_mask(rows: usize, faults: &[Bad]) -> BooleanArray {
 /// format parsing; anything else (fractions, offsets, other formats) returns `None` and takes the
 /// general path.
 #[inline]
-fn plain_datetime_nanos(b: &[u8]) -> Option<i64> {
+fn plain_datetime(b: &[u8]) -> Option<Moment> {
     if b.len() != 19
         || b[4] != b'-'
         || b[7] != b'-'
@@ -414,6 +460,5 @@ fn plain_datetime_nanos(b: &[u8]) -> Option<i64> {
         return None;
     }
     let days = i64::from(date.num_days_from_ce()) - 719_163; // 1970-01-01
-    let secs = days * 86_400 + i64::from(h * 3600 + m * 60 + sec);
-    secs.checked_mul(1_000_000_000)
+    Some(Moment { secs: days * 86_400 + i64::from(h * 3600 + m * 60 + sec), nanos: 0 })
 }

@@ -34,7 +34,7 @@ impl Guess {
             Guess::Bool
         } else if s.trim().len() <= 10 && values.parse_date(b).is_some() {
             Guess::Date
-        } else if values.parse_timestamp_nanos(b).is_some() {
+        } else if values.parse_timestamp(b).and_then(|m| m.in_unit(TimeUnit::Microsecond)).is_some() {
             Guess::Timestamp
         } else {
             Guess::Text

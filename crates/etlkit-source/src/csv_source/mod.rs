@@ -66,8 +66,12 @@ pub struct CsvSourceConfig {
     pub infer_rows: usize,
     /// Timestamp formats (chrono `strftime` syntax) tried after ISO 8601 / RFC 3339 (which are always
     /// accepted: `2024-01-02T03:04:05Z`, `2024-01-02 03:04:05.123`, `2024-01-02T03:04:05+02:00`).
-    /// Values without an offset are taken as UTC. Default: `%m/%d/%Y %H:%M:%S`,
-    /// `%m/%d/%Y %I:%M:%S %p`, `%m/%d/%Y %H:%M`, `%Y/%m/%d %H:%M:%S`, `%d.%m.%Y %H:%M:%S`.
+    /// Values without an offset are taken as UTC. Values are parsed straight into the column's unit
+    /// (rounded down to it), so any year from 0001 to 9999 loads into second, millisecond and
+    /// microsecond columns (`9999-12-31T23:59:59`, `0001-01-01`); only a nanosecond column is limited
+    /// to 1677-09-21 – 2262-04-11, and a value outside that is a bad row saying so. Default:
+    /// `%m/%d/%Y %H:%M:%S`, `%m/%d/%Y %I:%M:%S %p`, `%m/%d/%Y %H:%M`, `%Y/%m/%d %H:%M:%S`,
+    /// `%d.%m.%Y %H:%M:%S`.
     pub timestamp_formats: Vec<String>,
     /// Date formats tried after `YYYY-MM-DD`. Default: `%m/%d/%Y`, `%Y/%m/%d`, `%d.%m.%Y`.
     pub date_formats: Vec<String>,
