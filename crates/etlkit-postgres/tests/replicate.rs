@@ -72,9 +72,7 @@ async fn definitions(url: &str, schema: &str) -> BTreeSet<String> {
         "SELECT cl.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid) \
          FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid \
          JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE n.nspname = '{schema}' \
-         AND cl.relname <> 'etlkit_replication_ledger' \
-         UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' \
-         AND tablename <> 'etlkit_replication_ledger'"
+         UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}'"
     );
     strings(url, &sql).await.into_iter().collect()
 }
@@ -156,11 +154,11 @@ async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
     assert_eq!((report.tables[0].status, report.rows), (TableStatus::Copied, 3000));
     assert!(report.verified);
 
-    // Onward from the target: its ledger table is not replicated.
+    // Onward from the target: its ledger (schema `etlkit`) is not part of `public`.
     let onward = fresh().await;
     let report = replicate(&config(&target, &onward), &no_progress).await.unwrap();
-    assert_eq!(report.tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>().len(), 7);
-    assert!(report.tables.iter().all(|t| t.table != "etlkit_replication_ledger"));
+    let replicated: BTreeSet<&str> = report.tables.iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(replicated, BTreeSet::from(QA_TABLES));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +213,7 @@ async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
     // votes rolled back and not in the ledger; everything it depends on is finished and recorded.
     assert_eq!(scalar(&target, "SELECT count(*) FROM votes").await, 0);
     let finished: BTreeSet<String> =
-        strings(&target, "SELECT table_name FROM etlkit_replication_ledger").await.into_iter().collect();
+        strings(&target, "SELECT table_name FROM etlkit.replication_ledger").await.into_iter().collect();
     assert!(!finished.contains("votes"));
     for t in ["users", "vote_types", "posts", "badges"] {
         assert!(finished.contains(t), "{t} not finished: {finished:?}");
@@ -234,7 +232,7 @@ async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
     assert!(votes.copy_messages <= votes.bytes / (8 << 10) + 1, "{votes:?}");
     assert!(votes.copy_messages >= votes.bytes / ((8 << 10) + 200), "{votes:?}");
     assert_eq!(report.peak_parallel_tables, 1);
-    let ledger = strings(&target, "SELECT table_name FROM etlkit_replication_ledger ORDER BY 1").await;
+    let ledger = strings(&target, "SELECT table_name FROM etlkit.replication_ledger ORDER BY 1").await;
     assert_eq!(ledger, QA_TABLES);
     assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
 }
@@ -290,11 +288,7 @@ async fn foreign_key_cycle_loads_with_keys_after_data_or_is_refused_before_writi
     }
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("foreign-key cycle"), "{err}");
-    assert_eq!(
-        scalar(&enforced, "SELECT count(*) FROM pg_tables WHERE tablename = 'etlkit_replication_ledger'")
-            .await,
-        0
-    );
+    assert_eq!(scalar(&enforced, "SELECT count(*) FROM pg_namespace WHERE nspname = 'etlkit'").await, 0);
     assert_eq!(scalar(&enforced, "SELECT count(*) FROM a").await, 0);
 }
 
@@ -368,4 +362,21 @@ async fn hostile_schema_table_column_and_constraint_names_are_quoted() {
     let report = replicate(&again, &no_progress).await.unwrap();
     assert!(report.verified);
     assert_eq!((report.tables[0].status, report.rows), (TableStatus::Copied, 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_lives_in_the_etlkit_schema() {
+    let source = qa_source(100).await;
+    let target = fresh().await;
+    replicate(&config(&source, &target), &no_progress).await.unwrap();
+    assert_eq!(
+        strings(&target, "SELECT table_name FROM etlkit.replication_ledger ORDER BY 1").await,
+        QA_TABLES
+    );
+    // The user's schema holds the replicated tables and nothing else.
+    assert_eq!(
+        strings(&target, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            .await,
+        QA_TABLES
+    );
 }

@@ -33,7 +33,8 @@
 //!
 //! ## Resume
 //!
-//! The ledger table (default `public.etlkit_replication_ledger` in the target) records each finished
+//! The ledger table (default `etlkit.replication_ledger` in the target: a schema of its own, not the
+//! user's `public`) records each finished
 //! table in the same transaction as its data. A run that dies midway leaves unfinished tables
 //! rolled back; the next run skips the finished ones and copies the rest from scratch. Post-data and
 //! sequences are idempotent and run every time. With [`ReplicateConfig::resume`] set to `false`,
@@ -92,9 +93,10 @@ pub struct ReplicateConfig {
     /// Bytes collected from the source before one `CopyData` message goes to the target
     /// (8 KiB ..= 64 MiB). Default: 1 MiB.
     pub chunk_bytes: usize,
-    /// The ledger table in the target (created when missing, with its schema). A source table of
-    /// the same schema and name (a source that was itself a replication target) is never
-    /// replicated. Default: `public.etlkit_replication_ledger`.
+    /// The ledger table in the target (created when missing, with its schema). It lives in a schema
+    /// of its own, so the replicated schema holds nothing but the replicated tables. A source table
+    /// of the same schema and name (a source that was itself a replication target) is never
+    /// replicated. Default: `etlkit.replication_ledger`.
     pub ledger: TableRef,
     /// `application_name` of every session, to find them in `pg_stat_activity`.
     /// Default: `etlkit-replicate`.
@@ -113,7 +115,7 @@ impl Default for ReplicateConfig {
             resume: true,
             progress_interval: Duration::from_secs(5),
             chunk_bytes: 1 << 20,
-            ledger: TableRef::qualified("public", "etlkit_replication_ledger"),
+            ledger: TableRef::qualified("etlkit", "replication_ledger"),
             application_name: "etlkit-replicate".into(),
         }
     }
