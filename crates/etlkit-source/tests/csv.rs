@@ -713,3 +713,42 @@ fn csv_timestamps_outside_the_nanosecond_range_load() {
     assert_eq!((line, column.as_deref(), value.as_deref()), (2, Some("t"), Some("9999-12-31T23:59:59")));
     assert!(reason.contains("out of range") && reason.contains("1677"), "{reason}");
 }
+
+#[test]
+fn a_nul_byte_is_a_reject_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    // PostgreSQL text cannot hold a NUL byte: the source catches it, where the line is known.
+    let path = file(dir.path(), "nul.csv", b"id,name\n1,ok\n2,N\0\n3,\"multi\nline\0\"\n4,fine\n");
+    let (res, rejects) = run(CsvSourceConfig { on_error: OnError::Reject, ..cfg(&path) });
+    let batches = res.unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(i64s(&b, "id"), [Some(1), Some(4)]);
+    let seen: Vec<_> =
+        rejects.iter().map(|r| (r.origin.clone(), r.line, r.column.clone(), r.value.clone())).collect();
+    let origin = path.display().to_string();
+    assert_eq!(
+        seen,
+        [
+            (origin.clone(), Some(3), Some("name".to_owned()), Some("N\0".to_owned())),
+            (origin, Some(4), Some("name".to_owned()), Some("multi\nline\0".to_owned())),
+        ]
+    );
+    assert!(rejects[0].reason.contains("NUL"), "{}", rejects[0].reason);
+    assert_eq!(rejects[0].raw.as_deref(), Some(&b"2,N\0"[..]));
+
+    // Fail policy: an error naming file, line, column and value.
+    let (res, _) = run(cfg(&path));
+    let err = res.unwrap_err();
+    let (p, line, column, value, _) = bad_row(&err);
+    assert_eq!((p, line, column.as_deref(), value.as_deref()), (path.clone(), 3, Some("name"), Some("N\0")));
+    let msg = err.find_source::<SourceError>().unwrap().to_string();
+    assert!(msg.starts_with(&format!("{}:3 column `name` value \"N\\0\"", path.display())), "{msg}");
+}
+
+#[test]
+fn allow_nul_in_text_keeps_nul_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), "nul.csv", b"id,name\n1,ok\n2,N\0\n");
+    let b = read_ok(CsvSourceConfig { allow_nul_in_text: true, ..cfg(&path) });
+    assert_eq!(strs(&b, "name"), [Some("ok".into()), Some("N\0".into())]);
+}

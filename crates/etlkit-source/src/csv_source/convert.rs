@@ -22,6 +22,8 @@ pub(crate) struct ValueParser {
     pub(crate) timestamp_formats: Vec<String>,
     pub(crate) date_formats: Vec<String>,
     pub(crate) integers_from_floats: bool,
+    /// Keep NUL bytes in text (`Utf8`) values instead of calling them bad.
+    pub(crate) allow_nul_in_text: bool,
 }
 
 /// Whether `dt` is a column type the CSV reader can produce.
@@ -158,6 +160,9 @@ pub(crate) fn out_of_range(unit: TimeUnit) -> String {
         other => format!("timestamp out of range for Timestamp({other:?})"),
     }
 }
+
+/// Why a text value holding a NUL byte is bad (unless `allow_nul_in_text`).
+pub(crate) const NUL_IN_TEXT: &str = "NUL byte in text (PostgreSQL text cannot store it)";
 
 /// One bad value (or row) found while converting a chunk.
 #[derive(Debug, Clone)]
@@ -305,6 +310,10 @@ impl ChunkConverter<'_> {
                         continue;
                     }
                     match std::str::from_utf8(raw) {
+                        Ok(_) if !v.allow_nul_in_text && memchr::memchr(0, raw).is_some() => {
+                            faults.push(col.bad(row, raw, NUL_IN_TEXT.to_owned()));
+                            b.append_null();
+                        }
                         Ok(s) => b.append_value(s),
                         Err(_) => {
                             faults.push(col.bad(row, raw, "invalid UTF-8".to_owned()));

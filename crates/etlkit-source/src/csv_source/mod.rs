@@ -26,7 +26,8 @@ use crate::metrics::ReadMetrics;
 /// File extensions a directory listing picks up for CSV.
 pub const CSV_EXTENSIONS: &[&str] = &["csv", "tsv", "txt"];
 
-/// What to do with a bad row (ragged, unparseable value, invalid UTF-8, unterminated quote).
+/// What to do with a bad row (ragged, unparseable value, invalid UTF-8, a NUL byte in text,
+/// unterminated quote).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
     /// End the read with a [`SourceError::BadRow`] naming file, line, column and value. The default.
@@ -78,6 +79,12 @@ pub struct CsvSourceConfig {
     /// Accept whole numbers written as floats (`2.0`, as pandas writes integer columns holding NaN)
     /// in integer columns. `2.5` is still an error. Default: `true`.
     pub integers_from_floats: bool,
+    /// Keep NUL bytes (`\0`) inside text (`Utf8`) values. `false`: such a value is a bad row (an
+    /// error, or a reject under [`OnError::Reject`]) naming file, line, column and value, because
+    /// PostgreSQL `text` cannot store a NUL byte and would otherwise fail the whole load at the sink,
+    /// where the line is no longer known. Set it when the data goes elsewhere and the NUL is data.
+    /// Default: `false`.
+    pub allow_nul_in_text: bool,
     /// Name for header cells that are empty (pandas writes one for its index column): the prefix
     /// followed by the 0-based column position, e.g. `unnamed_0`. Default: `"unnamed_"`.
     pub unnamed_column_prefix: String,
@@ -119,6 +126,7 @@ impl Default for CsvSourceConfig {
             .to_vec(),
             date_formats: ["%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y"].map(String::from).to_vec(),
             integers_from_floats: true,
+            allow_nul_in_text: false,
             unnamed_column_prefix: "unnamed_".to_owned(),
             batch_size: 8192,
             workers: cpus,
@@ -199,6 +207,7 @@ impl CsvSourceConfig {
             timestamp_formats: self.timestamp_formats.clone(),
             date_formats: self.date_formats.clone(),
             integers_from_floats: self.integers_from_floats,
+            allow_nul_in_text: self.allow_nul_in_text,
         }
     }
 }
