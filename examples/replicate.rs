@@ -14,7 +14,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use etlkit_postgres::{DatabaseUrl, ReplicateConfig, TableProgress, TableStatus, replicate};
+use etlkit_postgres::{
+    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableStatus,
+    replicate,
+};
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
@@ -82,8 +85,14 @@ async fn main() -> ExitCode {
             );
         }
     };
-    let report = match replicate(&cfg, &on_progress).await {
-        Ok(r) => r,
+    let (report, ok) = match replicate(&cfg, &on_progress).await {
+        Ok(r) => (r, true),
+        // Everything is committed, but some tables differ: print the report (their lines say
+        // `verify=MISMATCH`), then fail.
+        Err(PgError::Replication(ReplicationError::VerificationFailed { tables, report })) => {
+            eprintln!("replicate: verification failed for {}", tables.join(", "));
+            (*report, false)
+        }
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -95,6 +104,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    print_report(&report);
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn print_report(report: &ReplicationReport) {
     for (level, tables) in report.levels.iter().enumerate() {
         println!("level {level}: {}", tables.join(", "));
     }
@@ -141,5 +155,4 @@ async fn main() -> ExitCode {
         report.elapsed.as_secs_f64(),
         report.verified
     );
-    if cfg.verify && !report.verified { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

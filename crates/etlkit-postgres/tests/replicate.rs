@@ -138,7 +138,11 @@ async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
 
     // Tamper with the target: a re-run skips every table (ledger) and verification catches it.
     exec(&target, "DELETE FROM users WHERE id = 301; DELETE FROM votes WHERE id = 3001; UPDATE votes SET weight = 42 WHERE id = 7").await;
-    let report = replicate(&cfg, &no_progress).await.unwrap();
+    let err = replicate(&cfg, &no_progress).await.unwrap_err();
+    let PgError::Replication(ReplicationError::VerificationFailed { tables, report }) = err else {
+        panic!("expected a verification error, got {err:?}");
+    };
+    assert_eq!(tables, ["\"public\".\"votes\""]);
     assert_eq!((report.skipped(), report.rows, report.tables_created, report.objects_created), (7, 0, 0, 0));
     assert!(!report.verified);
     for t in &report.tables {
@@ -379,4 +383,39 @@ async fn the_ledger_lives_in_the_etlkit_schema() {
             .await,
         QA_TABLES
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_verification_fails_returns_an_error_naming_the_tables() {
+    let source = qa_source(100).await;
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&source, &target) };
+    replicate(&cfg, &no_progress).await.unwrap();
+
+    // Someone writes to the target behind the ledger's back.
+    exec(&target, "UPDATE votes SET weight = 42 WHERE id = 7; DELETE FROM comments WHERE id = 3").await;
+    let err = match replicate(&cfg, &no_progress).await {
+        Err(e) => e,
+        Ok(r) => panic!("verification found differences but the run returned Ok(verified = {})", r.verified),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("\"votes\"") && msg.contains("\"comments\""), "{msg}");
+    for t in ["users", "vote_types", "posts", "badges", "post_links"] {
+        assert!(!msg.contains(&format!("\"{t}\"")), "{t} named: {msg}");
+    }
+    assert!(!err.is_retryable(), "{err:?}");
+    match err {
+        PgError::Replication(ReplicationError::VerificationFailed { tables, report }) => {
+            assert_eq!(tables, ["\"public\".\"comments\"", "\"public\".\"votes\""]);
+            let comments = report.tables.iter().find(|t| t.table == "comments").unwrap();
+            let v = comments.verification.as_ref().unwrap();
+            assert_eq!((v.source.rows, v.target.rows), (400, 399));
+        }
+        other => panic!("expected a verification error, got {other:?}"),
+    }
+    // Copying the tables that differ again repairs the target.
+    let repair =
+        ReplicateConfig { tables: vec!["votes".into(), "comments".into()], resume: false, ..cfg.clone() };
+    let report = replicate(&repair, &no_progress).await.unwrap();
+    assert!(report.verified);
 }

@@ -29,7 +29,8 @@
 //!    once after the load is much cheaper than maintaining them row by row — and it is what lets
 //!    cycles load. Finally sequences are set to the source's values.
 //! 7. **Verify** (optional): per table, row count and an order-independent checksum computed by each
-//!    server (see [`Checksum`]) must match.
+//!    server (see [`Checksum`]) must match. A run where any table differs fails with
+//!    [`ReplicationError::VerificationFailed`], naming those tables and carrying the whole report.
 //!
 //! ## Resume
 //!
@@ -186,6 +187,23 @@ pub enum ReplicationError {
         /// Why.
         reason: String,
     },
+    /// Verification found tables whose row count or checksum differs between source and target.
+    /// Everything else is done and committed (the ledger records these tables as finished, so a
+    /// resumed run skips them while their source is unchanged): copy them again with
+    /// [`ReplicateConfig::resume`] `false` and [`ReplicateConfig::tables`] set to them (and the tables
+    /// that reference them).
+    #[error(
+        "verification failed: {} differ{} between source and target: {}",
+        if tables.len() == 1 { "1 table".to_owned() } else { format!("{} tables", tables.len()) },
+        if tables.len() == 1 { "s" } else { "" },
+        tables.join(", ")
+    )]
+    VerificationFailed {
+        /// The tables that differ (quoted), in plan order.
+        tables: Vec<String>,
+        /// The whole run's report, with each table's [`Verification`].
+        report: Box<ReplicationReport>,
+    },
     /// A post-data statement (index, key or constraint) failed.
     #[error("creating {object} in the target failed: {sql}")]
     PostData {
@@ -300,7 +318,8 @@ pub struct ReplicationReport {
     pub post_data_elapsed: Duration,
     /// Wall time of verification (zero without `verify`).
     pub verify_elapsed: Duration,
-    /// Verification was asked for and every table matched.
+    /// Verification was asked for and every table matched. (When a table does not match, the run
+    /// returns [`ReplicationError::VerificationFailed`] instead of a report.)
     pub verified: bool,
 }
 
@@ -447,7 +466,8 @@ impl Run<'_> {
 /// (5) per table, one target transaction: `TRUNCATE`, binary `COPY` piped byte for byte from the
 /// source (`FREEZE`), ledger row, `COMMIT` — a table starts once the tables it references are done,
 /// at most `workers` at a time; (6) create missing keys, unique/exclusion constraints and indexes,
-/// then foreign keys, then set sequences; (7) with `verify`, compare counts and checksums.
+/// then foreign keys, then set sequences; (7) with `verify`, compare counts and checksums — any
+/// difference is an error ([`ReplicationError::VerificationFailed`]) naming the tables.
 /// A re-run skips the tables the ledger records as finished (resume).
 ///
 /// `on_progress` is called per table at most
@@ -798,7 +818,7 @@ pub async fn replicate(
     let tables: Vec<TableReport> = order.iter().filter_map(|&i| reports[i].take()).collect();
     let levels =
         plan.levels().into_iter().map(|l| l.into_iter().map(|i| names[i].to_owned()).collect()).collect();
-    Ok(ReplicationReport {
+    let report = ReplicationReport {
         schema: run.schema.schema.clone(),
         levels,
         cycles,
@@ -813,7 +833,17 @@ pub async fn replicate(
         post_data_elapsed,
         verify_elapsed,
         verified,
-    })
+    };
+    let differ: Vec<String> = report
+        .tables
+        .iter()
+        .filter(|t| t.verification.as_ref().is_some_and(|v| !v.matches()))
+        .map(|t| run.schema.qualified(&t.table))
+        .collect();
+    if !differ.is_empty() {
+        return Err(ReplicationError::VerificationFailed { tables: differ, report: Box::new(report) }.into());
+    }
+    Ok(report)
 }
 
 /// Copies `columns` of `table` from `source` to the same-named table and columns on `target` by
