@@ -86,6 +86,34 @@ impl StarSchema {
         &self.roles
     }
 
+    /// The distinct dimensions the roles use, in first-use order (role-playing roles share one).
+    fn dimensions(&self) -> Vec<&Arc<DimensionCache>> {
+        let mut out: Vec<&Arc<DimensionCache>> = Vec::new();
+        for r in &self.roles {
+            if !out.iter().any(|c| Arc::ptr_eq(c, &r.cache)) {
+                out.push(&r.cache);
+            }
+        }
+        out
+    }
+
+    /// Members each dimension has created so far: take this at the start of a run and pass it to
+    /// [`StarSchema::add_created_counters`] at its end, so the counters describe that run only
+    /// (caches live across runs).
+    pub fn created_marks(&self) -> Vec<u64> {
+        self.dimensions().iter().map(|c| c.stats().created).collect()
+    }
+
+    /// Adds one `{table}_created` counter per dimension to `stats` (role-playing roles share theirs):
+    /// members created since `marks` ([`StarSchema::created_marks`]; empty marks count from zero).
+    pub fn add_created_counters(&self, marks: &[u64], stats: &mut LoadStats) {
+        for (i, cache) in self.dimensions().into_iter().enumerate() {
+            let since = marks.get(i).copied().unwrap_or(0);
+            let created = cache.stats().created.saturating_sub(since);
+            stats.add_counter(&format!("{}_created", cache.spec().table), created);
+        }
+    }
+
     /// Resolves every role's surrogate keys for `batch` and assembles the fact batch (same rows, same
     /// order).
     pub async fn fact_batch(&self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -113,12 +141,14 @@ impl StarSchema {
 pub struct StarSchemaSink<S> {
     star: StarSchema,
     inner: Arc<S>,
+    /// [`StarSchema::created_marks`] at `start`: counters are per run.
+    marks: std::sync::Mutex<Vec<u64>>,
 }
 
 impl<S: Sink> StarSchemaSink<S> {
     /// Wraps `inner`, which receives batches of [`StarSchema::output_schema`].
     pub fn new(star: StarSchema, inner: Arc<S>) -> Self {
-        StarSchemaSink { star, inner }
+        StarSchemaSink { star, inner, marks: Default::default() }
     }
 
     /// The wrapped sink.
@@ -134,6 +164,7 @@ impl<S: Sink> Sink for StarSchemaSink<S> {
     }
 
     async fn start(&self, _schema: &SchemaRef) -> etlkit_core::Result<()> {
+        *self.marks.lock().expect("star sink poisoned") = self.star.created_marks();
         self.inner.start(&self.star.output_schema()).await
     }
 
@@ -144,10 +175,7 @@ impl<S: Sink> Sink for StarSchemaSink<S> {
 
     async fn finish(&self) -> etlkit_core::Result<LoadStats> {
         let mut stats = self.inner.finish().await?;
-        for role in &self.star.roles {
-            let s = role.cache.stats();
-            stats.add_counter(&format!("{}_created", role.fact_column), s.created);
-        }
+        self.star.add_created_counters(&self.marks.lock().expect("star sink poisoned"), &mut stats);
         Ok(stats)
     }
 

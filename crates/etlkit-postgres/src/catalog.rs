@@ -162,6 +162,33 @@ pub async fn table_columns(conn: &mut PgConnection, table: &TableRef) -> Result<
     Ok(out)
 }
 
+/// Whether `table` has a unique index (or primary key / unique constraint) on exactly the columns
+/// `key` (in any order), without a predicate or expressions: what `INSERT ... ON CONFLICT (key)`
+/// needs.
+pub(crate) async fn has_unique_index_on(
+    conn: &mut PgConnection,
+    table: &TableRef,
+    key: &[String],
+) -> Result<bool> {
+    let quoted = table.quoted();
+    let mut sorted: Vec<&str> = key.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i \
+           WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid \
+             AND i.indpred IS NULL AND i.indexprs IS NULL \
+             AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) \
+                  FROM unnest(i.indkey::int2[]) k JOIN pg_attribute a \
+                    ON a.attrelid = i.indrelid AND a.attnum = k) = $2::text[])",
+    )
+    .bind(&quoted)
+    .bind(&sorted)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| PgError::db("reading the catalog", quoted, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,23 @@ pub fn quote_ident(name: &str) -> String {
     out
 }
 
+/// The longest identifier PostgreSQL keeps whole (`NAMEDATALEN - 1`); longer ones are truncated.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// An error when `name` is longer than [`MAX_IDENTIFIER_BYTES`] (PostgreSQL would cut it silently).
+pub(crate) fn check_identifier(field: &'static str, name: &str) -> crate::error::Result<()> {
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(crate::error::PgError::InvalidConfig {
+            field,
+            reason: format!(
+                "`{name}` is {} bytes long; PostgreSQL identifiers hold at most {MAX_IDENTIFIER_BYTES} bytes and longer ones are silently cut",
+                name.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A table name, optionally schema-qualified. Names are taken verbatim (case and all); they are
 /// never parsed for dots or quotes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -41,6 +58,20 @@ impl TableRef {
     /// A schema-qualified table.
     pub fn qualified(schema: impl Into<String>, name: impl Into<String>) -> Self {
         TableRef { schema: Some(schema.into()), name: name.into() }
+    }
+
+    /// Checks that the name (and schema) can be used as given: not empty and at most
+    /// [`MAX_IDENTIFIER_BYTES`] bytes, since PostgreSQL silently cuts longer names (a 70-character
+    /// table name would become another, 63-byte name). `field` names the config field in the error.
+    pub fn validate(&self, field: &'static str) -> crate::error::Result<()> {
+        if self.name.is_empty() {
+            return Err(crate::error::PgError::InvalidConfig { field, reason: "must name a table".into() });
+        }
+        check_identifier(field, &self.name)?;
+        match &self.schema {
+            Some(s) => check_identifier(field, s),
+            None => Ok(()),
+        }
     }
 
     /// The quoted (and qualified, when a schema is set) name, ready for SQL.

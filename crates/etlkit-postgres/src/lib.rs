@@ -64,11 +64,11 @@ mod table;
 
 pub use catalog::{PgType, TableColumn, table_columns};
 pub use conform::{DEFAULT_NUMERIC_SCALE, NanosPolicy, NulPolicy};
-pub use connection::{DatabaseUrl, connect, redact};
+pub use connection::{ConnectConfig, DatabaseUrl, connect, connect_with, redact};
 pub use copy::CopyEncoder;
 pub use dimension::{PgDimensionConfig, PgDimensionStore};
 pub use error::{PgError, Result};
-pub use identifier::{TableRef, quote_ident};
+pub use identifier::{MAX_IDENTIFIER_BYTES, TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
 pub use replicate::{
     Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,

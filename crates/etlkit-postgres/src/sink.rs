@@ -128,9 +128,7 @@ impl PgSinkConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
-        if self.table.name.is_empty() {
-            return bad("table", "must name a table");
-        }
+        self.table.validate("table")?;
         if self.send_buffer_bytes < 8 << 10 || self.send_buffer_bytes > 512 << 20 {
             return bad("send_buffer_bytes", "must be between 8 KiB and 512 MiB");
         }
@@ -270,6 +268,22 @@ impl PgCopySink {
                     return Err(PgError::InvalidConfig {
                         field: "mode",
                         reason: format!("upsert key column `{k}` is not among the input columns"),
+                    });
+                }
+                if let WriteMode::Upsert { key, .. } = &self.config.mode
+                    && !crate::catalog::has_unique_index_on(&mut conn, &self.config.table, key).await?
+                {
+                    // ON CONFLICT would only fail at the first merge, after a whole unit was staged.
+                    return Err(PgError::InvalidConfig {
+                        field: "mode",
+                        reason: format!(
+                            "upsert key ({}) has no unique index or constraint on table {}: add one (e.g. \
+                             `ALTER TABLE {} ADD UNIQUE ({})`) or use WriteMode::Append",
+                            key.join(", "),
+                            self.quoted,
+                            self.quoted,
+                            crate::identifier::column_list(key.iter().map(String::as_str)),
+                        ),
                     });
                 }
                 // Check the encoders build now rather than on the first write.
@@ -684,6 +698,12 @@ impl Sink for PgCopySink {
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
         self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        // Counters describe one run: a sink used for a second run starts from zero.
+        *self.tally.lock().expect("sink state poisoned") = Tally::default();
+        for c in [&self.rows_seen, &self.retries, &self.copy_messages] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.connections.store(0, Ordering::Relaxed);
         if self.config.tuning.rebuild_indexes {
             self.drop_secondary_indexes().await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
         }

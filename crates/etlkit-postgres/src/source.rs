@@ -58,9 +58,7 @@ impl PgSourceConfig {
             SourceQuery::Query(q) if q.trim().is_empty() => {
                 Err(PgError::InvalidConfig { field: "query", reason: "must not be empty".into() })
             }
-            SourceQuery::Table(t) if t.name.is_empty() => {
-                Err(PgError::InvalidConfig { field: "query", reason: "table name must not be empty".into() })
-            }
+            SourceQuery::Table(t) => t.validate("query"),
             _ => Ok(()),
         }
     }

@@ -103,12 +103,8 @@ impl PgStarConfig {
     /// Checks every field (column existence is checked against the batches in `start`).
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
-        if self.rows_table.name.is_empty() {
-            return bad("rows_table", "must name a table");
-        }
-        if self.fact_table.name.is_empty() {
-            return bad("fact_table", "must name a table");
-        }
+        self.rows_table.validate("rows_table")?;
+        self.fact_table.validate("fact_table")?;
         if self.rows_table == self.fact_table {
             return bad("fact_table", "must differ from rows_table");
         }
@@ -211,6 +207,8 @@ pub struct PgStarSink {
     plan: OnceCell<Plan>,
     tally: Mutex<Tally>,
     retries: AtomicU64,
+    /// Dimension members created before this run ([`StarSchema::created_marks`] at `start`).
+    marks: Mutex<Vec<u64>>,
     /// Send buffers of finished COPYs, reused (one per concurrent writer at most), so each COPY
     /// does not allocate and fault in a fresh multi-MiB buffer.
     buffers: Mutex<Vec<BytesMut>>,
@@ -244,6 +242,7 @@ impl PgStarSink {
             config,
             plan: OnceCell::new(),
             tally: Mutex::new(Tally::default()),
+            marks: Mutex::new(Vec::new()),
             retries: AtomicU64::new(0),
             buffers: Mutex::new(Vec::new()),
         })
@@ -523,6 +522,10 @@ impl Sink for PgStarSink {
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
         self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        // Counters describe one run: a sink (and its caches) used again starts from zero.
+        *self.tally.lock().expect("star sink poisoned") = Tally::default();
+        self.retries.store(0, Ordering::Relaxed);
+        *self.marks.lock().expect("star sink poisoned") = self.star.created_marks();
         Ok(())
     }
 
@@ -544,10 +547,8 @@ impl Sink for PgStarSink {
         stats.add_counter("conflicts", t.conflicts);
         stats.add_counter("transactions", t.transactions);
         stats.add_counter("merged_batches", t.merged_batches);
-        for role in self.star.roles() {
-            let s = role.cache.stats();
-            stats.add_counter(&format!("{}_created", role.fact_column), s.created);
-        }
+        drop(t);
+        self.star.add_created_counters(&self.marks.lock().expect("star sink poisoned"), &mut stats);
         Ok(stats)
     }
 

@@ -59,8 +59,10 @@ fn scalar_type(t: &DataType, uuid_ext: bool) -> Option<String> {
 /// empty). Column names are kept exactly as in the schema (quoted). Non-nullable fields and key
 /// columns are `NOT NULL`.
 pub fn create_table_sql(table: &TableRef, schema: &Schema, key: &[&str]) -> Result<String> {
+    table.validate("table")?;
     let mut cols = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
+        crate::identifier::check_identifier("schema", f.name())?;
         let ty = pg_type_for(f).ok_or_else(|| PgError::UnsupportedType {
             column: f.name().clone(),
             reason: format!("no PostgreSQL column type for Arrow type {}", f.data_type()),
@@ -83,7 +85,8 @@ pub fn create_table_sql(table: &TableRef, schema: &Schema, key: &[&str]) -> Resu
 }
 
 /// Creates `table` with columns for `schema` (types per [`pg_type_for`]) and `key` as its primary
-/// key, unless a table of that name exists (which is then left as it is).
+/// key, unless a table of that name exists (which is then left as it is). Names longer than
+/// PostgreSQL keeps ([`MAX_IDENTIFIER_BYTES`](crate::MAX_IDENTIFIER_BYTES)) are an error.
 pub async fn create_table_if_not_exists(
     pool: &PgPool,
     table: &TableRef,

@@ -241,3 +241,18 @@ async fn star_sink_loads_rows_and_facts_together_with_role_playing_keys() {
     let f = sqlx::query("SELECT sum(fare)::float8 FROM facts").fetch_one(&p).await.unwrap();
     assert_eq!(f.get::<f64, _>(0), (0..200).map(|i| i as f64 / 4.0).sum::<f64>());
 }
+
+#[tokio::test]
+async fn a_second_star_run_reports_only_its_own_counters() {
+    let url = fresh_url().await;
+    let (p, star, batch) = star_fixture(&url).await;
+    let first = load(&p, star.clone(), batch.clone(), StarLoadMode::Copy).await;
+    // One counter per dimension (both roles use dim_location): 1..=20 and 10..=39, 39 members.
+    assert_eq!(first.counter("dim_location_created"), 39);
+    // Same caches, same rows: nothing new anywhere, and the report says so.
+    let second = load(&p, star, batch, StarLoadMode::Copy).await;
+    assert!(second.counters.contains_key("dim_location_created"));
+    assert_eq!(second.counter("dim_location_created"), 0);
+    assert_eq!(second.counter("rows_inserted"), 0);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_location").await, 40);
+}
