@@ -11,7 +11,7 @@ use etlkit_core::{Context, LoadStats};
 use crate::error::Result;
 use crate::spec::{NodeSpec, RelSpec};
 use crate::value::Columns;
-use crate::writer::GraphWriter;
+use crate::writer::{Counters, GraphWriter};
 
 /// Node rows of one kind.
 #[derive(Debug, Clone)]
@@ -69,7 +69,9 @@ pub struct PhaseReport {
     pub elapsed: Duration,
     /// `rows_written` per second.
     pub rows_per_sec: f64,
-    /// Server counters committed during the phase (`nodes_created`, `relationships_created`, ...).
+    /// Counters of the transactions this phase committed (`nodes_created`, `relationships_created`,
+    /// `properties_set`, `transactions`, `rows_sent`, `max_transaction_rows`, `retries`); other work
+    /// on a shared [`GraphWriter`] at the same time is not counted.
     pub stats: LoadStats,
 }
 
@@ -85,9 +87,10 @@ impl TwoPhaseLoader {
         TwoPhaseLoader { writer }
     }
 
-    /// Runs the three phases, calling `on_phase` after each, and returns the totals: `rows_written`
-    /// (all node and relationship rows written), `rows_deduplicated` (shared rows dropped as repeats),
-    /// `retries` and the server counters.
+    /// Runs the three phases, calling `on_phase` after each, and returns this run's totals:
+    /// `rows_written` (all node and relationship rows written), `rows_deduplicated` (shared rows
+    /// dropped as repeats), `retries` and the counters of the transactions this run committed (not
+    /// those of other work sharing the writer, which [`GraphWriter::stats`] includes).
     pub async fn run(
         &self,
         plan: &LoadPlan,
@@ -96,17 +99,16 @@ impl TwoPhaseLoader {
     ) -> Result<LoadStats> {
         let started = Instant::now();
         let w = &self.writer;
-        let before = w.stats();
 
         // Phase 0: schema.
         let t = Instant::now();
         let specs: Vec<NodeSpec> = plan.shared.iter().chain(&plan.main).map(|n| n.spec.clone()).collect();
         w.create_schema(&specs).await?;
-        on_phase(&report(Phase::Schema, 0, 0, t, diff(&w.stats(), &before)));
+        on_phase(&report(Phase::Schema, 0, 0, t, &Counters::default()));
 
         // Phase 1: distinct shared entities.
         let t = Instant::now();
-        let mark = w.stats();
+        let shared = Counters::default();
         let (mut rows_in, mut written, mut dedup) = (0u64, 0u64, 0u64);
         for input in &plan.shared {
             let mut seen: HashSet<String> = HashSet::new();
@@ -114,32 +116,38 @@ impl TwoPhaseLoader {
                 rows_in += batch.num_rows() as u64;
                 let distinct = distinct_keys(&input.spec, batch, &mut seen)?;
                 dedup += (batch.num_rows() - distinct.num_rows()) as u64;
-                written += w.write_nodes(&input.spec, &distinct, ctx).await?;
+                written += w.write_nodes_counted(&input.spec, &distinct, ctx, Some(&shared)).await?;
             }
         }
-        on_phase(&report(Phase::SharedEntities, rows_in, written, t, diff(&w.stats(), &mark)));
+        let shared = report(Phase::SharedEntities, rows_in, written, t, &shared);
+        on_phase(&shared);
         let mut total_written = written;
 
         // Phase 2: main entities, then relationships.
         let t = Instant::now();
-        let mark = w.stats();
+        let main = Counters::default();
         let (mut rows_in, mut written) = (0u64, 0u64);
         for input in &plan.main {
             for batch in &input.batches {
                 rows_in += batch.num_rows() as u64;
-                written += w.write_nodes(&input.spec, batch, ctx).await?;
+                written += w.write_nodes_counted(&input.spec, batch, ctx, Some(&main)).await?;
             }
         }
         for input in &plan.relationships {
             for batch in &input.batches {
                 rows_in += batch.num_rows() as u64;
-                written += w.write_rels(&input.spec, batch, ctx).await?;
+                written += w.write_rels_counted(&input.spec, batch, ctx, Some(&main)).await?;
             }
         }
-        on_phase(&report(Phase::MainEntities, rows_in, written, t, diff(&w.stats(), &mark)));
+        let main = report(Phase::MainEntities, rows_in, written, t, &main);
+        on_phase(&main);
         total_written += written;
 
-        let mut stats = diff(&w.stats(), &before);
+        let mut stats = shared.stats.clone();
+        stats.merge(&main.stats);
+        // `merge` adds counters; the largest transaction of the run is the larger of the two.
+        let max = "max_transaction_rows";
+        stats.counters.insert(max.to_owned(), shared.stats.counter(max).max(main.stats.counter(max)));
         stats.rows_written = total_written;
         stats.rows_deduplicated = dedup;
         stats.elapsed = started.elapsed();
@@ -166,18 +174,8 @@ fn distinct_keys(spec: &NodeSpec, batch: &RecordBatch, seen: &mut HashSet<String
     Ok(arrow_select::filter::filter_record_batch(batch, &BooleanArray::from(keep))?)
 }
 
-fn diff(now: &LoadStats, before: &LoadStats) -> LoadStats {
-    let mut s = LoadStats::default();
-    s.retries = now.retries - before.retries;
-    for (k, v) in &now.counters {
-        if k != "max_transaction_rows" {
-            s.add_counter(k, v - before.counter(k));
-        }
-    }
-    s
-}
-
-fn report(phase: Phase, rows_in: u64, rows_written: u64, t: Instant, stats: LoadStats) -> PhaseReport {
+fn report(phase: Phase, rows_in: u64, rows_written: u64, t: Instant, counters: &Counters) -> PhaseReport {
+    let stats = counters.stats();
     let elapsed = t.elapsed();
     let secs = elapsed.as_secs_f64();
     let rows_per_sec = if secs > 0.0 { rows_written as f64 / secs } else { 0.0 };

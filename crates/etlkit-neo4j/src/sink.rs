@@ -11,7 +11,7 @@ use crate::config::{GraphConfig, NullKeyPolicy};
 use crate::error::{GraphError, Result};
 use crate::spec::GraphMapping;
 use crate::value::is_supported;
-use crate::writer::{GraphWriter, drop_rows, null_key_reject, null_rows};
+use crate::writer::{Counters, GraphWriter, drop_rows, null_key_reject, null_rows};
 
 /// A [`Sink`] writing every batch as nodes then relationships, per a [`GraphMapping`].
 ///
@@ -26,28 +26,36 @@ use crate::writer::{GraphWriter, drop_rows, null_key_reject, null_rows};
 ///   transactions). `finish` commits nothing more and returns the counters; `abort` has nothing to
 ///   roll back (an interrupted `write` leaves its committed transactions; re-running is safe in
 ///   `MERGE` mode).
+/// - Counters: `finish` returns this run's counters only (`nodes_created`, `relationships_created`,
+///   `properties_set`, `transactions`, `rows_sent`, `max_transaction_rows`, `retries`): those of the
+///   transactions this sink committed since `start` (or since it was created, if `start` was never
+///   called). Other sinks, loaders or direct calls sharing the [`GraphWriter`] are not counted; the
+///   writer's own [`stats`](GraphWriter::stats) are its lifetime totals.
 /// - Concurrency: `write` may run on several tasks at once; partition locks keep every node key in at
 ///   most one transaction at a time.
 #[derive(Debug)]
 pub struct GraphSink {
     writer: Arc<GraphWriter>,
     mapping: GraphMapping,
+    /// This run's counters (reset by `start`).
+    run: Counters,
 }
 
 impl GraphSink {
     /// A sink on a new [`GraphWriter`] for `config`.
     pub fn connect(config: GraphConfig, mapping: GraphMapping) -> Result<Self> {
         mapping.validate()?;
-        Ok(GraphSink { writer: Arc::new(GraphWriter::connect(config)?), mapping })
+        Ok(GraphSink { writer: Arc::new(GraphWriter::connect(config)?), mapping, run: Counters::default() })
     }
 
-    /// A sink sharing an existing writer (and so its pool and counters).
+    /// A sink sharing an existing writer (its pool, partition locks and lifetime counters; the sink
+    /// still reports only its own run's counters).
     pub fn new(writer: Arc<GraphWriter>, mapping: GraphMapping) -> Result<Self> {
         mapping.validate()?;
-        Ok(GraphSink { writer, mapping })
+        Ok(GraphSink { writer, mapping, run: Counters::default() })
     }
 
-    /// The writer (for its [`stats`](GraphWriter::stats) or its pool).
+    /// The writer (for its lifetime [`stats`](GraphWriter::stats) or its pool).
     pub fn writer(&self) -> &Arc<GraphWriter> {
         &self.writer
     }
@@ -101,10 +109,10 @@ impl GraphSink {
         }
         let batch = if bad.is_empty() { batch } else { drop_rows(&batch, &bad)? };
         for n in &self.mapping.nodes {
-            self.writer.write_nodes(n, &batch, ctx).await?;
+            self.writer.write_nodes_counted(n, &batch, ctx, Some(&self.run)).await?;
         }
         for r in &self.mapping.relationships {
-            self.writer.write_rels(r, &batch, ctx).await?;
+            self.writer.write_rels_counted(r, &batch, ctx, Some(&self.run)).await?;
         }
         Ok(batch.num_rows() as u64)
     }
@@ -118,6 +126,7 @@ impl Sink for GraphSink {
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
         self.check_schema(schema)?;
+        self.run.reset();
         self.writer.create_schema(&self.mapping.nodes).await?;
         Ok(())
     }
@@ -127,6 +136,6 @@ impl Sink for GraphSink {
     }
 
     async fn finish(&self) -> etlkit_core::Result<LoadStats> {
-        Ok(self.writer.stats())
+        Ok(self.run.stats())
     }
 }

@@ -12,9 +12,10 @@ use crate::error::{GraphError, Result};
 use crate::spec::{NodeSpec, RelPartition, RelSpec};
 use crate::value::Columns;
 
-/// Counters of everything committed so far (summed from the server's result summaries).
+/// Counters of committed work (summed from the server's result summaries): the writer keeps one set
+/// for its lifetime, and each sink run / loader phase its own, so what a run reports is that run's.
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     nodes_created: AtomicU64,
     relationships_created: AtomicU64,
     properties_set: AtomicU64,
@@ -22,6 +23,47 @@ struct Counters {
     transactions: AtomicU64,
     rows: AtomicU64,
     max_txn_rows: AtomicU64,
+}
+
+impl Counters {
+    fn all(&self) -> [(&'static str, &AtomicU64); 6] {
+        [
+            ("nodes_created", &self.nodes_created),
+            ("relationships_created", &self.relationships_created),
+            ("properties_set", &self.properties_set),
+            ("transactions", &self.transactions),
+            ("rows_sent", &self.rows),
+            ("max_transaction_rows", &self.max_txn_rows),
+        ]
+    }
+
+    /// One committed transaction of `rows` rows.
+    fn commit(&self, c: &neo4rs::summary::Counters, rows: u64) {
+        self.nodes_created.fetch_add(c.nodes_created, Ordering::Relaxed);
+        self.relationships_created.fetch_add(c.relationships_created, Ordering::Relaxed);
+        self.properties_set.fetch_add(c.properties_set, Ordering::Relaxed);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.max_txn_rows.fetch_max(rows, Ordering::Relaxed);
+    }
+
+    /// Back to zero (a new run).
+    pub(crate) fn reset(&self) {
+        self.retries.store(0, Ordering::Relaxed);
+        for (_, v) in self.all() {
+            v.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// `retries` and the named counters, as [`LoadStats`].
+    pub(crate) fn stats(&self) -> LoadStats {
+        let mut s = LoadStats::default();
+        s.retries = self.retries.load(Ordering::Relaxed);
+        for (name, v) in self.all() {
+            s.add_counter(name, v.load(Ordering::Relaxed));
+        }
+        s
+    }
 }
 
 /// One prepared row: its positional list, estimated size, partition hash and 1-based row number.
@@ -40,6 +82,15 @@ struct Row {
 enum Kind {
     Nodes,
     Rels,
+}
+
+/// One call's statement: the mapping's name, its Cypher, what it writes, and the run (sink run or
+/// loader phase) whose counters it also adds to.
+struct Job<'a> {
+    spec: &'a str,
+    cypher: &'a str,
+    kind: Kind,
+    run: Option<&'a Counters>,
 }
 
 /// Writes node and relationship rows from Arrow batches as batched, parameterized `UNWIND`
@@ -133,19 +184,46 @@ impl GraphWriter {
     /// Merges one node per row of `batch` (see [`NodeSpec`]); returns the rows written (rows with NULL
     /// keys are rejected through `ctx` when the policy says so, and not counted).
     pub async fn write_nodes(&self, spec: &NodeSpec, batch: &RecordBatch, ctx: &Context) -> Result<u64> {
+        self.write_nodes_counted(spec, batch, ctx, None).await
+    }
+
+    /// [`write_nodes`](Self::write_nodes), also counting into `run`.
+    pub(crate) async fn write_nodes_counted(
+        &self,
+        spec: &NodeSpec,
+        batch: &RecordBatch,
+        ctx: &Context,
+        run: Option<&Counters>,
+    ) -> Result<u64> {
         spec.validate()?;
         let names = spec.columns();
         let cols = Columns::resolve(spec.name(), &names, batch)?;
         let rows =
             self.prepare(&spec.name(), &cols, spec.keys.len(), (0..spec.keys.len(), 0..0), batch, ctx)?;
         let n = rows.len() as u64;
-        self.run_partitioned(&spec.name(), &spec.merge_cypher(), rows, self.partitions.len(), Kind::Nodes)
-            .await?;
+        let (name, cypher) = (spec.name(), spec.merge_cypher());
+        self.run_partitioned(
+            &Job { spec: &name, cypher: &cypher, kind: Kind::Nodes, run },
+            rows,
+            self.partitions.len(),
+        )
+        .await?;
         Ok(n)
     }
 
     /// Writes one relationship per row of `batch` (see [`RelSpec`]); both endpoints must exist.
     pub async fn write_rels(&self, spec: &RelSpec, batch: &RecordBatch, ctx: &Context) -> Result<u64> {
+        self.write_rels_counted(spec, batch, ctx, None).await
+    }
+
+    /// [`write_rels`](Self::write_rels), also counting into `run`.
+    pub(crate) async fn write_rels_counted(
+        &self,
+        spec: &RelSpec,
+        batch: &RecordBatch,
+        ctx: &Context,
+        run: Option<&Counters>,
+    ) -> Result<u64> {
         spec.validate()?;
         let names = spec.columns();
         let cols = Columns::resolve(spec.name(), &names, batch)?;
@@ -160,32 +238,23 @@ impl GraphWriter {
             self.prepare(&spec.name(), &cols, spec.key_columns().len(), (range, range2), batch, ctx)?;
         let n = rows.len() as u64;
         let (name, cypher) = (spec.name(), spec.write_cypher());
+        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels, run };
         match spec.partition {
-            RelPartition::BothEnds if w > 1 => self.run_grid(&name, &cypher, rows).await?,
-            RelPartition::Single => self.run_partitioned(&name, &cypher, rows, 1, Kind::Rels).await?,
-            _ => self.run_partitioned(&name, &cypher, rows, w, Kind::Rels).await?,
+            RelPartition::BothEnds if w > 1 => self.run_grid(&job, rows).await?,
+            RelPartition::Single => self.run_partitioned(&job, rows, 1).await?,
+            _ => self.run_partitioned(&job, rows, w).await?,
         }
         Ok(n)
     }
 
-    /// What has been committed so far: `retries`, and counters `nodes_created`,
-    /// `relationships_created`, `properties_set` (from the server's summaries), `transactions`
-    /// (committed), `rows_sent` and `max_transaction_rows`.
+    /// Everything committed through this writer since it was created, by every caller, sink and
+    /// loader sharing it: `retries`, and counters `nodes_created`, `relationships_created`,
+    /// `properties_set` (from the server's summaries), `transactions` (committed), `rows_sent` and
+    /// `max_transaction_rows`. For one run's counters use what [`GraphSink`](crate::GraphSink)'s
+    /// `finish` or [`TwoPhaseLoader::run`](crate::TwoPhaseLoader::run) returns (the same counters,
+    /// counting only that run's transactions).
     pub fn stats(&self) -> LoadStats {
-        let c = &self.counters;
-        let mut s = LoadStats::default();
-        s.retries = c.retries.load(Ordering::Relaxed);
-        for (name, v) in [
-            ("nodes_created", &c.nodes_created),
-            ("relationships_created", &c.relationships_created),
-            ("properties_set", &c.properties_set),
-            ("transactions", &c.transactions),
-            ("rows_sent", &c.rows),
-            ("max_transaction_rows", &c.max_txn_rows),
-        ] {
-            s.add_counter(name, v.load(Ordering::Relaxed));
-        }
-        s
+        self.counters.stats()
     }
 
     /// Builds the rows, handling NULL keys (the first `n_keys` columns) per policy.
@@ -231,14 +300,7 @@ impl GraphWriter {
         Ok(rows)
     }
 
-    async fn run_partitioned(
-        &self,
-        spec: &str,
-        cypher: &str,
-        rows: Vec<Row>,
-        parts: usize,
-        kind: Kind,
-    ) -> Result<()> {
+    async fn run_partitioned(&self, job: &Job<'_>, rows: Vec<Row>, parts: usize) -> Result<()> {
         let mut split: Vec<Vec<Row>> = (0..parts).map(|_| Vec::new()).collect();
         for r in rows {
             let p = if parts == 1 { 0 } else { (r.hash % parts as u64) as usize };
@@ -248,7 +310,7 @@ impl GraphWriter {
             .into_iter()
             .enumerate()
             .filter(|(_, rows)| !rows.is_empty())
-            .map(|(p, rows)| self.run_partition(spec, cypher, p, None, rows, kind));
+            .map(|(p, rows)| self.run_partition(job, p, None, rows));
         futures::future::try_join_all(jobs).await?;
         Ok(())
     }
@@ -257,7 +319,7 @@ impl GraphWriter {
     /// cells `(i, (i + r) % w)` for all `i` concurrently, so no start key and no end key is in two
     /// concurrent transactions of this call. Start locks are taken before end locks (no lock-order
     /// deadlock between concurrent calls).
-    async fn run_grid(&self, spec: &str, cypher: &str, rows: Vec<Row>) -> Result<()> {
+    async fn run_grid(&self, job: &Job<'_>, rows: Vec<Row>) -> Result<()> {
         let w = self.partitions.len();
         let mut cells: Vec<Vec<Row>> = (0..w * w).map(|_| Vec::new()).collect();
         for r in rows {
@@ -268,35 +330,27 @@ impl GraphWriter {
                 .map(|i| (i, (i + round) % w))
                 .map(|(i, j)| (i, j, std::mem::take(&mut cells[i * w + j])))
                 .filter(|(_, _, rows)| !rows.is_empty())
-                .map(|(i, j, rows)| self.run_partition(spec, cypher, i, Some(j), rows, Kind::Rels))
+                .map(|(i, j, rows)| self.run_partition(job, i, Some(j), rows))
                 .collect::<Vec<_>>();
             futures::future::try_join_all(jobs).await?;
         }
         Ok(())
     }
 
-    async fn run_partition(
-        &self,
-        spec: &str,
-        cypher: &str,
-        p: usize,
-        end: Option<usize>,
-        rows: Vec<Row>,
-        kind: Kind,
-    ) -> Result<()> {
+    async fn run_partition(&self, job: &Job<'_>, p: usize, end: Option<usize>, rows: Vec<Row>) -> Result<()> {
         let _guard = self.partitions[p].lock().await;
         let _end_guard = match end {
             Some(q) => Some(self.end_partitions[q].lock().await),
             None => None,
         };
-        let cap = self.config.max_message_bytes.saturating_sub(cypher.len() + 64);
+        let cap = self.config.max_message_bytes.saturating_sub(job.cypher.len() + 64);
         let mut chunk = BoltList::with_capacity(rows.len().min(self.config.batch_rows));
         let mut bytes = 5;
         let mut first_line = 0;
         for r in rows {
             if !chunk.is_empty() && (chunk.len() == self.config.batch_rows || bytes + r.bytes > cap) {
                 let full = std::mem::replace(&mut chunk, BoltList::with_capacity(self.config.batch_rows));
-                self.run_txn(spec, cypher, full, kind, first_line).await?;
+                self.run_txn(job, full, first_line).await?;
                 bytes = 5;
             }
             if chunk.is_empty() {
@@ -306,37 +360,30 @@ impl GraphWriter {
             chunk.push(r.value);
         }
         if !chunk.is_empty() {
-            self.run_txn(spec, cypher, chunk, kind, first_line).await?;
+            self.run_txn(job, chunk, first_line).await?;
         }
         Ok(())
     }
 
     /// One batch, one transaction, retried whole on transient errors.
-    async fn run_txn(
-        &self,
-        spec: &str,
-        cypher: &str,
-        rows: BoltList,
-        kind: Kind,
-        first_line: usize,
-    ) -> Result<()> {
-        let n = rows.len();
+    async fn run_txn(&self, job: &Job<'_>, rows: BoltList, first_line: usize) -> Result<()> {
+        let (spec, n) = (job.spec, rows.len());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_txn(spec, cypher, rows.clone(), kind).await {
+            match self.try_txn(spec, job.cypher, rows.clone(), job.kind).await {
                 Ok(c) => {
-                    let k = &self.counters;
-                    k.nodes_created.fetch_add(c.nodes_created, Ordering::Relaxed);
-                    k.relationships_created.fetch_add(c.relationships_created, Ordering::Relaxed);
-                    k.properties_set.fetch_add(c.properties_set, Ordering::Relaxed);
-                    k.transactions.fetch_add(1, Ordering::Relaxed);
-                    k.rows.fetch_add(n as u64, Ordering::Relaxed);
-                    k.max_txn_rows.fetch_max(n as u64, Ordering::Relaxed);
+                    self.counters.commit(&c, n as u64);
+                    if let Some(run) = job.run {
+                        run.commit(&c, n as u64);
+                    }
                     return Ok(());
                 }
                 Err(e) if e.is_transient() && attempt < self.config.max_attempts => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if let Some(run) = job.run {
+                        run.retries.fetch_add(1, Ordering::Relaxed);
+                    }
                     let wait = self.backoff(attempt);
                     tracing::debug!(
                         target: "etlkit::neo4j",

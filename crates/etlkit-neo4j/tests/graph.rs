@@ -360,3 +360,109 @@ async fn client_errors_are_not_retried() {
     assert_eq!(w.stats().retries, 0);
     assert!(t.elapsed() < std::time::Duration::from_secs(5), "no back-off sleep: {:?}", t.elapsed());
 }
+
+fn works_for_batch() -> RecordBatch {
+    strings(&[
+        ("pid", vec![Some("p1"), Some("p2"), Some("p3"), Some("p1")]),
+        ("name", vec![Some("Ann"), Some("Bob"), Some("Cy"), Some("Ann")]),
+        ("company", vec![Some("Acme"), Some("Acme"), Some("Initech"), Some("Acme")]),
+        ("since", vec![Some("2020-01-01"), Some("2021-01-01"), Some("2019-05-01"), Some("2020-01-01")]),
+        ("title", vec![Some("dev"), Some("ops"), Some("cto"), Some("dev")]),
+    ])
+}
+
+async fn run_pipeline(sink: Arc<GraphSink>, batch: &RecordBatch) -> etlkit_core::LoadStats {
+    let source = MemorySource::new(batch.schema(), vec![batch.clone()]).unwrap();
+    Pipeline::new(source, sink as Arc<dyn Sink>)
+        .config(PipelineConfig { batch_size: 2, workers: 2, ..Default::default() })
+        .run()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_with_a_shared_writer_reports_only_its_own_counters() {
+    let w = Arc::new(GraphWriter::connect(config(2, 2)).unwrap());
+    let batch = works_for_batch();
+    let mapping = GraphMapping { nodes: vec![person(), company()], relationships: vec![works_for()] };
+    // Two sinks sharing one writer, one run each.
+    let first = run_pipeline(Arc::new(GraphSink::new(w.clone(), mapping.clone()).unwrap()), &batch).await;
+    let second = run_pipeline(Arc::new(GraphSink::new(w.clone(), mapping.clone()).unwrap()), &batch).await;
+    assert_eq!(first.counter("nodes_created"), 5, "{first:?}");
+    assert_eq!(first.counter("relationships_created"), 3, "{first:?}");
+    assert_eq!(second.counter("nodes_created"), 0, "{second:?}");
+    assert_eq!(second.counter("relationships_created"), 0, "{second:?}");
+    // Each run sent the same rows in the same transactions; the writer counts both runs.
+    for c in ["rows_sent", "transactions"] {
+        assert!(first.counter(c) > 0, "{c}: {first:?}");
+        assert_eq!(second.counter(c), first.counter(c), "{c}: {second:?}");
+        assert_eq!(w.stats().counter(c), 2 * first.counter(c), "{c}: writer lifetime");
+    }
+    // One sink run twice: `start` begins a new run.
+    let sink = Arc::new(GraphSink::new(w.clone(), mapping).unwrap());
+    let third = run_pipeline(sink.clone(), &batch).await;
+    let fourth = run_pipeline(sink.clone(), &batch).await;
+    assert_eq!(third.counter("rows_sent"), first.counter("rows_sent"), "{third:?}");
+    assert_eq!(fourth.counter("rows_sent"), first.counter("rows_sent"), "{fourth:?}");
+    // Writes through the shared writer by someone else during a run are not the run's.
+    sink.start(&batch.schema()).await.unwrap();
+    let other = NodeSpec::new("Other", Property::column("pid"), vec![]);
+    assert_eq!(w.write_nodes(&other, &batch, &Context::default()).await.unwrap(), 4);
+    assert_eq!(sink.write(batch.slice(0, 1), &Context::default()).await.unwrap(), 1);
+    let own = sink.finish().await.unwrap();
+    assert_eq!(own.counter("nodes_created"), 0, "{own:?}");
+    assert_eq!(own.counter("rows_sent"), 3, "one row: a person, a company, a relationship: {own:?}");
+
+    // The loader: a phase reports only its own writes, even when the shared writer is busy with
+    // other work at the same time.
+    let people: Vec<String> = (0..400).map(|i| format!("q{i}")).collect();
+    let main: Vec<RecordBatch> = people
+        .chunks(40)
+        .map(|c| {
+            let ids: Vec<Option<&str>> = c.iter().map(|s| Some(s.as_str())).collect();
+            let names = vec![Some("x"); c.len()];
+            strings(&[("pid", ids), ("name", names)])
+        })
+        .collect();
+    let plan = LoadPlan {
+        shared: vec![NodeInput {
+            spec: company(),
+            batches: vec![strings(&[("company", vec![Some("Globex")])])],
+        }],
+        main: vec![NodeInput { spec: person(), batches: main }],
+        relationships: vec![],
+    };
+    let started = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let meddler = {
+        let (w, started, done) = (w.clone(), started.clone(), done.clone());
+        tokio::spawn(async move {
+            started.notified().await;
+            let extra = NodeSpec::new("Extra", Property::column("pid"), vec![]);
+            w.write_nodes(&extra, &strings(&[("pid", vec![Some("e1"), Some("e2")])]), &Context::default())
+                .await
+                .unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut phases = Vec::new();
+    let mut overlapped = false;
+    let stats = TwoPhaseLoader::new(w.clone())
+        .run(&plan, &Context::default(), |p| {
+            match p.phase {
+                Phase::SharedEntities => started.notify_one(),
+                Phase::MainEntities => overlapped = done.load(std::sync::atomic::Ordering::SeqCst),
+                Phase::Schema => {}
+            }
+            phases.push(p.clone());
+        })
+        .await
+        .unwrap();
+    meddler.await.unwrap();
+    assert!(overlapped, "the other write should have run during phase 2");
+    assert_eq!(phases[1].stats.counter("nodes_created"), 1, "{:?}", phases[1]);
+    assert_eq!(phases[2].stats.counter("nodes_created"), 400, "{:?}", phases[2]);
+    assert_eq!(phases[2].stats.counter("rows_sent"), 400, "{:?}", phases[2]);
+    assert_eq!(stats.counter("nodes_created"), 401, "{stats:?}");
+    assert_eq!(stats.counter("rows_sent"), 401, "{stats:?}");
+}
