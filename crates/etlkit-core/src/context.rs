@@ -53,11 +53,23 @@ impl fmt::Display for Rejected {
 
 /// Where rejected rows go when the user asked for rejects instead of errors.
 ///
-/// Implementors MUST be cheap to call from several threads at once. An `Err` from `reject` stops the
-/// pipeline (e.g. the reject file cannot be written).
+/// Implementors MUST be cheap to call from several threads at once (`reject` runs on source,
+/// transform and sink threads, so it must not block on I/O for long: buffer, and write in `flush`).
+/// An `Err` from `reject` or `flush` stops the pipeline (e.g. the reject file cannot be written).
+///
+/// The pipeline calls [`flush`](RejectSink::flush) once after every stage has finished and before
+/// the sink commits: a run whose rejects could not be stored commits nothing.
+#[async_trait::async_trait]
 pub trait RejectSink: Send + Sync {
     /// Records one rejected row.
     fn reject(&self, row: Rejected) -> Result<()>;
+
+    /// Makes every rejected row so far durable (writes buffered rows, syncs a file). Called once
+    /// per run by the pipeline before the sink's `finish`; may be called again by the owner.
+    /// Default: nothing to do.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A [`RejectSink`] that keeps every rejected row in memory. Handy in tests and small jobs.

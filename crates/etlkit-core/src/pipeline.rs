@@ -178,7 +178,7 @@ impl Pipeline {
         let source_name = source.name();
         sink.start(&schema).await?;
 
-        let root = Context::with_rejects(rejects);
+        let root = Context::with_rejects(rejects.clone());
         let (src_ctx, tr_ctx, sink_ctx) = (root.fork(), root.fork(), root.fork());
         let counters = Arc::new(RunCounters::default());
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
@@ -263,6 +263,11 @@ impl Pipeline {
                 deduplicated: 0,
                 filtered: 0,
             });
+        }
+        // Rejected rows are stored before the data they were split from is committed.
+        if let Err(e) = rejects.flush().await {
+            sink.abort().await;
+            return Err(e);
         }
         // Exactly one of finish / abort: a failed finish has rolled back by itself (Sink contract).
         let sink_stats = sink.finish().await?;

@@ -759,3 +759,35 @@ fn null_column_values_survive_rebatching() {
     assert_eq!(first.null_count(), 2);
     assert!(first.is_null(1) && first.is_null(3));
 }
+
+/// Keeps rejected rows but cannot store them at flush time (a full disk).
+#[derive(Default)]
+struct UnflushableRejects {
+    flushed: AtomicUsize,
+}
+
+#[async_trait]
+impl etlkit_core::RejectSink for UnflushableRejects {
+    fn reject(&self, _row: Rejected) -> etlkit_core::Result<()> {
+        Ok(())
+    }
+    async fn flush(&self) -> etlkit_core::Result<()> {
+        self.flushed.fetch_add(1, Ordering::SeqCst);
+        Err(Error::stage(Stage::Sink, "rejects", false, SinkRefused(0)))
+    }
+}
+
+#[tokio::test]
+async fn rejects_are_flushed_before_the_commit_and_a_failed_flush_commits_nothing() {
+    let rejects = Arc::new(UnflushableRejects::default());
+    let sink = Arc::new(LifecycleSink::default());
+    let err = Pipeline::new(memory_source(vec![ids(0..100)]), sink.clone())
+        .rejects(rejects.clone())
+        .run()
+        .await
+        .unwrap_err();
+    assert!(err.find_source::<SinkRefused>().is_some(), "{err}");
+    assert_eq!(rejects.flushed.load(Ordering::SeqCst), 1);
+    assert_eq!((sink.finished.load(Ordering::SeqCst), sink.aborted.load(Ordering::SeqCst)), (0, 1));
+    assert_eq!(sink.committed.load(Ordering::SeqCst), 0);
+}
