@@ -19,13 +19,17 @@ pub enum NullKeyPolicy {
 /// Configuration of a [`GraphWriter`](crate::GraphWriter) (and so of [`GraphSink`](crate::GraphSink)
 /// and [`TwoPhaseLoader`](crate::TwoPhaseLoader)). A plain struct: build it with
 /// `GraphConfig { uri: ..., ..Default::default() }`; [`validate`](Self::validate) is called on connect.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` and `Display` never show the password: `Debug` prints it as `"***"` (empty stays empty),
+/// and both print the URI through [`GraphConfig::redacted_uri`].
+#[derive(Clone, PartialEq)]
 pub struct GraphConfig {
-    /// Bolt URI, e.g. `bolt://127.0.0.1:7687`. Default: `bolt://127.0.0.1:7687`.
+    /// Bolt URI, e.g. `bolt://127.0.0.1:7687`. Default: `bolt://127.0.0.1:7687`. Credentials inside
+    /// it (`bolt://user:pw@host`) are ignored by the driver: use `user` and `password`.
     pub uri: String,
     /// User name. Default: `neo4j`.
     pub user: String,
-    /// Password. Default: empty.
+    /// Password. Default: empty. Never printed (see the type's docs).
     pub password: String,
     /// Database every query and transaction runs in — always sent explicitly. Default: `neo4j`.
     pub database: String,
@@ -75,7 +79,53 @@ impl Default for GraphConfig {
     }
 }
 
+impl std::fmt::Debug for GraphConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let GraphConfig {
+            uri,
+            user,
+            password,
+            database,
+            batch_rows,
+            max_message_bytes,
+            workers,
+            max_attempts,
+            backoff_initial,
+            backoff_max,
+            response_timeout,
+            on_null_key,
+        } = self;
+        f.debug_struct("GraphConfig")
+            .field("uri", &redact_uri(uri))
+            .field("user", user)
+            .field("password", &if password.is_empty() { "" } else { "***" })
+            .field("database", database)
+            .field("batch_rows", batch_rows)
+            .field("max_message_bytes", max_message_bytes)
+            .field("workers", workers)
+            .field("max_attempts", max_attempts)
+            .field("backoff_initial", backoff_initial)
+            .field("backoff_max", backoff_max)
+            .field("response_timeout", response_timeout)
+            .field("on_null_key", on_null_key)
+            .finish()
+    }
+}
+
+/// `bolt://127.0.0.1:7687 (user neo4j, database neo4j)`: where the writer connects, without secrets.
+impl std::fmt::Display for GraphConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (user {}, database {})", self.redacted_uri(), self.user, self.database)
+    }
+}
+
 impl GraphConfig {
+    /// The URI with any password in it (`bolt://user:pw@host`, or a `password=` query parameter)
+    /// replaced by `***`: safe to log.
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(&self.uri)
+    }
+
     /// Checks every field; returns [`GraphError::InvalidConfig`] naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: &str| {
@@ -112,9 +162,49 @@ impl GraphConfig {
     }
 }
 
+/// Replaces the password of a `scheme://user:password@host/...` URI and any `password=` query
+/// parameter with `***` (the same rule as `etlkit-postgres`'s `DatabaseUrl`).
+fn redact_uri(uri: &str) -> String {
+    let mut out = uri.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..].find(['/', '?', '#']).map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(p) = out.find("password=") {
+        let start = p + "password=".len();
+        let end = out[start..].find(['&', '#']).map_or(out.len(), |i| start + i);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let cfg = GraphConfig {
+            uri: "bolt://bob:s3cr3t@db:7687?password=other".into(),
+            password: "hunter2".into(),
+            ..Default::default()
+        };
+        let shown = format!("{cfg:?} {cfg:#?} {cfg}");
+        for secret in ["s3cr3t", "other", "hunter2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(cfg.redacted_uri(), "bolt://bob:***@db:7687?password=***");
+        assert_eq!(redact_uri("bolt://bob@db:7687"), "bolt://bob@db:7687");
+        assert_eq!(redact_uri("127.0.0.1:7687"), "127.0.0.1:7687");
+        assert_eq!(GraphConfig::default().to_string(), "bolt://127.0.0.1:7687 (user neo4j, database neo4j)");
+        assert!(format!("{:?}", GraphConfig::default()).contains("password: \"\""));
+    }
 
     #[test]
     fn defaults_validate_and_bad_fields_are_named() {

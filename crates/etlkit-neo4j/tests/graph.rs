@@ -466,3 +466,93 @@ async fn a_second_run_with_a_shared_writer_reports_only_its_own_counters() {
     assert_eq!(stats.counter("nodes_created"), 401, "{stats:?}");
     assert_eq!(stats.counter("rows_sent"), 401, "{stats:?}");
 }
+
+/// Every tracing event (all levels, all targets) of the current thread, as text.
+struct Capture(Arc<std::sync::Mutex<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut Fields(&mut self.0.lock().unwrap()));
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut Fields(&mut self.0.lock().unwrap()));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut out = self.0.lock().unwrap();
+        out.push('\n');
+        out.push_str(event.metadata().target());
+        event.record(&mut Fields(&mut out));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bolt_secret_in_debug_display_or_errors() {
+    let logs = Arc::new(std::sync::Mutex::new(String::new()));
+    let _logging = tracing::dispatcher::set_default(&tracing::Dispatch::new(Capture(logs.clone())));
+    let cfg = config(1, 10);
+    let secret = cfg.password.clone();
+    assert!(secret.len() >= 8, "the test server has a real password");
+    let absent = |what: &str, text: String| {
+        assert!(!text.contains(&secret), "{what} shows the Bolt password: {text}");
+    };
+    let mapping = GraphMapping { nodes: vec![person()], relationships: vec![] };
+    let batch = strings(&[("pid", vec![Some("p1")]), ("name", vec![Some("Ann")])]);
+
+    // A working connection: config, writer, sink and loader.
+    let writer = Arc::new(GraphWriter::connect(cfg.clone()).unwrap());
+    let sink = GraphSink::new(writer.clone(), mapping.clone()).unwrap();
+    sink.start(&batch.schema()).await.unwrap();
+    assert_eq!(sink.write(batch.clone(), &Context::default()).await.unwrap(), 1);
+    let loader = TwoPhaseLoader::new(writer.clone());
+    absent("GraphConfig", format!("{cfg:?} {cfg:#?} {cfg}"));
+    absent("GraphWriter", format!("{writer:?} {writer:#?}"));
+    absent("GraphSink", format!("{sink:?} {sink:#?}"));
+    absent("TwoPhaseLoader", format!("{loader:?} {loader:#?}"));
+    // Credentials inside the URI (neo4rs ignores them) are hidden too.
+    let in_uri =
+        GraphConfig { uri: cfg.uri.replace("bolt://", &format!("bolt://root:{secret}@")), ..cfg.clone() };
+    assert!(in_uri.uri.contains(&secret));
+    absent("GraphConfig with credentials in the URI", format!("{in_uri:?} {in_uri:#?} {in_uri}"));
+    let w = GraphWriter::connect(in_uri).unwrap();
+    absent("GraphWriter with credentials in the URI", format!("{w:?}"));
+
+    // Errors: a wrong password, a wrong port.
+    let wrong_password = GraphConfig { password: format!("{secret}-wrong"), ..cfg.clone() };
+    let wrong_port = GraphConfig { uri: "bolt://127.0.0.1:1".into(), ..cfg.clone() };
+    for (what, bad) in [("wrong password", wrong_password), ("wrong port", wrong_port)] {
+        absent(what, format!("{bad:?} {bad}"));
+        let sink = GraphSink::connect(bad, mapping.clone()).unwrap();
+        absent(what, format!("{sink:?}"));
+        let err = sink.start(&batch.schema()).await.unwrap_err();
+        let mut text = format!("{err} {err:?} {err:#?}");
+        let mut source: Option<&dyn std::error::Error> = Some(&err);
+        while let Some(e) = source {
+            text.push_str(&format!(" / {e} {e:?}"));
+            source = e.source();
+        }
+        eprintln!("{what}: {text}");
+        absent(what, text);
+        let err = sink.writer().write_nodes(&person(), &batch, &Context::default()).await.unwrap_err();
+        absent(what, format!("{err} {err:?}"));
+        assert!(!err.is_transient(), "{what}: {err}");
+    }
+    let logs = logs.lock().unwrap().clone();
+    assert!(logs.contains("CREATE CONSTRAINT"), "the capture works: {logs}");
+    absent("the logs", logs);
+}
