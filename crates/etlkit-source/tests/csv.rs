@@ -752,3 +752,122 @@ fn allow_nul_in_text_keeps_nul_bytes() {
     let b = read_ok(CsvSourceConfig { allow_nul_in_text: true, ..cfg(&path) });
     assert_eq!(strs(&b, "name"), [Some("ok".into()), Some("N\0".into())]);
 }
+
+#[test]
+fn types_are_inferred_across_all_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // a.csv alone says Int64 / Int64 / Date32 / Int64; the later files widen them.
+    file(dir.path(), "a.csv", b"id,amount,day,code\n1,12,2024-01-01,7\n2,13,2024-01-02,8\n");
+    file(dir.path(), "b.csv", b"amount,id,day,code\n13.37,3,2024-01-03 10:00:00,\n");
+    file(dir.path(), "c.csv", b"id,code,amount,day\n4,X-9,1e3,\n");
+    let config = CsvSourceConfig { input: Input::Dir(dir.path().to_owned()), ..Default::default() };
+    let source = CsvSource::open(config.clone()).unwrap();
+    let types: Vec<(String, DataType)> =
+        source.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    assert_eq!(
+        types,
+        [
+            ("id".to_owned(), DataType::Int64),
+            ("amount".to_owned(), DataType::Float64),
+            ("day".to_owned(), DataType::Timestamp(TimeUnit::Microsecond, None)),
+            ("code".to_owned(), DataType::Utf8),
+        ]
+    );
+    // Every row of every file loads: nothing rejected for a type only the first file implied.
+    let (res, rejects) = run(CsvSourceConfig { on_error: OnError::Reject, ..config });
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let batches = res.unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let amount = b.column_by_name("amount").unwrap().as_primitive::<Float64Type>();
+    assert_eq!(amount.values().to_vec(), [12.0, 13.0, 13.37, 1000.0]);
+    assert_eq!(strs(&b, "code"), [Some("7".into()), Some("8".into()), None, Some("X-9".into())]);
+}
+
+#[test]
+fn a_pinned_column_type_wins() {
+    use arrow_array::types::Decimal128Type;
+    let dir = tempfile::tempdir().unwrap();
+    // Inference would make zip an Int64 (losing the leading zero) and id an Int64.
+    file(dir.path(), "a.csv", b"id,zip,amount\n1,01234,12.5\n");
+    file(dir.path(), "b.csv", b"id,zip,amount\n2,98765,7\n");
+    let pins = vec![
+        ("zip".to_owned(), DataType::Utf8),
+        ("id".to_owned(), DataType::Int32),
+        ("amount".to_owned(), DataType::Decimal128(10, 2)),
+    ];
+    let config = CsvSourceConfig {
+        input: Input::Dir(dir.path().to_owned()),
+        column_types: pins.clone(),
+        ..Default::default()
+    };
+    let source = CsvSource::open(config.clone()).unwrap();
+    let s = source.schema();
+    assert_eq!(s.field(0).data_type(), &DataType::Int32);
+    assert_eq!(s.field(1).data_type(), &DataType::Utf8);
+    assert_eq!(s.field(2).data_type(), &DataType::Decimal128(10, 2));
+    let b = read_ok(config.clone());
+    assert_eq!(b.column(0).as_primitive::<Int32Type>().values().to_vec(), [1, 2]);
+    assert_eq!(strs(&b, "zip"), [Some("01234".into()), Some("98765".into())]);
+    assert_eq!(b.column(2).as_primitive::<Decimal128Type>().values().to_vec(), [1250, 700]);
+
+    // A pin also wins over the type of an explicit schema.
+    let explicit = schema(&[("zip", DataType::Int64), ("id", DataType::Int64)]);
+    let config = CsvSourceConfig { schema: Some(explicit), column_types: pins[..2].to_vec(), ..config };
+    let s = CsvSource::open(config).unwrap().schema();
+    assert_eq!((s.field(0).data_type(), s.field(1).data_type()), (&DataType::Utf8, &DataType::Int32));
+
+    // A pin naming no column, or a type the reader cannot produce, is refused.
+    let unknown = CsvSourceConfig {
+        input: Input::Dir(dir.path().to_owned()),
+        column_types: vec![("zipcode".to_owned(), DataType::Utf8)],
+        ..Default::default()
+    };
+    match CsvSource::open(unknown).unwrap_err() {
+        SourceError::InvalidConfig { field, reason } => {
+            assert_eq!(field, "column_types");
+            assert!(reason.contains("zipcode"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let binary = CsvSourceConfig {
+        column_types: vec![("zip".to_owned(), DataType::Binary)],
+        ..cfg(Path::new("x.csv"))
+    };
+    assert!(matches!(binary.validate(), Err(SourceError::InvalidConfig { field: "column_types", .. })));
+}
+
+#[test]
+fn money_columns_read_as_decimal128_when_asked() {
+    use arrow_array::types::Decimal128Type;
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "a.csv", b"price,qty\n13.37,1\n0.5,2\n");
+    file(dir.path(), "b.csv", b"price,qty\n-2,3\n1234567.125,4\n");
+    let config = CsvSourceConfig { input: Input::Dir(dir.path().to_owned()), ..Default::default() };
+    // By default a fractional column is a Float64.
+    let s = CsvSource::open(config.clone()).unwrap().schema();
+    assert_eq!(s.field(0).data_type(), &DataType::Float64);
+
+    // Asked for: exact Decimal128 with the largest scale seen in any file; integers stay Int64.
+    let config = CsvSourceConfig { infer_decimals: true, ..config };
+    let s = CsvSource::open(config.clone()).unwrap().schema();
+    assert_eq!(s.field(0).data_type(), &DataType::Decimal128(38, 3));
+    assert_eq!(s.field(1).data_type(), &DataType::Int64);
+    let b = read_ok(config);
+    let price = b.column(0).as_primitive::<Decimal128Type>();
+    assert_eq!(price.values().to_vec(), [13_370, 500, -2_000, 1_234_567_125]);
+
+    // A pinned money column never silently drops digits: 13.375 does not fit two decimals.
+    let path = file(dir.path(), "m.csv", b"price\n13.370\n13.375\n");
+    let pinned = CsvSourceConfig {
+        column_types: vec![("price".to_owned(), DataType::Decimal128(18, 2))],
+        ..cfg(&path)
+    };
+    let (res, _) = run(pinned.clone());
+    let (_, line, column, value, reason) = bad_row(&res.unwrap_err());
+    assert_eq!((line, column.as_deref(), value.as_deref()), (3, Some("price"), Some("13.375")));
+    assert!(reason.contains("2 decimal places"), "{reason}");
+    let (res, rejects) = run(CsvSourceConfig { on_error: OnError::Reject, ..pinned });
+    let b = &res.unwrap()[0];
+    assert_eq!(b.column(0).as_primitive::<Decimal128Type>().values().to_vec(), [1337]);
+    assert_eq!(rejects.len(), 1);
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etlkit_core::{BatchStream, Context, Rejected, Source};
 use futures::StreamExt;
 
@@ -58,13 +58,28 @@ pub struct CsvSourceConfig {
     /// `\N`.
     pub null_markers: Vec<String>,
     /// The schema of the output. Columns are taken by header name (so a subset of the file's columns
-    /// may be read), or by position without a header. `None` infers it from the first file.
-    /// Supported types: Boolean, Int8–64, UInt8–64, Float32/64, Utf8, Date32, Timestamp (any unit/tz)
-    /// and Decimal128. Default: `None`.
+    /// may be read), or by position without a header. `None` infers it from every file (see
+    /// `infer_rows`). Supported types: Boolean, Int8–64, UInt8–64, Float32/64, Utf8, Date32,
+    /// Timestamp (any unit/tz) and Decimal128. Default: `None`.
     pub schema: Option<SchemaRef>,
-    /// Rows of the first file sampled for inference (Int64, Float64, Boolean, Date32,
-    /// Timestamp(µs), else Utf8; every column nullable). Default: 1000.
+    /// Column types that win over inference and over `schema`, by column name (the header name, or
+    /// `column_1`, `column_2`, … without a header); a pinned column is not sampled. Any type `schema`
+    /// supports, e.g. `("zip".into(), DataType::Utf8)` to keep leading zeros or
+    /// `("amount".into(), DataType::Decimal128(18, 2))` to read money exactly. Naming a column that
+    /// is not in the schema fails [`CsvSource::open`]. Default: empty.
+    pub column_types: Vec<(String, DataType)>,
+    /// Rows sampled from the start of each file for inference, when no `schema` is given. Column
+    /// names (and order) come from the first non-empty file; a later file must have the same
+    /// columns (in any order). Each column gets the narrowest type that fits its samples in every
+    /// file: Int64, Float64, Boolean, Date32, Timestamp(µs), else Utf8, widening across files
+    /// (Int64 → Float64 or Decimal128 → Utf8; Date32 → Timestamp → Utf8); every column is nullable.
+    /// Opening therefore reads the beginning of every input file. Default: 1000.
     pub infer_rows: usize,
+    /// Infer columns whose samples are plain decimal numbers with a fractional part (`13.37`,
+    /// `-0.5`; no exponent) as `Decimal128(38, s)`, `s` the most fractional digits seen, instead of
+    /// Float64, so money-like columns are read exactly. Integer-only columns stay Int64. Default:
+    /// `false`.
+    pub infer_decimals: bool,
     /// Timestamp formats (chrono `strftime` syntax) tried after ISO 8601 / RFC 3339 (which are always
     /// accepted: `2024-01-02T03:04:05Z`, `2024-01-02 03:04:05.123`, `2024-01-02T03:04:05+02:00`).
     /// Values without an offset are taken as UTC. Values are parsed straight into the column's unit
@@ -114,7 +129,9 @@ impl Default for CsvSourceConfig {
             escape: None,
             null_markers: ["", "NA", "NULL", "\\N"].map(String::from).to_vec(),
             schema: None,
+            column_types: Vec::new(),
             infer_rows: 1000,
+            infer_decimals: false,
             timestamp_formats: [
                 "%m/%d/%Y %H:%M:%S",
                 "%m/%d/%Y %I:%M:%S %p",
@@ -184,6 +201,18 @@ impl CsvSourceConfig {
                 }
             }
         }
+        let mut pinned = HashSet::new();
+        for (name, dt) in &self.column_types {
+            if !supported(dt) {
+                return Err(SourceError::config(
+                    "column_types",
+                    format!("column `{name}` has unsupported type {dt}"),
+                ));
+            }
+            if !pinned.insert(name) {
+                return Err(SourceError::config("column_types", format!("names column `{name}` twice")));
+            }
+        }
         for f in self.timestamp_formats.iter().chain(&self.date_formats) {
             if chrono::format::StrftimeItems::new(f).any(|i| matches!(i, chrono::format::Item::Error)) {
                 return Err(SourceError::config("timestamp_formats", format!("`{f}` is not a valid format")));
@@ -214,8 +243,8 @@ impl CsvSourceConfig {
 
 /// A [`Source`] over CSV files, read one after another in order on a dedicated thread.
 ///
-/// Opening reads the first file's header (and, without an explicit schema, samples `infer_rows`
-/// rows to infer the types). [`Source::total_rows`] is unknown (`None`) for CSV.
+/// Without an explicit schema, opening reads the header and the first `infer_rows` records of every
+/// file to infer the types. [`Source::total_rows`] is unknown (`None`) for CSV.
 #[derive(Debug)]
 pub struct CsvSource {
     config: CsvSourceConfig,
@@ -232,8 +261,9 @@ impl CsvSource {
         let files = config.input.resolve(CSV_EXTENSIONS)?;
         let schema = match &config.schema {
             Some(s) => Arc::clone(s),
-            None => infer_schema(&config, &files[0])?,
+            None => infer_schema(&config, &files)?,
         };
+        let schema = pin_types(schema, &config.column_types)?;
         let name = format!("csv:{}", config.input.describe());
         Ok(CsvSource { config, files, schema, metrics: Arc::default(), name })
     }
@@ -285,41 +315,100 @@ fn read_header(
     Ok(Some(names))
 }
 
-fn infer_schema(config: &CsvSourceConfig, path: &Path) -> Result<SchemaRef> {
-    let mut reader = open_file(path, config.dialect())?;
-    let header = if config.has_header {
-        match read_header(config, path, &mut reader)? {
-            Some(h) => Some(h),
-            None => {
-                return Err(SourceError::Header { path: path.to_owned(), reason: "file is empty".into() });
-            }
-        }
-    } else {
-        None
-    };
+/// Infers the schema from the first `infer_rows` records of every file (see
+/// [`CsvSourceConfig::infer_rows`]); pinned columns are not sampled.
+fn infer_schema(config: &CsvSourceConfig, files: &[PathBuf]) -> Result<SchemaRef> {
     let values = config.value_parser();
+    let pinned: HashSet<&str> = config.column_types.iter().map(|(n, _)| n.as_str()).collect();
+    let mut names: Option<Vec<String>> = None;
+    let mut guesses: Vec<Guess> = Vec::new();
     let mut chunk = RecordChunk::default();
-    reader.read_chunk(&mut chunk, config.infer_rows).map_err(|e| SourceError::io(path, e))?;
-    let width = match &header {
-        Some(h) => h.len(),
-        None if chunk.len() > 0 => chunk.field_count(0),
-        None => return Err(SourceError::Header { path: path.to_owned(), reason: "file is empty".into() }),
-    };
-    let mut guesses = vec![Guess::Empty; width];
-    for row in 0..chunk.len() {
-        if chunk.field_count(row) != width {
-            continue; // a ragged row is reported when it is read
-        }
-        for (i, g) in guesses.iter_mut().enumerate() {
-            let raw = chunk.field(row, i);
-            if !values.is_null(raw) {
-                *g = g.merge(Guess::of(&values, raw));
+    for path in files {
+        let mut reader = open_file(path, config.dialect())?;
+        let header = if config.has_header {
+            match read_header(config, path, &mut reader)? {
+                Some(h) => Some(h),
+                None => continue, // an empty file has no rows (and is skipped when read)
+            }
+        } else {
+            None
+        };
+        chunk.clear();
+        reader.read_chunk(&mut chunk, config.infer_rows).map_err(|e| SourceError::io(path, e))?;
+        // Where each column sits in this file's records, and how many fields a record has.
+        let (positions, width): (Vec<usize>, usize) = if let Some(known) = &names {
+            match header {
+                Some(h) => {
+                    let mut positions = Vec::with_capacity(known.len());
+                    for name in known {
+                        match h.iter().position(|c| c == name) {
+                            Some(p) => positions.push(p),
+                            None => {
+                                return Err(SourceError::Header {
+                                    path: path.clone(),
+                                    reason: format!("column `{name}` of the schema is not in the header"),
+                                });
+                            }
+                        }
+                    }
+                    (positions, h.len())
+                }
+                None => ((0..known.len()).collect(), known.len()),
+            }
+        } else {
+            // The first non-empty file names the columns.
+            let first_names = match header {
+                Some(h) => h,
+                None if chunk.len() > 0 => {
+                    (1..=chunk.field_count(0)).map(|i| format!("column_{i}")).collect()
+                }
+                None => continue,
+            };
+            let width = first_names.len();
+            guesses = vec![Guess::Empty; width];
+            names = Some(first_names);
+            ((0..width).collect(), width)
+        };
+        let skip: Vec<bool> = names.iter().flatten().map(|n| pinned.contains(n.as_str())).collect();
+        for row in 0..chunk.len() {
+            if chunk.field_count(row) != width {
+                continue; // a ragged row is reported when it is read
+            }
+            for (i, g) in guesses.iter_mut().enumerate() {
+                if skip[i] {
+                    continue;
+                }
+                let raw = chunk.field(row, positions[i]);
+                if !values.is_null(raw) {
+                    *g = g.merge(Guess::of(&values, raw, config.infer_decimals));
+                }
             }
         }
     }
-    let names = header.unwrap_or_else(|| (1..=width).map(|i| format!("column_{i}")).collect());
+    let Some(names) = names else {
+        return Err(SourceError::Header { path: files[0].clone(), reason: "file is empty".into() });
+    };
     let fields: Vec<Field> =
         names.into_iter().zip(guesses).map(|(n, g)| Field::new(n, g.data_type(), true)).collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Applies [`CsvSourceConfig::column_types`] to `schema`.
+fn pin_types(schema: SchemaRef, pins: &[(String, DataType)]) -> Result<SchemaRef> {
+    if pins.is_empty() {
+        return Ok(schema);
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (name, dt) in pins {
+        let Some(f) = fields.iter_mut().find(|f| f.name() == name) else {
+            let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(SourceError::config(
+                "column_types",
+                format!("names column `{name}`, which is not a column of the schema ({})", known.join(", ")),
+            ));
+        };
+        *f = f.clone().with_data_type(dt.clone());
+    }
     Ok(Arc::new(Schema::new(fields)))
 }
 
