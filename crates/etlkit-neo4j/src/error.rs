@@ -90,17 +90,22 @@ pub enum GraphError {
         cap: usize,
     },
     /// Relationship rows whose start or end node does not exist (the `MATCH` found nothing), so no
-    /// relationship was created for them. The transaction was rolled back.
+    /// relationship was created for them. The transaction was rolled back. The message names the
+    /// first few missing nodes (label, key property and value, row); `nodes` has them all.
     #[error(
-        "{spec}: {missing} of {rows} relationship rows found no start or end node (write the nodes first, e.g. in an earlier phase); the batch was rolled back"
+        "{spec}: {missing} of {rows} relationship rows found no start or end node{}; write the nodes first (e.g. in an earlier phase); the transaction was rolled back",
+        list_missing(nodes)
     )]
     MissingEndpoints {
         /// The mapping.
         spec: String,
-        /// Rows in the batch.
+        /// Rows in the failed transaction.
         rows: usize,
         /// Rows without both endpoints.
         missing: usize,
+        /// Every distinct endpoint node of the transaction's rows that does not exist, in row
+        /// order (empty if looking them up failed too).
+        nodes: Vec<MissingNode>,
     },
     /// The server or the driver failed while doing `action`.
     #[error("{spec}: {action} failed")]
@@ -130,6 +135,54 @@ pub enum GraphError {
     /// An Arrow operation (filtering rows) failed.
     #[error("arrow error")]
     Arrow(#[from] arrow_schema::ArrowError),
+}
+
+/// A relationship endpoint that was not found: which end, the node's labels and key, and the rows
+/// that needed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MissingNode {
+    /// `"start"` or `"end"`.
+    pub end: &'static str,
+    /// The endpoint's labels.
+    pub labels: Vec<String>,
+    /// Key property names with the values looked for, as Cypher literals (`"Acme"`, `42`,
+    /// `date("2024-01-31")`).
+    pub key: Vec<(String, String)>,
+    /// 1-based row (in the batch handed to the writer) of the first row that needs this node.
+    pub row: usize,
+    /// How many rows of the transaction need it.
+    pub rows: usize,
+}
+
+/// `(:Company {name: "Acme"}) (end node of row 2 and 1 more row)`.
+impl std::fmt::Display for MissingNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(:{} {{", self.labels.join(":"))?;
+        for (i, (name, value)) in self.key.iter().enumerate() {
+            write!(f, "{}{name}: {value}", if i == 0 { "" } else { ", " })?;
+        }
+        write!(f, "}}) ({} node of row {}", self.end, self.row)?;
+        match self.rows {
+            0 | 1 => f.write_str(")"),
+            2 => f.write_str(" and 1 more row)"),
+            n => write!(f, " and {} more rows)", n - 1),
+        }
+    }
+}
+
+/// `: no (:A {k: 1}) (...), no ... and 3 more`, the first 5 of `nodes`.
+fn list_missing(nodes: &[MissingNode]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = String::new();
+    for (i, n) in nodes.iter().take(SHOWN).enumerate() {
+        s.push_str(if i == 0 { ": no " } else { ", no " });
+        s.push_str(&n.to_string());
+    }
+    if nodes.len() > SHOWN {
+        s.push_str(&format!(" and {} more missing nodes", nodes.len() - SHOWN));
+    }
+    s
 }
 
 impl GraphError {
@@ -195,6 +248,33 @@ impl From<GraphError> for etlkit_core::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_endpoints_name_the_first_five_nodes() {
+        let node = |i: usize| MissingNode {
+            end: "end",
+            labels: vec!["Course".into()],
+            key: vec![("org".into(), "\"uni\"".into()), ("code".into(), i.to_string())],
+            row: i,
+            rows: if i == 1 { 3 } else { 1 },
+        };
+        let e = GraphError::MissingEndpoints {
+            spec: "[:TAKES]".into(),
+            rows: 10,
+            missing: 8,
+            nodes: (1..=7).map(node).collect(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "[:TAKES]: 8 of 10 relationship rows found no start or end node: no (:Course {org: \"uni\", code: 1}) (end node of row 1 and 2 more rows), no (:Course {org: \"uni\", code: 2}) (end node of row 2), "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("code: 5}") && !text.contains("code: 6}"), "{text}");
+        assert!(text.contains(" and 2 more missing nodes; write the nodes first"), "{text}");
+        assert!(!e.is_retryable());
+    }
 
     #[test]
     fn transient_codes_are_recognised() {

@@ -66,7 +66,7 @@ mod value;
 mod writer;
 
 pub use config::{GraphConfig, NullKeyPolicy};
-pub use error::{GraphError, Result, is_transient_code};
+pub use error::{GraphError, MissingNode, Result, is_transient_code};
 pub use etlkit_core::LoadStats;
 pub use loader::{LoadPlan, NodeInput, Phase, PhaseReport, RelInput, TwoPhaseLoader};
 pub use sink::GraphSink;

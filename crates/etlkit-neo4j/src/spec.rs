@@ -336,7 +336,7 @@ fn check_properties<'a>(props: impl Iterator<Item = &'a Property>) -> Result<()>
     Ok(())
 }
 
-fn labels(labels: &[String]) -> String {
+pub(crate) fn labels(labels: &[String]) -> String {
     labels.iter().map(|l| format!(":{}", escape_identifier(l))).collect()
 }
 

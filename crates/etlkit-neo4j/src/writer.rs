@@ -8,7 +8,7 @@ use etlkit_core::{Context, LoadStats, Rejected};
 use neo4rs::{BoltList, BoltType, Graph};
 
 use crate::config::{GraphConfig, NullKeyPolicy};
-use crate::error::{GraphError, Result};
+use crate::error::{GraphError, MissingNode, Result};
 use crate::spec::{NodeSpec, RelPartition, RelSpec};
 use crate::value::Columns;
 
@@ -79,9 +79,9 @@ struct Row {
 /// What kind of statement a chunk runs: node merges, or relationship writes whose matched-row count
 /// must equal the rows sent.
 #[derive(Clone, Copy)]
-enum Kind {
+enum Kind<'a> {
     Nodes,
-    Rels,
+    Rels(&'a RelSpec),
 }
 
 /// One call's statement: the mapping's name, its Cypher, what it writes, and the run (sink run or
@@ -89,7 +89,7 @@ enum Kind {
 struct Job<'a> {
     spec: &'a str,
     cypher: &'a str,
-    kind: Kind,
+    kind: Kind<'a>,
     run: Option<&'a Counters>,
 }
 
@@ -238,7 +238,7 @@ impl GraphWriter {
             self.prepare(&spec.name(), &cols, spec.key_columns().len(), (range, range2), batch, ctx)?;
         let n = rows.len() as u64;
         let (name, cypher) = (spec.name(), spec.write_cypher());
-        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels, run };
+        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels(spec), run };
         match spec.partition {
             RelPartition::BothEnds if w > 1 => self.run_grid(&job, rows).await?,
             RelPartition::Single => self.run_partitioned(&job, rows, 1).await?,
@@ -345,33 +345,33 @@ impl GraphWriter {
         };
         let cap = self.config.max_message_bytes.saturating_sub(job.cypher.len() + 64);
         let mut chunk = BoltList::with_capacity(rows.len().min(self.config.batch_rows));
+        let mut lines = Vec::with_capacity(chunk.value.capacity());
         let mut bytes = 5;
-        let mut first_line = 0;
         for r in rows {
             if !chunk.is_empty() && (chunk.len() == self.config.batch_rows || bytes + r.bytes > cap) {
                 let full = std::mem::replace(&mut chunk, BoltList::with_capacity(self.config.batch_rows));
-                self.run_txn(job, full, first_line).await?;
+                self.run_txn(job, full, &lines).await?;
+                lines.clear();
                 bytes = 5;
-            }
-            if chunk.is_empty() {
-                first_line = r.line;
             }
             bytes += r.bytes;
             chunk.push(r.value);
+            lines.push(r.line);
         }
         if !chunk.is_empty() {
-            self.run_txn(job, chunk, first_line).await?;
+            self.run_txn(job, chunk, &lines).await?;
         }
         Ok(())
     }
 
-    /// One batch, one transaction, retried whole on transient errors.
-    async fn run_txn(&self, job: &Job<'_>, rows: BoltList, first_line: usize) -> Result<()> {
-        let (spec, n) = (job.spec, rows.len());
+    /// One batch, one transaction, retried whole on transient errors. `lines[i]` is the 1-based row
+    /// number of `rows[i]` in the batch handed to the writer.
+    async fn run_txn(&self, job: &Job<'_>, rows: BoltList, lines: &[usize]) -> Result<()> {
+        let (spec, n, first_line) = (job.spec, rows.len(), lines.first().copied().unwrap_or(0));
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_txn(spec, job.cypher, rows.clone(), job.kind).await {
+            match self.try_txn(job, &rows, lines).await {
                 Ok(c) => {
                     self.counters.commit(&c, n as u64);
                     if let Some(run) = job.run {
@@ -406,20 +406,20 @@ impl GraphWriter {
 
     async fn try_txn(
         &self,
-        spec: &str,
-        cypher: &str,
-        rows: BoltList,
-        kind: Kind,
+        job: &Job<'_>,
+        rows: &BoltList,
+        lines: &[usize],
     ) -> Result<neo4rs::summary::Counters> {
+        let spec = job.spec;
         let bolt =
             |action: &'static str| move |source| GraphError::Bolt { spec: spec.to_owned(), action, source };
         let n = rows.len();
-        let query = neo4rs::query(cypher).param("rows", BoltType::List(rows));
+        let query = neo4rs::query(job.cypher).param("rows", BoltType::List(rows.clone()));
         let mut txn = self.graph.start_txn().await.map_err(bolt("BEGIN"))?;
         // A failed transaction is dropped: the pool RESETs the connection, which rolls it back.
-        let summary = match kind {
+        let summary = match job.kind {
             Kind::Nodes => txn.run(query).await.map_err(bolt("UNWIND MERGE"))?,
-            Kind::Rels => {
+            Kind::Rels(rel) => {
                 let mut stream = txn.execute(query).await.map_err(bolt("UNWIND relationships"))?;
                 let mut matched = 0usize;
                 while let Some(row) = stream.next(txn.handle()).await.map_err(bolt("UNWIND relationships"))? {
@@ -427,10 +427,19 @@ impl GraphWriter {
                 }
                 let summary = stream.finish(txn.handle()).await.map_err(bolt("UNWIND relationships"))?;
                 if matched != n {
+                    // Name what is missing: look every endpoint key up in the same transaction.
+                    let nodes = match missing_nodes(&mut txn, rel, rows, lines).await {
+                        Ok(nodes) => nodes,
+                        Err(e) => {
+                            tracing::debug!(target: "etlkit::neo4j", "{spec}: finding the missing endpoints failed: {e}");
+                            Vec::new()
+                        }
+                    };
                     return Err(GraphError::MissingEndpoints {
                         spec: spec.to_owned(),
                         rows: n,
                         missing: n.saturating_sub(matched),
+                        nodes,
                     });
                 }
                 summary
@@ -450,6 +459,90 @@ impl GraphWriter {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         let frac = 0.5 + 0.5 * ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(frac)
+    }
+}
+
+/// The endpoint nodes of `rows` (relationship rows of `rel`, as sent) that do not exist, one per
+/// distinct missing key, in row order. Looks each endpoint's keys up with
+/// `UNWIND $keys AS k MATCH (a:L) WHERE a.p = k[1] RETURN k[0] AS i` inside `txn`.
+async fn missing_nodes(
+    txn: &mut neo4rs::Txn,
+    rel: &RelSpec,
+    rows: &BoltList,
+    lines: &[usize],
+) -> std::result::Result<Vec<MissingNode>, neo4rs::Error> {
+    let mut out: Vec<MissingNode> = Vec::new();
+    let mut offset = 0;
+    for (end, endpoint) in [("start", &rel.from), ("end", &rel.to)] {
+        let nk = endpoint.keys.len();
+        let keys = rows.iter().enumerate().map(|(i, row)| {
+            let mut k = BoltList::with_capacity(nk + 1);
+            k.push(BoltType::from(i as i64));
+            if let BoltType::List(row) = row {
+                for v in row.value.iter().skip(offset).take(nk) {
+                    k.push(v.clone());
+                }
+            }
+            BoltType::List(k)
+        });
+        let mut q = format!("UNWIND $keys AS k MATCH (a{})", crate::spec::labels(&endpoint.labels));
+        for (j, p) in endpoint.keys.iter().enumerate() {
+            let sep = if j == 0 { " WHERE " } else { " AND " };
+            let _ = std::fmt::Write::write_fmt(
+                &mut q,
+                format_args!("{sep}a.{} = k[{}]", crate::spec::escape_identifier(&p.name), j + 1),
+            );
+        }
+        q.push_str(" RETURN k[0] AS i");
+        let query = neo4rs::query(&q).param("keys", BoltType::List(keys.collect()));
+        let mut found = vec![false; rows.len()];
+        let mut stream = txn.execute(query).await?;
+        while let Some(row) = stream.next(txn.handle()).await? {
+            if let Some(f) = row.get::<i64>("i").ok().and_then(|i| found.get_mut(i as usize)) {
+                *f = true;
+            }
+        }
+        stream.finish(txn.handle()).await?;
+        let mut index: std::collections::HashMap<Vec<(String, String)>, usize> = Default::default();
+        for (i, row) in rows.iter().enumerate() {
+            if found[i] {
+                continue;
+            }
+            let values: &[BoltType] = match row {
+                BoltType::List(l) => l.value.get(offset..offset + nk).unwrap_or_default(),
+                _ => &[],
+            };
+            let key: Vec<(String, String)> =
+                endpoint.keys.iter().zip(values).map(|(p, v)| (p.name.clone(), literal(v))).collect();
+            let line = lines.get(i).copied().unwrap_or(0);
+            match index.get(&key) {
+                Some(&at) => out[at].rows += 1,
+                None => {
+                    index.insert(key.clone(), out.len());
+                    out.push(MissingNode { end, labels: endpoint.labels.clone(), key, row: line, rows: 1 });
+                }
+            }
+        }
+        offset += nk;
+    }
+    out.sort_by_key(|m| m.row);
+    Ok(out)
+}
+
+/// A key value as it would be written in Cypher: strings quoted and escaped, dates as
+/// `date("...")`, numbers, booleans and `null` as themselves.
+fn literal(v: &BoltType) -> String {
+    match v {
+        BoltType::String(s) => format!("{:?}", s.value),
+        BoltType::Integer(i) => i.value.to_string(),
+        BoltType::Float(f) => f.value.to_string(),
+        BoltType::Boolean(b) => b.value.to_string(),
+        BoltType::Null(_) => "null".to_owned(),
+        BoltType::Date(d) => match chrono::NaiveDate::try_from(d) {
+            Ok(d) => format!("date(\"{d}\")"),
+            Err(_) => format!("{d:?}"),
+        },
+        other => format!("{other:?}"),
     }
 }
 

@@ -556,3 +556,46 @@ async fn no_bolt_secret_in_debug_display_or_errors() {
     assert!(logs.contains("CREATE CONSTRAINT"), "the capture works: {logs}");
     absent("the logs", logs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_endpoint_error_names_the_key() {
+    let w = GraphWriter::connect(config(2, 10)).unwrap();
+    let people = strings(&[("pid", vec![Some("p1"), Some("p2")]), ("name", vec![Some("Ann"), Some("Bob")])]);
+    w.write_nodes(&person(), &people, &Context::default()).await.unwrap();
+    w.write_nodes(&company(), &strings(&[("company", vec![Some("Acme")])]), &Context::default())
+        .await
+        .unwrap();
+    let rels = strings(&[
+        ("pid", vec![Some("p1"), Some("p1"), Some("ghost"), Some("p2"), Some("p2")]),
+        ("company", vec![Some("Acme"), Some("Nope Inc"), Some("Acme"), Some("Acme"), Some("Nope Inc")]),
+        ("since", vec![Some("2020"), Some("2021"), Some("2022"), Some("2023"), Some("2024")]),
+        ("title", vec![None, None, None, None, None]),
+    ]);
+    let mut spec = works_for();
+    spec.partition = RelPartition::Single;
+    let err = w.write_rels(&spec, &rels, &Context::default()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GraphError::MissingEndpoints { rows: 5, missing: 3, .. }), "{err}");
+    for part in [
+        "[:WORKS_FOR]",
+        "(:Company {name: \"Nope Inc\"}) (end node of row 2 and 1 more row)",
+        "(:Person {id: \"ghost\"}) (start node of row 3)",
+        "row 2",
+        "row 3",
+    ] {
+        assert!(text.contains(part), "{part:?} not in: {text}");
+    }
+    assert!(!text.contains("\"Acme\"") && !text.contains("\"p1\""), "only missing keys are named: {text}");
+    let GraphError::MissingEndpoints { nodes, .. } = &err else { unreachable!() };
+    let got: Vec<_> =
+        nodes.iter().map(|m| (m.end, m.labels.join(":"), m.key.clone(), m.row, m.rows)).collect();
+    let key = |p: &str, v: &str| vec![(p.to_owned(), format!("{v:?}"))];
+    assert_eq!(
+        got,
+        [
+            ("end", "Company".to_owned(), key("name", "Nope Inc"), 2, 2),
+            ("start", "Person".to_owned(), key("id", "ghost"), 3, 1)
+        ]
+    );
+    assert_eq!(scalar(&w, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS c").await, 0, "rolled back");
+}
