@@ -78,58 +78,150 @@ impl TupleEncoder {
 /// How COPY data flows: message size, time limit, and a counter of messages sent.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CopyFlow<'a> {
+    /// Bytes per `CopyData` message (the last one of a COPY may be shorter; none is longer).
     pub(crate) send_buffer: usize,
-    pub(crate) timeout: Duration,
-    pub(crate) messages: &'a AtomicU64,
+    /// Client-side bound on the whole COPY (PostgreSQL's `statement_timeout` does not bound COPY);
+    /// `None` when the caller bounds a larger unit of work itself.
+    pub(crate) timeout: Option<Duration>,
+    /// Counts messages sent, when the caller reports them.
+    pub(crate) messages: Option<&'a AtomicU64>,
 }
 
-/// Runs one `COPY <statement>` carrying all rows of `batches`, sending `send_buffer` bytes per
-/// message, bounded by a client-side `timeout` (PostgreSQL's `statement_timeout` does not bound
-/// COPY). Returns the row count the server reports.
+/// Where the bytes of one COPY come from: encoded Arrow batches ([`EncodedBatches`]), a ready
+/// buffer, or another server's `COPY TO` stream (replication).
+pub(crate) trait CopyData {
+    /// Appends the next bytes to `buf` (at least `want` bytes unless the data ends first). Returns
+    /// `false` once everything, trailer included, has been appended.
+    async fn fill(&mut self, buf: &mut BytesMut, want: usize) -> Result<bool>;
+}
+
+/// The one COPY-in path of this crate: the COPY sink, the star sink, the dimension store and
+/// replication all send their data through here. Starts `COPY <statement>` on `conn`, sends what
+/// `data` produces in messages of at most `flow.send_buffer` bytes (`buf` is the reusable send
+/// buffer), and returns the row count the server reports.
 ///
-/// On error the COPY is abandoned (a `CopyFail` is queued by the driver); callers must roll back the
-/// transaction or close the connection.
-pub(crate) async fn copy_batches(
+/// When `data` fails, the COPY is aborted (`CopyFail`) so the connection stays usable; on any error
+/// the caller rolls back its transaction (or closes a broken connection).
+pub(crate) async fn copy_in(
     conn: &mut PgConnection,
     statement: &str,
     table: &str,
-    encoder: &mut TupleEncoder,
-    batches: &[RecordBatch],
+    data: &mut impl CopyData,
+    buf: &mut BytesMut,
     flow: &CopyFlow<'_>,
 ) -> Result<u64> {
-    let CopyFlow { send_buffer, timeout, messages } = *flow;
+    let send = flow.send_buffer.max(1);
     let work = async {
         let mut copy =
             conn.copy_in_raw(statement).await.map_err(|e| PgError::db("starting COPY", table, e))?;
-        let mut buf = BytesMut::with_capacity(send_buffer + send_buffer / 4);
-        buf.extend_from_slice(HEADER);
-        // Rows per encode call: sized from the bytes per row seen so far so that each message is
-        // close to `send_buffer` bytes.
-        let mut slice_rows = SLICE_ROWS;
-        for batch in batches {
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let n = slice_rows.min(batch.num_rows() - offset);
-                let before = buf.len();
-                encoder.encode(&batch.slice(offset, n), &mut buf)?;
-                let per_row = ((buf.len() - before) / n).max(1);
-                slice_rows = send_buffer.div_ceil(per_row).clamp(16, 1 << 16);
-                offset += n;
-                if buf.len() >= send_buffer {
-                    copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", table, e))?;
-                    messages.fetch_add(1, Ordering::Relaxed);
-                    buf.clear();
+        buf.clear();
+        buf.reserve(send + send / 4);
+        loop {
+            let more = match data.fill(buf, send).await {
+                Ok(more) => more,
+                Err(e) => {
+                    let _ = copy.abort("etlkit: the COPY data could not be produced").await;
+                    return Err(e);
                 }
+            };
+            if buf.len() >= send || !more {
+                // Whole messages of `send` bytes; a remainder waits for more data (or is the last).
+                let whole = if more { buf.len() / send * send } else { buf.len() };
+                for message in buf[..whole].chunks(send) {
+                    copy.send(message).await.map_err(|e| PgError::db("sending COPY data", table, e))?;
+                    if let Some(m) = flow.messages {
+                        m.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let rest = buf.len() - whole;
+                buf.copy_within(whole.., 0);
+                buf.truncate(rest);
+            }
+            if !more {
+                break;
             }
         }
-        buf.extend_from_slice(&TRAILER);
-        copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", table, e))?;
-        messages.fetch_add(1, Ordering::Relaxed);
         copy.finish().await.map_err(|e| PgError::db("finishing COPY", table, e))
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(PgError::Timeout { action: "COPY", seconds: timeout.as_secs_f64() }),
+    match flow.timeout {
+        None => work.await,
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(r) => r,
+            Err(_) => Err(PgError::Timeout { action: "COPY", seconds: t.as_secs_f64() }),
+        },
+    }
+}
+
+/// Encodes rows for COPY: either already-conformed batches ([`TupleEncoder`]) or raw batches cast
+/// and checked on the way ([`CopyEncoder`]).
+pub(crate) trait EncodeRows {
+    /// Appends the tuples of `batch` to `buf`.
+    fn encode_rows(&mut self, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()>;
+}
+
+impl EncodeRows for TupleEncoder {
+    fn encode_rows(&mut self, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()> {
+        self.encode(batch, buf)
+    }
+}
+
+impl EncodeRows for CopyEncoder {
+    fn encode_rows(&mut self, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()> {
+        self.write_batch(batch, buf)
+    }
+}
+
+/// [`CopyData`] from Arrow batches: header, the rows encoded a slice at a time (slices sized from
+/// the bytes per row seen so far so that each fill is close to one message), trailer.
+pub(crate) struct EncodedBatches<'a, E> {
+    encoder: &'a mut E,
+    batches: &'a [RecordBatch],
+    batch: usize,
+    offset: usize,
+    slice_rows: usize,
+    header: bool,
+}
+
+impl<'a, E: EncodeRows> EncodedBatches<'a, E> {
+    pub(crate) fn new(encoder: &'a mut E, batches: &'a [RecordBatch]) -> Self {
+        EncodedBatches { encoder, batches, batch: 0, offset: 0, slice_rows: SLICE_ROWS, header: false }
+    }
+}
+
+impl<E: EncodeRows> CopyData for EncodedBatches<'_, E> {
+    async fn fill(&mut self, buf: &mut BytesMut, want: usize) -> Result<bool> {
+        if !self.header {
+            buf.extend_from_slice(HEADER);
+            self.header = true;
+        }
+        while buf.len() < want {
+            let Some(batch) = self.batches.get(self.batch) else {
+                buf.extend_from_slice(&TRAILER);
+                return Ok(false);
+            };
+            if self.offset >= batch.num_rows() {
+                self.batch += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = self.slice_rows.min(batch.num_rows() - self.offset);
+            let before = buf.len();
+            self.encoder.encode_rows(&batch.slice(self.offset, n), buf)?;
+            let per_row = ((buf.len() - before) / n).max(1);
+            self.slice_rows = want.div_ceil(per_row).clamp(16, 1 << 16);
+            self.offset += n;
+        }
+        Ok(true)
+    }
+}
+
+/// [`CopyData`] from bytes that are ready (header and trailer included).
+pub(crate) struct ReadyBytes<'a>(pub(crate) &'a [u8]);
+
+impl CopyData for ReadyBytes<'_> {
+    async fn fill(&mut self, buf: &mut BytesMut, _want: usize) -> Result<bool> {
+        buf.extend_from_slice(std::mem::take(&mut self.0));
+        Ok(false)
     }
 }
 

@@ -22,9 +22,10 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use crate::catalog::{TableColumn, table_columns};
 use crate::conform::{NanosPolicy, NulPolicy};
-use crate::copy::CopyEncoder;
+use crate::copy::{CopyEncoder, CopyFlow, ReadyBytes, copy_in};
 use crate::error::{PgError, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
+use crate::retry::RetryPolicy;
 use crate::sink::exec;
 use crate::source::{PgSource, PgSourceConfig, SourceQuery};
 use crate::table::pg_type_for;
@@ -39,22 +40,28 @@ static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct PgDimensionConfig {
     /// Schema holding the dimension tables; `None` uses the connection's `search_path`. Default: `None`.
     pub schema: Option<String>,
-    /// Attempts of one [`get_or_create`](DimensionStore::get_or_create) after a retryable error
-    /// (deadlock, serialization failure, lost connection); the call is idempotent. Default: 3.
-    pub max_retries: u32,
+    /// Retries of one [`get_or_create`](DimensionStore::get_or_create) after a retryable error
+    /// (deadlock, serialization failure, lost connection; the call is idempotent), and the back-off.
+    /// Default: [`RetryPolicy`] with 3 retries.
+    pub retry: RetryPolicy,
     /// Client-side limit for one call. Default: 5 minutes.
     pub timeout: Duration,
 }
 
 impl Default for PgDimensionConfig {
     fn default() -> Self {
-        PgDimensionConfig { schema: None, max_retries: 3, timeout: Duration::from_secs(300) }
+        PgDimensionConfig {
+            schema: None,
+            retry: RetryPolicy { max_retries: 3, ..RetryPolicy::default() },
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 
 impl PgDimensionConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
+        self.retry.validate()?;
         if self.timeout.is_zero() {
             return Err(PgError::InvalidConfig { field: "timeout", reason: "must be positive".into() });
         }
@@ -265,12 +272,15 @@ impl PgDimensionStore {
             exec(c, format!("BEGIN; {create}"))
                 .await
                 .map_err(|e| PgError::db("staging members", quoted.clone(), e))?;
-            let mut copy = c
-                .copy_in_raw(&format!("COPY {stage} ({stage_cols}) FROM STDIN (FORMAT binary)"))
-                .await
-                .map_err(|e| PgError::db("starting COPY", quoted.clone(), e))?;
-            copy.send(&buf[..]).await.map_err(|e| PgError::db("sending COPY data", quoted.clone(), e))?;
-            copy.finish().await.map_err(|e| PgError::db("finishing COPY", quoted.clone(), e))?;
+            copy_in(
+                c,
+                &format!("COPY {stage} ({stage_cols}) FROM STDIN (FORMAT binary)"),
+                &quoted,
+                &mut ReadyBytes(&buf),
+                &mut BytesMut::new(), // members are encoded up front: one message
+                &CopyFlow { send_buffer: buf.len(), timeout: None, messages: None },
+            )
+            .await?;
             exec(c, insert).await.map_err(|e| PgError::db("inserting new members", quoted.clone(), e))?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(read_back))
                 .fetch_all(&mut *c)
@@ -332,12 +342,14 @@ impl DimensionStore for PgDimensionStore {
                     }
                     return Ok(Int64Array::from(keys));
                 }
-                Err(e) if e.is_retryable() && attempt < self.config.max_retries => {
+                Err(e) => {
+                    let Some(wait) = self.config.retry.next_retry(attempt, &e) else {
+                        return Err(store_err(spec, e));
+                    };
                     attempt += 1;
                     tracing::warn!(table = %spec.table, attempt, error = %e, "retrying dimension get_or_create");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(store_err(spec, e)),
             }
         }
     }

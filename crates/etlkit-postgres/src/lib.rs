@@ -57,6 +57,7 @@ mod error;
 mod identifier;
 mod merge;
 mod replicate;
+mod retry;
 mod sink;
 mod source;
 mod star;
@@ -74,6 +75,7 @@ pub use replicate::{
     Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
     Verification, pipe_table, replicate,
 };
+pub use retry::RetryPolicy;
 pub use sink::{BulkTuning, InvalidRows, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};
 pub use star::{PgStarConfig, PgStarSink, StarLoadMode};

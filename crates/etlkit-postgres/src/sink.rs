@@ -18,10 +18,11 @@ use tokio::sync::OnceCell;
 
 use crate::catalog::table_columns;
 use crate::conform::{Conformer, NanosPolicy, NulPolicy};
-use crate::copy::{CopyFlow, TupleEncoder, copy_batches};
+use crate::copy::{CopyFlow, EncodedBatches, TupleEncoder, copy_in};
 use crate::error::{PgError, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
 use crate::merge::{OnConflict, merge_sql};
+use crate::retry::RetryPolicy;
 
 /// How rows reach the target table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -89,10 +90,11 @@ pub struct PgSinkConfig {
     /// Bytes of encoded COPY data per message sent to the server. Default: 4 MiB.
     pub send_buffer_bytes: usize,
     /// Whole-unit retries after a retryable error (lost connection, deadlock, serialization
-    /// failure). Retrying needs the unit's batches, so with `max_retries > 0` each connection keeps
-    /// its open unit's batches in memory (bounded by `rows_per_transaction`). In `Append` mode a
-    /// failed `COMMIT` is never retried (it may have committed). Default: 2.
-    pub max_retries: u32,
+    /// failure) and the back-off between them. Retrying needs the unit's batches, so with
+    /// `retry.max_retries > 0` each connection keeps its open unit's batches in memory (bounded by
+    /// `rows_per_transaction`). In `Append` mode a failed `COMMIT` is never retried (it may have
+    /// committed). Default: [`RetryPolicy::default`] (2 retries, 100 ms doubling up to 5 s).
+    pub retry: RetryPolicy,
     /// Timestamps with nanoseconds. Default: [`NanosPolicy::Reject`].
     pub nanos: NanosPolicy,
     /// Text with NUL bytes. Default: [`NulPolicy::Reject`].
@@ -114,7 +116,7 @@ impl Default for PgSinkConfig {
             mode: WriteMode::Append,
             rows_per_transaction: 500_000,
             send_buffer_bytes: 4 << 20,
-            max_retries: 2,
+            retry: RetryPolicy::default(),
             nanos: NanosPolicy::Reject,
             nul: NulPolicy::Reject,
             invalid_rows: InvalidRows::Fail,
@@ -129,6 +131,7 @@ impl PgSinkConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
         self.table.validate("table")?;
+        self.retry.validate()?;
         if self.send_buffer_bytes < 8 << 10 || self.send_buffer_bytes > 512 << 20 {
             return bad("send_buffer_bytes", "must be between 8 KiB and 512 MiB");
         }
@@ -163,6 +166,8 @@ struct Plan {
 struct Writer {
     conn: Option<PoolConnection<Postgres>>,
     encoder: TupleEncoder,
+    /// The COPY send buffer, reused by every COPY of this writer.
+    buf: bytes::BytesMut,
     in_tx: bool,
     unit_rows: u64,
     retained: Vec<RecordBatch>,
@@ -294,7 +299,7 @@ impl PgCopySink {
     }
 
     fn retain(&self) -> bool {
-        self.config.max_retries > 0 && self.config.mode != WriteMode::Truncate
+        self.config.retry.max_retries > 0 && self.config.mode != WriteMode::Truncate
     }
 
     async fn new_writer(&self, plan: &Plan) -> Result<Writer> {
@@ -305,6 +310,7 @@ impl PgCopySink {
         Ok(Writer {
             conn: Some(conn),
             encoder,
+            buf: bytes::BytesMut::new(),
             in_tx: false,
             unit_rows: 0,
             retained: Vec::new(),
@@ -378,16 +384,16 @@ impl PgCopySink {
             column_list(plan.columns.iter().map(String::as_str))
         );
         let conn = w.conn.as_mut().expect("connection present");
-        copy_batches(
+        copy_in(
             conn,
             &statement,
             &target,
-            &mut w.encoder,
-            batches,
+            &mut EncodedBatches::new(&mut w.encoder, batches),
+            &mut w.buf,
             &CopyFlow {
                 send_buffer: self.config.send_buffer_bytes,
-                timeout: self.config.timeout,
-                messages: &self.copy_messages,
+                timeout: Some(self.config.timeout),
+                messages: Some(&self.copy_messages),
             },
         )
         .await
@@ -504,20 +510,21 @@ impl PgCopySink {
                 Err(e) => {
                     let ambiguous_commit =
                         committing && !matches!(self.config.mode, WriteMode::Upsert { .. });
-                    let can_retry = e.is_retryable()
-                        && self.retain()
-                        && attempt < self.config.max_retries
-                        && !ambiguous_commit;
+                    let wait = self
+                        .config
+                        .retry
+                        .next_retry(attempt, &e)
+                        .filter(|_| self.retain() && !ambiguous_commit);
                     self.discard(w).await;
-                    if !can_retry {
+                    let Some(wait) = wait else {
                         w.retained.clear();
                         w.unit_rows = 0;
                         return Err(e);
-                    }
+                    };
                     attempt += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(table = %self.quoted, attempt, error = %e, "retrying commit unit");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    tokio::time::sleep(wait).await;
                     replay = true;
                 }
             }

@@ -17,13 +17,11 @@ use tokio::sync::OnceCell;
 
 use crate::catalog::{TableColumn, table_columns};
 use crate::conform::{NanosPolicy, NulPolicy};
-use crate::copy::CopyEncoder;
+use crate::copy::{CopyEncoder, CopyFlow, EncodedBatches, copy_in};
 use crate::error::{PgError, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
+use crate::retry::RetryPolicy;
 use crate::sink::exec;
-
-/// Rows encoded per slice before checking whether the send buffer is full.
-const SLICE_ROWS: usize = 8192;
 
 static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -67,9 +65,9 @@ pub struct PgStarConfig {
     /// Bytes of COPY data per message. Default: 4 MiB.
     pub send_buffer_bytes: usize,
     /// Retries of a batch's transaction after a retryable error (lost connection, deadlock,
-    /// serialization failure). A failed `COMMIT` is not retried in `Copy` mode without a
-    /// `conflict_key` (it may have committed). Default: 2.
-    pub max_retries: u32,
+    /// serialization failure), and the back-off. A failed `COMMIT` is not retried in `Copy` mode
+    /// without a `conflict_key` (it may have committed). Default: [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
     /// Client-side limit for one batch's transaction. Default: 10 minutes.
     pub timeout: Duration,
     /// Timestamps with nanoseconds. Default: [`NanosPolicy::Reject`].
@@ -90,7 +88,7 @@ impl Default for PgStarConfig {
             conflict_key: None,
             mode: StarLoadMode::Copy,
             send_buffer_bytes: 4 << 20,
-            max_retries: 2,
+            retry: RetryPolicy::default(),
             timeout: Duration::from_secs(600),
             nanos: NanosPolicy::Reject,
             nul: NulPolicy::Reject,
@@ -105,6 +103,7 @@ impl PgStarConfig {
         let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
         self.rows_table.validate("rows_table")?;
         self.fact_table.validate("fact_table")?;
+        self.retry.validate()?;
         if self.rows_table == self.fact_table {
             return bad("fact_table", "must differ from rows_table");
         }
@@ -341,13 +340,13 @@ impl PgStarSink {
                 }
                 Err((e, committing)) => {
                     let ambiguous = committing && self.config.conflict_key.is_none();
-                    if !e.is_retryable() || ambiguous || attempt >= self.config.max_retries {
+                    let Some(wait) = self.config.retry.next_retry(attempt, &e).filter(|_| !ambiguous) else {
                         return Err(e);
-                    }
+                    };
                     attempt += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(table = %self.config.rows_table, attempt, error = %e, "retrying star batch");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    tokio::time::sleep(wait).await;
                     // A retried batch may have committed: the merge path is idempotent.
                     if self.config.conflict_key.is_some() {
                         mode = StarLoadMode::Merge;
@@ -450,7 +449,8 @@ impl PgStarSink {
         }
     }
 
-    /// One `COPY` of `batch` into `target`; returns the server's row count.
+    /// One `COPY` of `batch` into `target` through the crate's one COPY-in path; returns the
+    /// server's row count. The batch's transaction is bounded by `timeout` as a whole.
     async fn copy(
         &self,
         conn: &mut PgConnection,
@@ -459,59 +459,19 @@ impl PgStarSink {
         encoder: &mut CopyEncoder,
         batch: &RecordBatch,
     ) -> Result<u64> {
-        let send = self.config.send_buffer_bytes;
         let mut buf = self.buffers.lock().expect("star sink poisoned").pop().unwrap_or_default();
-        buf.clear();
-        buf.reserve(send + send / 4);
-        let result =
-            self.copy_with(copy_in(conn, target, columns).await?, target, encoder, batch, &mut buf).await;
+        let result = copy_in(
+            conn,
+            &format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
+            target,
+            &mut EncodedBatches::new(encoder, std::slice::from_ref(batch)),
+            &mut buf,
+            &CopyFlow { send_buffer: self.config.send_buffer_bytes, timeout: None, messages: None },
+        )
+        .await;
         self.buffers.lock().expect("star sink poisoned").push(buf);
         result
     }
-
-    async fn copy_with(
-        &self,
-        mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
-        target: &str,
-        encoder: &mut CopyEncoder,
-        batch: &RecordBatch,
-        buf: &mut BytesMut,
-    ) -> Result<u64> {
-        let send = self.config.send_buffer_bytes;
-        encoder.write_header(buf);
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let n = SLICE_ROWS.min(batch.num_rows() - offset);
-            if let Err(e) = encoder.write_batch(&batch.slice(offset, n), buf) {
-                let _ = copy.abort("etlkit: encoding failed").await;
-                return Err(e);
-            }
-            offset += n;
-            if buf.len() >= send {
-                for message in buf.chunks(send) {
-                    copy.send(message)
-                        .await
-                        .map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
-                }
-                buf.clear();
-            }
-        }
-        encoder.write_trailer(buf);
-        for message in buf.chunks(send) {
-            copy.send(message).await.map_err(|e| PgError::db("sending COPY data", target.to_owned(), e))?;
-        }
-        copy.finish().await.map_err(|e| PgError::db("finishing COPY", target.to_owned(), e))
-    }
-}
-
-async fn copy_in<'c>(
-    conn: &'c mut PgConnection,
-    target: &str,
-    columns: &str,
-) -> Result<sqlx::postgres::PgCopyIn<&'c mut PgConnection>> {
-    conn.copy_in_raw(&format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(|e| PgError::db("starting COPY", target.to_owned(), e))
 }
 
 #[async_trait]

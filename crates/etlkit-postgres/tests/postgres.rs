@@ -512,7 +512,7 @@ async fn killed_backend_mid_copy_is_retryable_leaves_no_partial_unit_and_upsert_
                 table: TableRef::new("f"),
                 mode,
                 rows_per_transaction: 100,
-                max_retries,
+                retry: etlkit_postgres::RetryPolicy { max_retries, ..Default::default() },
                 ..Default::default()
             },
         )
@@ -559,7 +559,7 @@ async fn client_side_timeout_bounds_a_blocked_copy() {
     let cfg = PgSinkConfig {
         table: TableRef::new("tt"),
         timeout: Duration::from_millis(300),
-        max_retries: 0,
+        retry: etlkit_postgres::RetryPolicy::NONE,
         ..Default::default()
     };
     let s = PgCopySink::new(pool.clone(), cfg).unwrap();
