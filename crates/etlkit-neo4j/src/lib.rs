@@ -54,6 +54,13 @@
 //! writer.create_schema(std::slice::from_ref(&skill)).await?;
 //! writer.write_nodes(&skill, &batch, &etlkit_core::Context::default()).await?;
 //! println!("{:?}", writer.stats().counters);
+//!
+//! // Read it back: no Bolt driver dependency needed (neo4rs is re-exported as `etlkit_neo4j::neo4rs`).
+//! let skills = writer.count("MATCH (s:Skill) RETURN count(s)").await?;
+//! let rust = etlkit_neo4j::neo4rs::query("MATCH (s:Skill {name: $n}) RETURN s.name AS name").param("n", "Rust");
+//! for row in writer.query_rows(rust).await? {
+//!     println!("{skills} skills, found {}", row.get::<String>("name").unwrap_or_default());
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -76,3 +83,8 @@ pub use spec::{
 };
 pub use value::is_supported;
 pub use writer::GraphWriter;
+
+/// The Bolt driver this crate uses (neo4rs `=0.9.0-rc.11`, Bolt 4.4), re-exported so that reading
+/// the graph back ([`GraphWriter::query_rows`], [`GraphWriter::graph`]) needs no dependency but
+/// etlkit: `etlkit_neo4j::neo4rs::query(...)` (through the facade: `etlkit::neo4j::neo4rs`).
+pub use neo4rs;

@@ -159,9 +159,63 @@ impl GraphWriter {
         &self.config
     }
 
-    /// The underlying neo4rs pool, e.g. for verification queries.
+    /// The underlying neo4rs pool, for anything [`query_rows`](Self::query_rows) does not cover
+    /// (neo4rs is re-exported as [`crate::neo4rs`]).
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Runs one query in the configured database (auto-commit, on the writer's pool) and returns
+    /// all its rows: for reading back what was loaded without depending on a Bolt driver yourself.
+    /// Pass a Cypher string, or a [`neo4rs::query()`] with parameters (`.param("name", value)`); read
+    /// columns with [`Row::get`](neo4rs::Row::get). neo4rs retries transient server errors of such
+    /// queries for up to about a minute. Meant for reads: on ArcadeDB an auto-commit write
+    /// statement commits row by row.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: &etlkit_neo4j::GraphWriter) -> etlkit_neo4j::Result<()> {
+    /// use etlkit_neo4j::neo4rs::query;
+    /// let q = query("MATCH (p:Person)-[:WORKS_FOR]->(c:Company {name: $c}) RETURN p.id AS id")
+    ///     .param("c", "Acme");
+    /// for row in writer.query_rows(q).await? {
+    ///     let id: String = row.get("id").expect("a string id");
+    ///     println!("{id}");
+    /// }
+    /// assert_eq!(writer.count("MATCH (n:Person) RETURN count(n)").await?, 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors are [`GraphError::Bolt`] with `action` `"query"`.
+    pub async fn query_rows(&self, query: impl Into<neo4rs::Query>) -> Result<Vec<neo4rs::Row>> {
+        let bolt = |source| GraphError::Bolt { spec: "query".into(), action: "query", source };
+        let mut stream = self.graph.execute(query).await.map_err(bolt)?;
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await.map_err(bolt)? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// The one integer a query returns, e.g. `MATCH (n:Person) RETURN count(n)` (any column name).
+    /// Anything but exactly one row with exactly one integer column is an error
+    /// ([`GraphError::Bolt`], `action` `"query"`). See [`query_rows`](Self::query_rows).
+    pub async fn count(&self, query: impl Into<neo4rs::Query>) -> Result<i64> {
+        let bolt = |source| GraphError::Bolt { spec: "query".into(), action: "query", source };
+        let rows = self.query_rows(query).await?;
+        let [row] = rows.as_slice() else {
+            return Err(bolt(if rows.is_empty() {
+                neo4rs::Error::NoMoreRows
+            } else {
+                neo4rs::Error::NotSingleResult
+            }));
+        };
+        if row.keys().len() != 1 {
+            return Err(bolt(neo4rs::Error::UnexpectedMessage(format!(
+                "expected one column, got {}",
+                row.keys().len()
+            ))));
+        }
+        row.to::<i64>().map_err(|e| bolt(e.into()))
     }
 
     /// Creates the uniqueness constraint of every node kind's key (idempotent `IF NOT EXISTS`), one

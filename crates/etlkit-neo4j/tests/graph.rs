@@ -34,9 +34,7 @@ fn strings(cols: &[(&str, Vec<Option<&str>>)]) -> RecordBatch {
 }
 
 async fn scalar(w: &GraphWriter, cypher: &str) -> i64 {
-    let mut rows = w.graph().execute(neo4rs::query(cypher)).await.unwrap();
-    let row = rows.next().await.unwrap().expect("one row");
-    row.get::<i64>("c").unwrap()
+    w.count(cypher).await.unwrap()
 }
 
 fn person() -> NodeSpec {
@@ -598,4 +596,36 @@ async fn a_missing_endpoint_error_names_the_key() {
         ]
     );
     assert_eq!(scalar(&w, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS c").await, 0, "rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_written_graph_can_be_queried_with_etlkit_alone() {
+    // Only etlkit-neo4j's own paths: its `neo4rs` re-export builds queries and reads rows.
+    use etlkit_neo4j::neo4rs;
+    let mapping = GraphMapping { nodes: vec![person(), company()], relationships: vec![works_for()] };
+    let sink = GraphSink::connect(config(1, 10), mapping).unwrap();
+    let w = sink.writer();
+    let batch = works_for_batch();
+    sink.start(&batch.schema()).await.unwrap();
+    sink.write(batch, &Context::default()).await.unwrap();
+    assert_eq!(w.count("MATCH (n:Person) RETURN count(n)").await.unwrap(), 3);
+    assert_eq!(w.count("MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS whatever").await.unwrap(), 3);
+    let rows = w
+        .query_rows(
+            neo4rs::query(
+                "MATCH (p:Person)-[r:WORKS_FOR]->(c:Company) WHERE c.name = $company \
+                 RETURN p.id AS id, r.title AS title ORDER BY id",
+            )
+            .param("company", "Acme"),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> =
+        rows.iter().map(|r| (r.get("id").unwrap(), r.get("title").unwrap())).collect();
+    assert_eq!(got, [("p1".to_owned(), "dev".to_owned()), ("p2".to_owned(), "ops".to_owned())]);
+    // Mistakes are errors, not panics: bad Cypher, or no single integer to count.
+    let err = w.query_rows("MATCH (n RETURN n").await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(w.count("MATCH (n:Person) RETURN n.id").await.is_err());
+    assert!(w.count("MATCH (n:Nobody) RETURN count(n), 1 AS one").await.is_err());
 }
