@@ -359,8 +359,8 @@ async fn hostile_schema_table_column_and_constraint_names_are_quoted() {
         81
     );
 
-    // Copying the referenced table again: another table's foreign key references it, so it is
-    // emptied with DELETE (TRUNCATE would fail) inside the load transaction.
+    // Copying the referenced table again: a table outside the run references it, so it is emptied
+    // with DELETE (TRUNCATE would fail) — allowed because none of that table's rows reference it.
     exec(&target, &format!("DELETE FROM {s}.{c}")).await;
     let again = ReplicateConfig { tables: vec![PARENT.into()], resume: false, ..cfg };
     let report = replicate(&again, &no_progress).await.unwrap();
@@ -418,4 +418,111 @@ async fn a_run_whose_verification_fails_returns_an_error_naming_the_tables() {
         ReplicateConfig { tables: vec!["votes".into(), "comments".into()], resume: false, ..cfg.clone() };
     let report = replicate(&repair, &no_progress).await.unwrap();
     assert!(report.verified);
+}
+
+/// The whole content of `table`, as text, sorted: equal on both sides means equal tables.
+async fn content(url: &str, table: &str) -> Vec<String> {
+    strings(url, &format!("SELECT t::text FROM {table} t ORDER BY 1")).await
+}
+
+async fn assert_same_content(source: &str, target: &str, tables: &[&str]) {
+    for t in tables {
+        assert_eq!(content(source, t).await, content(target, t).await, "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_resync_of_a_referenced_parent_table_works() {
+    let source = qa_source(100).await;
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&source, &target) };
+    replicate(&cfg, &no_progress).await.unwrap();
+
+    // The source changes (a user and a post more, a link less, a few users updated); the target
+    // holds the old rows, with every foreign key in place.
+    exec(
+        &source,
+        "UPDATE users SET reputation = reputation + 1 WHERE id <= 10; \
+         INSERT INTO users (display_name, email) VALUES ('new', 'new@example.com'); \
+         INSERT INTO posts (owner_id, body, created_at) VALUES (101, 'hello', '2024-01-01'); \
+         DELETE FROM post_links WHERE post_id = 1;",
+    )
+    .await;
+    // `resume = false`: every table is emptied (children before parents) and copied again.
+    let again = ReplicateConfig { resume: false, ..cfg.clone() };
+    let report = replicate(&again, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    assert!(report.tables.iter().all(|t| t.status == TableStatus::Copied), "{report:#?}");
+    assert_eq!(report.rows, 101 + 5 + 301 + 150 + 400 + 1000 + 49);
+    assert_same_content(&source, &target, &QA_TABLES).await;
+    assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_copying_a_parent_without_the_tables_that_reference_it_is_refused_naming_them() {
+    let source = qa_source(100).await;
+    let target = fresh().await;
+    replicate(&config(&source, &target), &no_progress).await.unwrap();
+    exec(&source, "UPDATE users SET reputation = 0 WHERE id = 1").await;
+
+    // users alone: posts, badges, comments and votes in the target still reference its rows.
+    let only_users =
+        ReplicateConfig { tables: vec!["users".into()], resume: false, ..config(&source, &target) };
+    let err = replicate(&only_users, &no_progress).await.unwrap_err();
+    let msg = err.to_string();
+    for t in ["users", "posts", "badges", "comments", "votes"] {
+        assert!(msg.contains(&format!("\"{t}\"")), "{t} not named: {msg}");
+    }
+    assert!(!err.is_retryable(), "{err:?}");
+    match &err {
+        PgError::Replication(ReplicationError::StillReferenced { table, referenced_by }) => {
+            assert_eq!(table, "\"public\".\"users\"");
+            let expected = ["badges", "comments", "posts", "votes"].map(|t| format!("\"public\".\"{t}\""));
+            assert_eq!(referenced_by, &expected);
+        }
+        other => panic!("expected StillReferenced, got {other:?}"),
+    }
+    // Nothing was written: the target still holds every old row.
+    assert_eq!(scalar(&target, "SELECT count(*) FROM users").await, 100);
+    assert_eq!(scalar(&target, "SELECT reputation::int8 FROM users WHERE id = 1").await, 7919); // (1 * 7919) % 50000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_over_a_foreign_key_cycle_resumes_and_a_full_resync_works() {
+    let source = fresh().await;
+    exec(
+        &source,
+        "CREATE TABLE a (id int PRIMARY KEY, b_id int); \
+         CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id)); \
+         ALTER TABLE a ADD CONSTRAINT a_b_fk FOREIGN KEY (b_id) REFERENCES b (id) \
+             DEFERRABLE INITIALLY DEFERRED; \
+         CREATE TABLE c (id int PRIMARY KEY, a_id int NOT NULL REFERENCES a (id)); \
+         BEGIN; INSERT INTO a SELECT g, 101 - g FROM generate_series(1, 100) g; \
+         INSERT INTO b SELECT g, 101 - g FROM generate_series(1, 100) g; COMMIT; \
+         INSERT INTO c SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&source, &target) };
+    replicate(&cfg, &no_progress).await.unwrap();
+
+    // Nothing changed: a resumed run skips every table (the target enforces the cycle's keys now).
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert_eq!(report.skipped(), 3, "{report:#?}");
+
+    // The source changes; a full re-sync copies the cycle again and re-creates its keys.
+    exec(
+        &source,
+        "BEGIN; INSERT INTO a VALUES (101, 101); INSERT INTO b VALUES (101, 101); COMMIT; \
+         UPDATE c SET a_id = 101 WHERE id = 1;",
+    )
+    .await;
+    let again = ReplicateConfig { resume: false, ..cfg.clone() };
+    let report = replicate(&again, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    assert!(report.tables.iter().all(|t| t.status == TableStatus::Copied), "{report:#?}");
+    // The cycle's two keys were dropped for the load and created again.
+    assert_eq!(report.objects_created, 2);
+    assert_same_content(&source, &target, &["a", "b", "c"]).await;
+    assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
 }

@@ -31,13 +31,22 @@ pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result
     Ok(())
 }
 
-/// Finished tables of `schema` with their row counts.
+/// Finished tables of `schema` with their row counts (none when the ledger does not exist yet).
 pub(crate) async fn finished(
     conn: &mut PgConnection,
     ledger: &TableRef,
     schema: &str,
 ) -> Result<HashMap<String, u64>> {
     let q = ledger.quoted();
+    let exists: bool = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&q)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| PgError::db("reading the ledger", q.clone(), e))?
+        .get(0);
+    if !exists {
+        return Ok(HashMap::new());
+    }
     let rows = sqlx::query(AssertSqlSafe(format!("SELECT table_name, rows FROM {q} WHERE schema_name = $1")))
         .bind(schema)
         .fetch_all(&mut *conn)

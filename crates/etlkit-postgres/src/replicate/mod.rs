@@ -13,16 +13,24 @@
 //!    a foreign-key cycle between tables becomes one unit of the plan. A table starts once every table
 //!    it references is finished (a superset of "level by level"), biggest first, at most `workers` at a
 //!    time. So at any moment the finished tables reference only finished tables.
-//! 3. **Checks before writing.** If the *target* already enforces a foreign key inside a cycle, the
-//!    cycle cannot be loaded table by table: [`ReplicationError::ForeignKeyCycle`] is returned before
-//!    anything is written.
+//! 3. **What to copy, and checks before writing.** Every selected table is copied, except — with
+//!    [`ReplicateConfig::resume`] — the ones the ledger records as finished. A table that is copied is
+//!    emptied first, so every selected table referencing it (by a foreign key in the source or the
+//!    target) is copied too. A foreign key the target enforces inside a cycle of tables to copy is
+//!    dropped (post-data re-creates it) when an earlier run replicated the whole cycle (a re-sync);
+//!    otherwise the cycle cannot be loaded table by table and [`ReplicationError::ForeignKeyCycle`]
+//!    is returned. A table that tables outside the run reference with rows of theirs cannot be
+//!    emptied: [`ReplicationError::StillReferenced`]. Both before anything is written.
 //! 4. **Pre-data** (one transaction): the schema, sequences used by defaults and every missing table
-//!    (columns, defaults, identity, `NOT NULL`, validated `CHECK`s). Existing tables are used as they
-//!    are.
-//! 5. **Data.** Per table, one target transaction: `TRUNCATE` (or `DELETE` when another table's
-//!    foreign key references it), `COPY ... FROM STDIN (FORMAT binary, FREEZE)` fed straight from
-//!    the source's `COPY (SELECT ...) TO STDOUT (FORMAT binary)` — bytes are forwarded, never
-//!    decoded — then the ledger row, then `COMMIT`. Memory per table in flight: about four `chunk_bytes` buffers.
+//!    (columns, defaults, identity, `NOT NULL`, validated `CHECK`s) are created; existing tables are
+//!    used as they are. The tables to copy are forgotten by the ledger and emptied: one `TRUNCATE`
+//!    of all of them, except tables that a table outside the run references, which are emptied with
+//!    `DELETE` afterwards, referencing tables first.
+//! 5. **Data.** Per table, one target transaction: `TRUNCATE` again (or `DELETE` when another
+//!    table's foreign key references it), `COPY ... FROM STDIN (FORMAT binary, FREEZE)` fed straight
+//!    from the source's `COPY (SELECT ...) TO STDOUT (FORMAT binary)` — bytes are forwarded, never
+//!    decoded — then the ledger row, then `COMMIT`. Memory per table in flight: about four
+//!    `chunk_bytes` buffers.
 //! 6. **Post-data**: primary keys, unique and exclusion constraints, unvalidated checks and secondary
 //!    indexes (in parallel across `workers`), then foreign keys (in parallel; deadlocks retried); each
 //!    only when the target lacks an object of that name. Building indexes and checking foreign keys
@@ -47,6 +55,7 @@
 //! domains), extensions, views, functions, triggers, grants and comments are not created — create
 //! them in the target first. The target schema has the source schema's name.
 
+mod empty;
 mod ledger;
 mod pipe;
 mod plan;
@@ -203,6 +212,19 @@ pub enum ReplicationError {
         tables: Vec<String>,
         /// The whole run's report, with each table's [`Verification`].
         report: Box<ReplicationReport>,
+    },
+    /// A table to copy cannot be emptied: rows of tables that this run does not copy reference it.
+    /// Nothing was written.
+    #[error(
+        "table {table} cannot be emptied to copy it: rows of {} (not copied by this run) reference it; \
+         select those tables too (they are then emptied first and copied again) or empty them",
+        referenced_by.join(", ")
+    )]
+    StillReferenced {
+        /// The table (quoted).
+        table: String,
+        /// The referencing tables that hold referencing rows (quoted).
+        referenced_by: Vec<String>,
     },
     /// A post-data statement (index, key or constraint) failed.
     #[error("creating {object} in the target failed: {sql}")]
@@ -384,9 +406,11 @@ impl Run<'_> {
         .await
         .map_err(|e| PgError::db("reading the target catalog", qualified.clone(), e))?
         .get(0);
-        // TRUNCATE in the load transaction allows COPY FREEZE (rows written frozen, no later
+        // The pre-data transaction emptied the table already (every table referencing it too).
+        // TRUNCATE again in the load transaction allows COPY FREEZE (rows written frozen, no later
         // hint-bit or freeze pass). A table another table's foreign key references cannot be
-        // truncated alone; it is emptied with DELETE instead.
+        // truncated alone; the (cheap, the table is empty) DELETE keeps "the table holds exactly
+        // the copied rows" true within this transaction.
         let (empty, freeze) = if referenced {
             (format!("DELETE FROM ONLY {qualified}"), "")
         } else {
@@ -461,8 +485,10 @@ impl Run<'_> {
 /// Replicates `config.schema` (or `config.tables` of it) from `config.source` into `config.target`.
 ///
 /// Phases: (1) export a source snapshot and read the catalog; (2) plan foreign-key levels (a cycle
-/// is one unit); (3) refuse, before writing, a cycle whose keys the target already enforces;
-/// (4) create missing tables (columns, defaults, identity, `NOT NULL`, checks) in one transaction;
+/// is one unit); (3) choose the tables to copy (with the tables referencing them) and refuse, before
+/// writing, a cycle whose keys the target enforces (unless an earlier run loaded it) or a table
+/// still referenced from outside the run; (4) create missing tables (columns, defaults, identity,
+/// `NOT NULL`, checks) and empty the tables to copy, in one transaction;
 /// (5) per table, one target transaction: `TRUNCATE`, binary `COPY` piped byte for byte from the
 /// source (`FREEZE`), ledger row, `COMMIT` — a table starts once the tables it references are done,
 /// at most `workers` at a time; (6) create missing keys, unique/exclusion constraints and indexes,
@@ -522,7 +548,8 @@ pub async fn replicate(
         })
         .collect();
 
-    // 3. Checks before writing.
+    // 3. What to copy, and checks before writing.
+    let n = names.len();
     let mut admin = open(&config.target, &config.application_name).await?;
     let target_tables: HashSet<String> = sqlx::query(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -535,35 +562,69 @@ pub async fn replicate(
     .into_iter()
     .map(|r| r.get(0))
     .collect();
-    let target_fks = sqlx::query(
-        "SELECT cl.relname::text, cr.relname::text, con.conname::text \
-         FROM pg_constraint con \
-         JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace nl ON nl.oid = cl.relnamespace \
-         JOIN pg_class cr ON cr.oid = con.confrelid JOIN pg_namespace nr ON nr.oid = cr.relnamespace \
-         WHERE con.contype = 'f' AND nl.nspname = $1 AND nr.nspname = $1 AND con.conrelid <> con.confrelid",
-    )
-    .bind(&schema.schema)
-    .fetch_all(&mut admin)
-    .await
-    .map_err(|e| PgError::db("reading the target catalog", tgt_name.clone(), e))?;
+    let target_fks = empty::target_foreign_keys(&mut admin, &schema.schema).await?;
+    let finished = ledger::finished(&mut admin, &config.ledger, &schema.schema).await?;
+    let exists = |i: usize| target_tables.contains(names[i]);
+    let recorded = |i: usize| exists(i) && finished.contains_key(names[i]);
     let pos: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    for r in target_fks {
-        let (child, parent, con): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        if let (Some(&c), Some(&p)) = (pos.get(child.as_str()), pos.get(parent.as_str()))
-            && plan.component_of[c] == plan.component_of[p]
-        {
-            let members = &plan.components[plan.component_of[c]];
+    // A target foreign key between two selected tables, as (referencing, referenced).
+    let selected_edge = |fk: &empty::TargetFk| -> Option<(usize, usize)> {
+        if fk.schema != schema.schema {
+            return None;
+        }
+        Some((*pos.get(fk.table.as_str())?, *pos.get(fk.references.as_str())?))
+    };
+    let mut copy: Vec<bool> = (0..n).map(|i| !config.resume || !recorded(i)).collect();
+    // A table is emptied before it is copied, so every selected table referencing it (in the source
+    // or in the target) is copied too.
+    let references: Vec<(usize, usize)> = edges
+        .iter()
+        .copied()
+        .chain(target_fks.iter().filter_map(selected_edge))
+        .filter(|(c, p)| c != p)
+        .collect();
+    loop {
+        let mut grew = false;
+        for &(c, p) in &references {
+            if copy[p] && !copy[c] {
+                copy[c] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    // A foreign key the target enforces inside a cycle about to be copied: when an earlier run
+    // replicated every table of the cycle (the ledger says so), this is a re-sync — the key is
+    // dropped in the pre-data transaction and post-data re-creates it from the source. Otherwise
+    // the cycle cannot be loaded table by table: refused.
+    let mut dropped = vec![false; target_fks.len()];
+    for (k, fk) in target_fks.iter().enumerate() {
+        let Some((c, p)) = selected_edge(fk) else { continue };
+        let component = plan.component_of[c];
+        if component != plan.component_of[p] || !copy[c] {
+            continue;
+        }
+        let members = &plan.components[component];
+        if members.iter().all(|&m| recorded(m)) {
+            dropped[k] = true;
+        } else {
             return Err(ReplicationError::ForeignKeyCycle {
                 tables: members.iter().map(|&i| schema.qualified(names[i])).collect(),
-                constraint: format!("{} on {}", quote_ident(&con), schema.qualified(&child)),
+                constraint: format!("{} on {}", quote_ident(&fk.name), schema.qualified(&fk.table)),
             }
             .into());
         }
     }
+    let to_empty: Vec<bool> = (0..n).map(|i| copy[i] && exists(i)).collect();
+    let emptying = empty::Emptying::plan(&schema.schema, &names, &to_empty, &target_fks, &dropped);
+    emptying.check(&mut admin, &schema.schema, &names, &target_fks).await?;
 
-    // 4. Pre-data, in one transaction.
+    // 4. Pre-data, in one transaction: create what is missing, forget the tables to copy in the
+    // ledger, empty them.
     let mut ddl = vec![format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.schema))];
-    let created: Vec<usize> = (0..names.len()).filter(|&i| !target_tables.contains(names[i])).collect();
+    let created: Vec<usize> = (0..n).filter(|&i| !exists(i)).collect();
     for s in &schema.sequences {
         ddl.push(format!("CREATE SEQUENCE IF NOT EXISTS {} {}", s.quoted, s.options));
     }
@@ -587,23 +648,30 @@ pub async fn replicate(
         exec(&mut admin, stmt.clone(), "creating tables (pre-data)", &stmt).await?;
     }
     ledger::ensure(&mut admin, &config.ledger).await?;
-    let forget: Vec<String> = if config.resume {
-        created.iter().map(|&i| names[i].to_owned()).collect()
-    } else {
-        names.iter().map(|n| (*n).to_owned()).collect()
-    };
+    let forget: Vec<String> = (0..n).filter(|&i| copy[i]).map(|i| names[i].to_owned()).collect();
     ledger::forget(&mut admin, &config.ledger, &schema.schema, &forget).await?;
-    let finished = ledger::finished(&mut admin, &config.ledger, &schema.schema).await?;
+    for fk in target_fks.iter().zip(&dropped).filter(|(_, d)| **d).map(|(fk, _)| fk) {
+        let sql = format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.qualified_table(), quote_ident(&fk.name));
+        tracing::info!(
+            constraint = fk.name,
+            table = fk.table,
+            "replicate: foreign key inside a cycle dropped for the re-sync"
+        );
+        exec(&mut admin, sql, "dropping a foreign key inside a cycle", &fk.qualified_table()).await?;
+    }
+    for stmt in emptying.statements(&schema.schema, &names) {
+        exec(&mut admin, stmt.clone(), "emptying the tables to copy", &stmt).await?;
+    }
     exec(&mut admin, "COMMIT".into(), "creating tables", &tgt_name).await?;
 
     // 5. Data.
     let data_started = Instant::now();
-    let n = names.len();
     let mut reports: Vec<Option<TableReport>> = vec![None; n];
     let mut left_in_component: Vec<usize> = plan.components.iter().map(Vec::len).collect();
     let mut started = vec![false; n];
     for (i, name) in names.iter().enumerate() {
-        if let Some(&rows) = finished.get(*name) {
+        if !copy[i] {
+            let rows = finished[*name];
             started[i] = true;
             left_in_component[plan.component_of[i]] -= 1;
             reports[i] = Some(TableReport {
