@@ -4,13 +4,28 @@ use std::path::PathBuf;
 
 use arrow_schema::DataType;
 
+/// What a reader does with a bad row: a CSV row that is ragged, has an unparseable value, invalid
+/// UTF-8, a NUL byte in text or an unterminated quote; a Parquet row with a value that does not
+/// convert to its pinned column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// End the read with a [`SourceError::BadRow`] naming file, line (row), column and value. The
+    /// default.
+    #[default]
+    Fail,
+    /// Send the row to [`Context::reject`](etlkit_core::Context::reject) (file, line or row, column,
+    /// value, reason and, for CSV, the row's original bytes) and go on.
+    Reject,
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 /// Errors of the CSV and Parquet readers.
 ///
-/// Bad-input errors name the file, the 1-based physical line (CSV; the header is line 1), the column
-/// and the offending value, so a person can open the file and fix it. Sources are chained, never
+/// Bad-input errors name the file, the 1-based line (CSV: the physical line, the header is line 1;
+/// Parquet: the row number within the file, the first row is 1), the column and the offending value,
+/// so a person can open the file and fix it. Sources are chained, never
 /// flattened. Convert into [`etlkit_core::Error`] with `?` or `.into()`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -118,7 +133,8 @@ pub enum SourceError {
         /// What is wrong.
         reason: String,
     },
-    /// A CSV row is malformed or holds a value that does not fit its column.
+    /// A CSV row is malformed or holds a value that does not fit its column, or a Parquet value does
+    /// not convert to its pinned column type.
     #[error("{0}")]
     BadRow(Box<BadRow>),
     /// A reader thread panicked or vanished (a bug).
@@ -162,7 +178,8 @@ impl From<SourceError> for etlkit_core::Error {
     }
 }
 
-/// Where and why a CSV row is bad: the payload of [`SourceError::BadRow`] (and of each rejected row).
+/// Where and why a row is bad: the payload of [`SourceError::BadRow`] (and of each rejected row). Its
+/// `Display` is `file:line column `c` value "v": reason`, the same numbering for CSV and Parquet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{}:{line}{}{}: {reason}",
@@ -174,7 +191,9 @@ impl From<SourceError> for etlkit_core::Error {
 pub struct BadRow {
     /// The file.
     pub path: PathBuf,
-    /// The 1-based physical line where the offending field (or the row) starts; the header is line 1.
+    /// 1-based. CSV: the physical line where the offending field (or the row) starts; the header is
+    /// line 1. Parquet: the row's number within its file (the first row is 1, whatever the row
+    /// group, batch or shard).
     pub line: u64,
     /// The offending column, when one is to blame.
     pub column: Option<String>,
@@ -183,7 +202,8 @@ pub struct BadRow {
     /// What is wrong, e.g. `expected 3 fields, found 4` or `not a valid Int64`.
     pub reason: String,
     /// The row's original bytes exactly as in the file (not re-encoded; the line terminator
-    /// excluded), e.g. Latin-1 text stays Latin-1. `None` when they could not be read back.
+    /// excluded), e.g. Latin-1 text stays Latin-1. `None` for Parquet (rows have no raw text) or
+    /// when they could not be read back.
     /// [`BadRow::raw_text`] renders them for people.
     pub raw: Option<Vec<u8>>,
 }

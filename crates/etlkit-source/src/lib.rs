@@ -8,9 +8,14 @@
 //!   batches over bounded channels; [`ReadMetrics::peak_in_flight`] shows the bound holds. Dropping
 //!   the stream cancels the read.
 //! - **Errors a person can act on.** Bad input fails with a [`SourceError`] naming the file, the
-//!   1-based physical line (header = line 1), the column and the value — or, with
-//!   [`OnError::Reject`], the row goes to [`Context::reject`](etlkit_core::Context::reject) and
-//!   reading continues (rows read = good + rejected).
+//!   1-based line (CSV: the physical line, header = line 1; Parquet: the row number within the
+//!   file), the column and the value — or, with [`OnError::Reject`], the row goes to
+//!   [`Context::reject`](etlkit_core::Context::reject) with the same details (and, for CSV, the row's
+//!   original bytes) and reading continues (rows read = good + rejected). For Parquet, bad values
+//!   are those that do not convert to a type pinned with `ParquetSourceConfig::column_types`.
+//! - **Types**: CSV column types are inferred from the start of every file (or given, or pinned per
+//!   column with `CsvSourceConfig::column_types`); timestamps parse straight into the column's unit,
+//!   so years 0001–9999 load.
 //! - **Inputs** are one file, a list, a directory or a glob ([`Input`]), read in sorted order.
 //!
 //! ```
@@ -42,8 +47,8 @@ mod metrics;
 mod parquet_source;
 
 #[cfg(feature = "csv")]
-pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig, OnError};
-pub use error::{BadRow, Result, SourceError};
+pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig};
+pub use error::{BadRow, OnError, Result, SourceError};
 pub use input::Input;
 pub use metrics::ReadMetrics;
 #[cfg(feature = "parquet")]

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow_array::{ArrayRef, RecordBatch, new_null_array};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
-use etlkit_core::{BatchStream, Context, Source};
+use etlkit_core::{BatchStream, Context, Rejected, Source};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::error::{Result, SourceError, into_core};
+use crate::error::{BadRow, OnError, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
 
@@ -78,6 +78,16 @@ pub struct ParquetSourceConfig {
     /// When a file lacks a column that another file has, fill it with nulls (only for nullable
     /// columns) instead of failing. Default: `false`.
     pub allow_missing_columns: bool,
+    /// Column types to convert to while reading, by column name, e.g.
+    /// `("VendorID".into(), DataType::Int32)`; the output schema has these types. Conversion follows
+    /// Arrow's cast rules (`arrow_cast::cast`); a value the cast cannot represent (an overflow, text
+    /// that is not a number, …) is a bad row naming file, 1-based row number within the file, column
+    /// and value, handled by `on_error`. A name that is not an output column, or a conversion Arrow
+    /// cannot do at all, fails [`ParquetSource::open`]. Default: empty (columns keep their file type).
+    pub column_types: Vec<(String, DataType)>,
+    /// What to do with a row whose value does not convert to its `column_types` type: fail the read,
+    /// or send it to [`Context::reject`] and go on. Default: [`OnError::Fail`].
+    pub on_error: OnError,
 }
 
 impl Default for ParquetSourceConfig {
@@ -94,6 +104,8 @@ impl Default for ParquetSourceConfig {
             shard: None,
             prefetch_limit_bytes: 32 << 20,
             allow_missing_columns: false,
+            column_types: Vec::new(),
+            on_error: OnError::Fail,
         }
     }
 }
@@ -130,6 +142,10 @@ impl ParquetSourceConfig {
                 return Err(SourceError::config("columns", format!("names `{dup}` twice")));
             }
         }
+        let mut pinned = std::collections::HashSet::new();
+        if let Some((dup, _)) = self.column_types.iter().find(|(n, _)| !pinned.insert(n.as_str())) {
+            return Err(SourceError::config("column_types", format!("names column `{dup}` twice")));
+        }
         if let Input::List(l) = &self.input
             && l.is_empty()
         {
@@ -147,6 +163,8 @@ struct FilePlan {
     mask: ProjectionMask,
     /// For each output column: its index in this file's projected batches, or `None` (fill nulls).
     columns: Vec<Option<usize>>,
+    /// For each row group: the number of rows of the file before it.
+    row_group_starts: Vec<u64>,
 }
 
 /// One unit of parallel work.
@@ -318,6 +336,21 @@ fn reconcile(
         let reference = &first_seen[name].1;
         out_fields.push(reference.clone().with_nullable(nullable[ci]));
     }
+    for (name, to) in &config.column_types {
+        let Some(field) = out_fields.iter_mut().find(|f| f.name() == name) else {
+            return Err(SourceError::config(
+                "column_types",
+                format!("names column `{name}`, which is not an output column ({})", wanted.join(", ")),
+            ));
+        };
+        if !arrow_cast::can_cast_types(field.data_type(), to) {
+            return Err(SourceError::config(
+                "column_types",
+                format!("column `{name}` cannot be converted from {} to {to}", field.data_type()),
+            ));
+        }
+        *field = field.clone().with_data_type(to.clone());
+    }
     let schema = Arc::new(Schema::new(out_fields));
 
     for ((path, meta), roots) in paths.into_iter().zip(metas).zip(per_file_roots) {
@@ -328,7 +361,17 @@ fn reconcile(
             .iter()
             .map(|r| r.map(|root| selected.binary_search(&root).expect("selected root")))
             .collect();
-        plans.push(FilePlan { path, metadata: meta, mask, columns });
+        let row_group_starts = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .scan(0u64, |before, rg| {
+                let start = *before;
+                *before += rg.num_rows() as u64;
+                Some(start)
+            })
+            .collect();
+        plans.push(FilePlan { path, metadata: meta, mask, columns, row_group_starts });
     }
     Ok((schema, plans))
 }
@@ -425,7 +468,8 @@ impl ChunkReader for RowGroupBytes {
 
 /// What a decoder thread sends for one row group.
 enum Msg {
-    Batch(RecordBatch),
+    /// Good rows, and the rows rejected on the way (in file order, before the good rows' delivery).
+    Batch(RecordBatch, Vec<Rejected>),
     Err(SourceError),
     /// The row group is finished (only sent in first-finished mode).
     Done,
@@ -445,6 +489,7 @@ struct Shared {
     cancelled: AtomicBool,
     /// In first-finished mode, workers send `Done` after each row group.
     send_done: bool,
+    on_error: OnError,
 }
 
 impl Shared {
@@ -476,14 +521,21 @@ impl Shared {
             .with_batch_size(self.batch_size)
             .build()
             .map_err(|source| SourceError::Parquet { path: plan.path.clone(), source })?;
+        // 1-based number within the file of the next batch's first row.
+        let mut first_row = plan.row_group_starts[job.task.row_group] + 1;
         for batch in reader {
             if self.cancelled.load(Ordering::Relaxed) {
                 return Ok(());
             }
             let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
-            let batch = self.adapt(plan, batch)?;
+            let rows = batch.num_rows() as u64;
+            let (batch, rejects) = self.adapt(plan, batch, first_row)?;
+            first_row += rows;
+            if batch.num_rows() == 0 && rejects.is_empty() {
+                continue;
+            }
             self.metrics.batch_buffered();
-            if job.tx.send_blocking(Msg::Batch(batch)).is_err() {
+            if job.tx.send_blocking(Msg::Batch(batch, rejects)).is_err() {
                 self.metrics.batch_unbuffered();
                 return Ok(()); // consumer gone
             }
@@ -491,20 +543,78 @@ impl Shared {
         Ok(())
     }
 
-    /// Reorders a file's projected batch into the output schema, filling absent columns with nulls.
-    fn adapt(&self, plan: &FilePlan, batch: RecordBatch) -> Result<RecordBatch> {
+    /// Reorders a file's projected batch into the output schema, filling absent columns with nulls
+    /// and converting columns to their pinned types. `first_row` is the 1-based number within the
+    /// file of the batch's first row. Rows whose values do not convert end the read
+    /// ([`OnError::Fail`]) or are returned as rejects and left out of the batch ([`OnError::Reject`]).
+    fn adapt(
+        &self,
+        plan: &FilePlan,
+        batch: RecordBatch,
+        first_row: u64,
+    ) -> Result<(RecordBatch, Vec<Rejected>)> {
+        let arrow_err = |source| SourceError::Arrow { path: plan.path.clone(), source };
         let rows = batch.num_rows();
-        let columns: Vec<ArrayRef> = plan
-            .columns
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(src, field)| match src {
-                Some(i) => Arc::clone(batch.column(*i)),
-                None => new_null_array(field.data_type(), rows),
-            })
-            .collect();
-        RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })
+        let file_schema = batch.schema();
+        // Per row: the first (leftmost) bad value, as (column, value, reason).
+        let mut bad: Vec<Option<(String, String, String)>> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (src, field) in plan.columns.iter().zip(self.schema.fields()) {
+            let Some(i) = src else {
+                columns.push(new_null_array(field.data_type(), rows));
+                continue;
+            };
+            let col = batch.column(*i);
+            if col.data_type() == field.data_type() {
+                columns.push(Arc::clone(col));
+                continue;
+            }
+            let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
+            if let Ok(c) = arrow_cast::cast_with_options(col, field.data_type(), &strict) {
+                columns.push(c);
+                continue;
+            }
+            // Some values do not convert: the lenient cast makes them null; find them.
+            let converted = arrow_cast::cast(col, field.data_type()).map_err(arrow_err)?;
+            bad.resize(rows, None);
+            for (row, slot) in bad.iter_mut().enumerate() {
+                if slot.is_none() && col.is_valid(row) && converted.is_null(row) {
+                    let value = arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
+                    let reason = format!("not a valid {}", field.data_type());
+                    *slot = Some((file_schema.field(*i).name().clone(), value, reason));
+                }
+            }
+            columns.push(converted);
+        }
+        let bad_row = |row: usize, (column, value, reason): &(String, String, String)| BadRow {
+            path: plan.path.clone(),
+            line: first_row + row as u64,
+            column: Some(column.clone()),
+            value: Some(value.clone()),
+            reason: reason.clone(),
+            raw: None,
+        };
+        let mut rejects = Vec::new();
+        if let Some((row, first)) = bad.iter().enumerate().find_map(|(r, b)| b.as_ref().map(|b| (r, b))) {
+            if self.on_error == OnError::Fail {
+                return Err(SourceError::BadRow(Box::new(bad_row(row, first))));
+            }
+            for (row, b) in bad.iter().enumerate() {
+                if let Some(b) = b {
+                    let BadRow { path, line, column, value, reason, raw } = bad_row(row, b);
+                    let origin = path.display().to_string();
+                    rejects.push(Rejected { origin, line: Some(line), column, value, reason, raw });
+                }
+            }
+            let keep = BooleanArray::from(bad.iter().map(Option::is_none).collect::<Vec<_>>());
+            columns = columns
+                .iter()
+                .map(|c| arrow_select::filter::filter(c, &keep))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(arrow_err)?;
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow_err)?;
+        Ok((batch, rejects))
     }
 }
 
@@ -523,6 +633,7 @@ struct Reader {
     unordered_in_flight: usize,
     done: bool,
     name: String,
+    ctx: Context,
     _threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -614,8 +725,18 @@ impl Reader {
                 }
             };
             match msg {
-                Msg::Batch(b) => {
+                Msg::Batch(b, rejects) => {
                     self.metrics.batch_unbuffered();
+                    for r in rejects {
+                        if let Err(e) = self.ctx.reject(r) {
+                            self.done = true;
+                            self.shared.cancelled.store(true, Ordering::Relaxed);
+                            return Some(Err(e));
+                        }
+                    }
+                    if b.num_rows() == 0 {
+                        continue;
+                    }
                     self.metrics.delivered(b.num_rows());
                     return Some(Ok(b));
                 }
@@ -646,7 +767,7 @@ impl Source for ParquetSource {
         self.name.clone()
     }
 
-    fn into_stream(self: Box<Self>, _ctx: Context) -> BatchStream {
+    fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
         let this = *self;
         let config = this.config;
         let shared = Arc::new(Shared {
@@ -657,6 +778,7 @@ impl Source for ParquetSource {
             batch_size: config.batch_size,
             cancelled: AtomicBool::new(false),
             send_done: !config.preserve_order,
+            on_error: config.on_error,
         });
         let (work_tx, work_rx) = async_channel::unbounded::<Job>();
         let threads = config.workers.min(this.tasks.len().max(1));
@@ -706,6 +828,7 @@ impl Source for ParquetSource {
             unordered_in_flight: 0,
             done: false,
             name: this.name,
+            ctx,
             _threads: handles,
         };
         futures::stream::unfold(reader, |mut r| async move { r.next().await.map(|item| (item, r)) }).boxed()

@@ -352,6 +352,13 @@ fn invalid_config_is_refused() {
         (CsvSourceConfig { quote: Some(b','), ..ok.clone() }, "quote"),
         (CsvSourceConfig { schema: Some(schema(&[("a", DataType::Binary)])), ..ok.clone() }, "schema"),
         (CsvSourceConfig { timestamp_formats: vec!["%Q".into()], ..ok.clone() }, "timestamp_formats"),
+        (
+            CsvSourceConfig {
+                column_types: vec![("a".into(), DataType::Int32), ("a".into(), DataType::Utf8)],
+                ..ok.clone()
+            },
+            "column_types",
+        ),
     ] {
         match c.validate() {
             Err(SourceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
@@ -870,4 +877,35 @@ fn money_columns_read_as_decimal128_when_asked() {
     let b = &res.unwrap()[0];
     assert_eq!(b.column(0).as_primitive::<Decimal128Type>().values().to_vec(), [1337]);
     assert_eq!(rejects.len(), 1);
+}
+
+#[test]
+fn conversion_rejects_name_file_line_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    // VendorID pinned to Int32 at the source: the overflow is caught where its line is known.
+    let path = file(
+        dir.path(),
+        "vendor_overflow_i32.csv",
+        b"VendorID,fare\n1,2.5\n3000000000,3\n\"2\",\"x\"\n4,\"1\n\"\n-3000000000,1\n",
+    );
+    let pin = vec![("VendorID".to_owned(), DataType::Int32), ("fare".to_owned(), DataType::Float64)];
+    let (res, rejects) =
+        run(CsvSourceConfig { column_types: pin.clone(), on_error: OnError::Reject, ..cfg(&path) });
+    let b = &res.unwrap()[0];
+    assert_eq!(b.column(0).as_primitive::<Int32Type>().values().to_vec(), [1, 4]);
+    let origin = path.display().to_string();
+    let seen: Vec<String> = rejects.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        seen,
+        [
+            format!("{origin}:3 column `VendorID` value \"3000000000\": not a valid Int32"),
+            format!("{origin}:4 column `fare` value \"x\": not a valid Float64"),
+            format!("{origin}:7 column `VendorID` value \"-3000000000\": not a valid Int32"),
+        ]
+    );
+
+    // Fail policy: the same file, line, column and value in the error.
+    let (res, _) = run(CsvSourceConfig { column_types: pin, ..cfg(&path) });
+    let msg = res.unwrap_err().find_source::<SourceError>().unwrap().to_string();
+    assert_eq!(msg, format!("{origin}:3 column `VendorID` value \"3000000000\": not a valid Int32"));
 }

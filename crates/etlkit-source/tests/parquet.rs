@@ -405,6 +405,13 @@ fn invalid_config_is_refused() {
         (ParquetSourceConfig { batches_per_row_group: 0, ..ok.clone() }, "batches_per_row_group"),
         (ParquetSourceConfig { columns: Some(vec!["a".into(), "a".into()]), ..ok.clone() }, "columns"),
         (ParquetSourceConfig { input: Input::List(vec![]), ..ok.clone() }, "input"),
+        (
+            ParquetSourceConfig {
+                column_types: vec![("a".into(), DataType::Int32), ("a".into(), DataType::Int64)],
+                ..ok.clone()
+            },
+            "column_types",
+        ),
     ] {
         match cfg.validate() {
             Err(SourceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
@@ -424,4 +431,115 @@ fn wait_for_threads(metrics: &etlkit_source::ReadMetrics) {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// `VendorID` (Int64) and `fare` (Utf8) columns.
+fn vendors(ids: &[i64], fares: &[Option<&str>]) -> RecordBatch {
+    RecordBatch::try_from_iter([
+        ("VendorID", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
+        ("fare", Arc::new(StringArray::from(fares.to_vec())) as ArrayRef),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn conversion_rejects_name_file_line_column_and_value() {
+    use arrow_array::types::{Float64Type, Int32Type};
+    use etlkit_core::{MemoryRejects, Rejected};
+    use etlkit_source::OnError;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a_vendor_overflow_i32.parquet");
+    let b = dir.path().join("b.parquet");
+    // Row groups of 4 rows read in batches of 3: row numbers run on across both.
+    let big = 3_000_000_000;
+    write(
+        &a,
+        &vendors(
+            &[1, big, 2, -big, 5, 6],
+            &[Some("1.5"), Some("2"), Some("abc"), Some("3"), Some("4"), None],
+        ),
+        4,
+    );
+    write(&b, &vendors(&[7, 4_000_000_000], &[Some("7"), Some("8")]), 4);
+    let pins = vec![("VendorID".to_owned(), DataType::Int32), ("fare".to_owned(), DataType::Float64)];
+    let cfg = ParquetSourceConfig {
+        batch_size: 3,
+        column_types: pins,
+        on_error: OnError::Reject,
+        ..config(Input::Dir(dir.path().to_owned()))
+    };
+    let source = ParquetSource::open(cfg.clone()).unwrap();
+    assert_eq!(source.schema().field(0).data_type(), &DataType::Int32);
+    assert_eq!(source.schema().field(1).data_type(), &DataType::Float64);
+    let rejects = Arc::new(MemoryRejects::new());
+    let ctx = Context::with_rejects(rejects.clone());
+    let items: Vec<_> = futures::executor::block_on(Box::new(source).into_stream(ctx).collect());
+    let batches: Vec<RecordBatch> = items.into_iter().map(|r| r.unwrap()).collect();
+    let all = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(all.column(0).as_primitive::<Int32Type>().values().to_vec(), [1, 5, 6, 7]);
+    let fares: Vec<Option<f64>> = all.column(1).as_primitive::<Float64Type>().iter().collect();
+    assert_eq!(fares, [Some(1.5), Some(4.0), None, Some(7.0)]);
+    let reject = |path: &Path, row, column: &str, value: &str, reason: &str| Rejected {
+        origin: path.display().to_string(),
+        line: Some(row),
+        column: Some(column.to_owned()),
+        value: Some(value.to_owned()),
+        reason: reason.to_owned(),
+        raw: None,
+    };
+    assert_eq!(
+        rejects.rows(),
+        [
+            reject(&a, 2, "VendorID", "3000000000", "not a valid Int32"),
+            reject(&a, 3, "fare", "abc", "not a valid Float64"),
+            reject(&a, 4, "VendorID", "-3000000000", "not a valid Int32"),
+            reject(&b, 2, "VendorID", "4000000000", "not a valid Int32"),
+        ],
+        "1-based row numbers within each file"
+    );
+
+    // Fail policy: an error naming file, row, column and value.
+    let source = ParquetSource::open(ParquetSourceConfig { on_error: OnError::Fail, ..cfg }).unwrap();
+    let items: Vec<_> =
+        futures::executor::block_on(Box::new(source).into_stream(Context::default()).collect());
+    let err = items.into_iter().find_map(|r| r.err()).expect("an error");
+    match err.find_source::<SourceError>() {
+        Some(SourceError::BadRow(bad)) => {
+            assert_eq!(
+                (&bad.path, bad.line, bad.column.as_deref(), bad.value.as_deref()),
+                (&a, 2, Some("VendorID"), Some("3000000000"))
+            );
+            assert_eq!(
+                bad.to_string(),
+                format!("{}:2 column `VendorID` value \"3000000000\": not a valid Int32", a.display())
+            );
+        }
+        other => panic!("expected BadRow, got {other:?} from {err}"),
+    }
+}
+
+#[test]
+fn pinned_column_types_are_checked_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parquet");
+    write(&path, &ids(0, 10), 10);
+    let open = |pins: Vec<(String, DataType)>| {
+        ParquetSource::open(ParquetSourceConfig { column_types: pins, ..config(Input::File(path.clone())) })
+    };
+    match open(vec![("nope".into(), DataType::Int32)]).unwrap_err() {
+        SourceError::InvalidConfig { field: "column_types", reason } => {
+            assert!(reason.contains("nope"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let not_castable = DataType::Struct(Vec::<Field>::new().into());
+    match open(vec![("id".into(), not_castable)]).unwrap_err() {
+        SourceError::InvalidConfig { field: "column_types", reason } => {
+            assert!(reason.contains("`id`"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Casting to the type a column already has is a no-op.
+    let source = open(vec![("id".into(), DataType::Int64)]).unwrap();
+    assert_eq!(id_column(&read(source)), (0..10).collect::<Vec<_>>());
 }

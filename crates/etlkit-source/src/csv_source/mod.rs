@@ -19,24 +19,12 @@ use futures::StreamExt;
 use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
 use self::infer::Guess;
 use self::records::{Dialect, RecordChunk, RecordReader, read_raw, strip_terminator, unterminated_quote};
-use crate::error::{BadRow, Result, SourceError, into_core};
+use crate::error::{BadRow, OnError, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
 
 /// File extensions a directory listing picks up for CSV.
 pub const CSV_EXTENSIONS: &[&str] = &["csv", "tsv", "txt"];
-
-/// What to do with a bad row (ragged, unparseable value, invalid UTF-8, a NUL byte in text,
-/// unterminated quote).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// End the read with a [`SourceError::BadRow`] naming file, line, column and value. The default.
-    #[default]
-    Fail,
-    /// Send the row to [`Context::reject`] (file, line, column, value, reason, the row's original
-    /// bytes) and go on.
-    Reject,
-}
 
 /// Configuration of a [`CsvSource`]. Build with `CsvSourceConfig { input, ..Default::default() }`.
 #[derive(Debug, Clone, PartialEq)]
