@@ -17,12 +17,55 @@
 //!
 //! The most used core items are also at the top level: [`Pipeline`], [`PipelineConfig`], [`Source`],
 //! [`Transform`], [`Sink`], [`LoadStats`], [`Error`].
+//!
+//! The Arrow crates that etlkit's APIs take and return are re-exported under [`arrow`] at the exact
+//! version etlkit uses, so a job needs no dependency but `etlkit` (and `tokio` to run it):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use etlkit::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
+//! use etlkit::{FnTransform, MemorySink, MemorySource, Pipeline};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let batch = RecordBatch::try_from_iter([("qty", Arc::new(Int64Array::from(vec![3, -1, 7])) as _)])?;
+//! let positive = FnTransform::same_schema("positive", |b: RecordBatch| {
+//!     let qty = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+//!     let keep: BooleanArray = qty.iter().map(|v| v.map(|v| v > 0)).collect();
+//!     Ok(etlkit::arrow::select::filter::filter_record_batch(&b, &keep)?)
+//! });
+//! let sink = Arc::new(MemorySink::new());
+//! let stats = Pipeline::new(MemorySource::new(batch.schema(), vec![batch])?, sink.clone())
+//!     .transform(positive)
+//!     .run()
+//!     .await
+//!     .map_err(|e| e.report().to_string())?;
+//! assert_eq!((stats.rows_written, stats.rows_filtered), (2, 1));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
 pub use etlkit_core as core;
 pub use etlkit_core::{
-    Context, Error, LoadStats, MemorySink, MemorySource, NullSink, Pipeline, PipelineConfig, Progress, Sink,
-    Source, Transform,
+    Context, Error, FnTransform, LoadStats, LogRejects, MemoryRejects, MemorySink, MemorySource, NullSink,
+    Pipeline, PipelineConfig, Progress, RejectSink, Rejected, Report, Sink, Source, Stage, StreamSource,
+    Transform, TransformProperties,
 };
+
+/// The Arrow crates of etlkit's public APIs, at the version etlkit is built with.
+pub mod arrow {
+    /// Arrays and [`RecordBatch`](array::RecordBatch) (`arrow-array`).
+    pub use etlkit_core::arrow_array as array;
+    /// Buffers (`arrow-buffer`).
+    pub use arrow_buffer as buffer;
+    /// Casts and value parsing (`arrow-cast`).
+    pub use arrow_cast as cast;
+    /// Comparison and sorting kernels (`arrow-ord`).
+    pub use arrow_ord as ord;
+    /// Schemas, fields and data types (`arrow-schema`).
+    pub use etlkit_core::arrow_schema as schema;
+    /// Filter, take, concat and other selection kernels (`arrow-select`).
+    pub use arrow_select as select;
+}
 
 #[cfg(feature = "dimcache")]
 pub use etlkit_dimcache as dimcache;
