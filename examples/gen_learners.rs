@@ -339,7 +339,11 @@ pub(crate) fn write_learners(out: &std::path::Path, rows: usize, seed: u64) -> s
 }
 
 #[allow(dead_code)] // unused when benches/graph.rs includes this file as a module
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = 10_000usize;
     let mut out = None;
     let mut seed = 7u64;

@@ -111,7 +111,11 @@ fn write_zones(path: &Path) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn main() -> Result<(), BoxError> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), BoxError> {
     let (mut rows, mut out, mut dup_rate, mut seed, mut legacy, mut zones_out) =
         (None::<usize>, None::<String>, 0.01f64, 1u64, false, None::<String>);
     let mut it = std::env::args().skip(1);

@@ -52,7 +52,11 @@ fn read(path: &Path) -> Result<Vec<RecordBatch>, Box<dyn std::error::Error>> {
     Ok(batches.into_iter().collect::<Result<_, _>>()?)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (mut input, mut algo, mut threads, mut out) = (None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

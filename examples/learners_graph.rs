@@ -535,7 +535,11 @@ fn parse_args() -> Result<Option<Args>, BoxError> {
 }
 
 #[allow(dead_code)] // unused when benches/graph.rs includes this file as a module
-fn main() -> Result<(), BoxError> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), BoxError> {
     let Some(args) = parse_args()? else { return Ok(()) };
     // Keep a throwaway server alive until the end of main.
     let mut _server = None;

@@ -88,7 +88,11 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     Ok(a)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     // Keeps a throwaway server alive until the end of main.
     let mut _server = None;

@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 use etlkit_core::{MemorySource, NullSink, Pipeline, PipelineConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = 10_000_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -121,12 +121,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                eprintln!("  caused by: {c}");
-                cause = c.source();
-            }
+            eprintln!("error: {}", e.report());
             ExitCode::FAILURE
         }
     }

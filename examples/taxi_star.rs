@@ -1280,7 +1280,11 @@ fn parse_args() -> Result<(JobConfig, Option<String>), BoxError> {
     Ok((cfg, url))
 }
 
-fn main() -> Result<(), BoxError> {
+fn main() -> etlkit_core::Reported {
+    run().into()
+}
+
+fn run() -> Result<(), BoxError> {
     let print_report = std::env::args().any(|a| a == "--report");
     let (cfg, url) = parse_args()?;
     tracing_subscriber::fmt()

@@ -47,24 +47,24 @@
 pub use etlkit_core as core;
 pub use etlkit_core::{
     Context, Error, FnTransform, LoadStats, LogRejects, MemoryRejects, MemorySink, MemorySource, NullSink,
-    Pipeline, PipelineConfig, Progress, RejectSink, Rejected, Report, Sink, Source, Stage, StreamSource,
-    Transform, TransformProperties,
+    Pipeline, PipelineConfig, Progress, RejectSink, Rejected, Report, Reported, Sink, Source, Stage,
+    StreamSource, Transform, TransformProperties,
 };
 
 /// The Arrow crates of etlkit's public APIs, at the version etlkit is built with.
 pub mod arrow {
-    /// Arrays and [`RecordBatch`](array::RecordBatch) (`arrow-array`).
-    pub use etlkit_core::arrow_array as array;
     /// Buffers (`arrow-buffer`).
     pub use arrow_buffer as buffer;
     /// Casts and value parsing (`arrow-cast`).
     pub use arrow_cast as cast;
     /// Comparison and sorting kernels (`arrow-ord`).
     pub use arrow_ord as ord;
-    /// Schemas, fields and data types (`arrow-schema`).
-    pub use etlkit_core::arrow_schema as schema;
     /// Filter, take, concat and other selection kernels (`arrow-select`).
     pub use arrow_select as select;
+    /// Arrays and [`RecordBatch`](array::RecordBatch) (`arrow-array`).
+    pub use etlkit_core::arrow_array as array;
+    /// Schemas, fields and data types (`arrow-schema`).
+    pub use etlkit_core::arrow_schema as schema;
 }
 
 #[cfg(feature = "dimcache")]

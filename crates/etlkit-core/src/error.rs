@@ -206,3 +206,69 @@ impl fmt::Debug for Report<'_> {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// A `main` return type that prints an error's whole cause chain ([`Report`]) on stderr and exits
+/// with a failure code, instead of the `Debug` dump a `Result` from `main` prints.
+///
+/// ```no_run
+/// fn run() -> Result<(), Box<dyn std::error::Error>> {
+///     Err(std::io::Error::other("connection refused"))?
+/// }
+/// fn main() -> etlkit_core::Reported {
+///     run().into() // prints `error: connection refused`, exits with 1
+/// }
+/// ```
+pub struct Reported(Option<String>);
+
+impl From<std::result::Result<(), Box<dyn std::error::Error>>> for Reported {
+    fn from(r: std::result::Result<(), Box<dyn std::error::Error>>) -> Self {
+        Reported(r.err().map(|e| Report::of(&*e).to_string()))
+    }
+}
+
+impl From<std::result::Result<(), BoxError>> for Reported {
+    fn from(r: std::result::Result<(), BoxError>) -> Self {
+        Reported(r.err().map(|e| Report::of(&*e).to_string()))
+    }
+}
+
+impl From<Result<()>> for Reported {
+    fn from(r: Result<()>) -> Self {
+        Reported(r.err().map(|e| e.report().to_string()))
+    }
+}
+
+impl std::process::Termination for Reported {
+    fn report(self) -> std::process::ExitCode {
+        match self.0 {
+            None => std::process::ExitCode::SUCCESS,
+            Some(report) => {
+                eprintln!("error: {report}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("copy failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn reported_renders_the_whole_chain_for_every_error_kind() {
+        let boxed: Box<dyn std::error::Error> = Box::new(Outer(std::io::Error::other("refused")));
+        assert_eq!(Reported::from(Err(boxed)).0.as_deref(), Some("copy failed: refused"));
+        let sendable: BoxError = Box::new(Outer(std::io::Error::other("refused")));
+        assert_eq!(Reported::from(Err(sendable)).0.as_deref(), Some("copy failed: refused"));
+        let core = Error::stage(Stage::Source, "csv:a.csv", false, Outer(std::io::Error::other("refused")));
+        assert_eq!(
+            Reported::from(Err::<(), _>(core)).0.as_deref(),
+            Some("source `csv:a.csv` failed: copy failed: refused")
+        );
+        assert!(Reported::from(Ok::<(), Error>(())).0.is_none());
+    }
+}

@@ -45,7 +45,7 @@ mod transform;
 pub use batch::{Rebatcher, batch_bytes};
 pub use config::PipelineConfig;
 pub use context::{Context, LogRejects, MemoryRejects, RejectSink, Rejected};
-pub use error::{BoxError, Error, Report, Result, Stage};
+pub use error::{BoxError, Error, Report, Reported, Result, Stage};
 pub use pipeline::Pipeline;
 pub use sink::{MemorySink, NullSink, Sink};
 pub use source::{BatchStream, MemorySource, Source, StreamSource};
