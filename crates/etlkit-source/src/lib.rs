@@ -43,6 +43,8 @@ mod csv_source;
 mod error;
 mod input;
 mod metrics;
+#[cfg(any(feature = "csv", feature = "parquet"))]
+mod numbers;
 #[cfg(feature = "parquet")]
 mod parquet_source;
 

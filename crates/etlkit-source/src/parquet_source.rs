@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
@@ -21,6 +23,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use crate::error::{BadRow, OnError, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
+use crate::numbers::decimal_places;
 
 /// File extensions a directory listing picks up for Parquet.
 pub const PARQUET_EXTENSIONS: &[&str] = &["parquet", "parq", "pq"];
@@ -80,9 +83,11 @@ pub struct ParquetSourceConfig {
     pub allow_missing_columns: bool,
     /// Column types to convert to while reading, by column name, e.g.
     /// `("VendorID".into(), DataType::Int32)`; the output schema has these types. Conversion follows
-    /// Arrow's cast rules (`arrow_cast::cast`); a value the cast cannot represent (an overflow, text
-    /// that is not a number, …) is a bad row naming file, 1-based row number within the file, column
-    /// and value, handled by `on_error`. A name that is not an output column, or a conversion Arrow
+    /// Arrow's cast rules (`arrow_cast::cast`), except that it never silently drops digits: a value
+    /// the cast cannot represent (an overflow, text that is not a number, text with more decimal
+    /// places than a decimal type's scale, a float with a fractional part going to an integer type)
+    /// is a bad row naming file, 1-based row number within the file, column and value, handled by
+    /// `on_error`. (Floats going to a decimal type are rounded to its scale, as Arrow does.) A name that is not an output column, or a conversion Arrow
     /// cannot do at all, fails [`ParquetSource::open`]. Default: empty (columns keep their file type).
     pub column_types: Vec<(String, DataType)>,
     /// What to do with a row whose value does not convert to its `column_types` type: fail the read,
@@ -570,18 +575,28 @@ impl Shared {
                 continue;
             }
             let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
-            if let Ok(c) = arrow_cast::cast_with_options(col, field.data_type(), &strict) {
-                columns.push(c);
-                continue;
+            let (converted, lossless) = match arrow_cast::cast_with_options(col, field.data_type(), &strict) {
+                Ok(c) => (c, true),
+                // Some values do not convert: the lenient cast makes them null.
+                Err(_) => (arrow_cast::cast(col, field.data_type()).map_err(arrow_err)?, false),
+            };
+            let mut faults = dropped_digits(col, field.data_type()).map_err(arrow_err)?;
+            if !lossless {
+                let reason = format!("not a valid {}", field.data_type());
+                faults.extend(
+                    (0..rows)
+                        .filter(|&r| col.is_valid(r) && converted.is_null(r))
+                        .map(|r| (r, reason.clone())),
+                );
             }
-            // Some values do not convert: the lenient cast makes them null; find them.
-            let converted = arrow_cast::cast(col, field.data_type()).map_err(arrow_err)?;
-            bad.resize(rows, None);
-            for (row, slot) in bad.iter_mut().enumerate() {
-                if slot.is_none() && col.is_valid(row) && converted.is_null(row) {
-                    let value = arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
-                    let reason = format!("not a valid {}", field.data_type());
-                    *slot = Some((file_schema.field(*i).name().clone(), value, reason));
+            if !faults.is_empty() {
+                bad.resize(rows, None);
+                for (row, reason) in faults {
+                    if bad[row].is_none() {
+                        let value =
+                            arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
+                        bad[row] = Some((file_schema.field(*i).name().clone(), value, reason));
+                    }
                 }
             }
             columns.push(converted);
@@ -616,6 +631,43 @@ impl Shared {
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow_err)?;
         Ok((batch, rejects))
     }
+}
+
+/// Rows of `col` whose value Arrow's cast to `to` would silently change instead of failing: text
+/// with more decimal places than a decimal type's scale (Arrow rounds or cuts them), a float with a
+/// fractional part going to an integer type (Arrow cuts it). Returns (row, reason) pairs.
+fn dropped_digits(
+    col: &ArrayRef,
+    to: &DataType,
+) -> std::result::Result<Vec<(usize, String)>, arrow_schema::ArrowError> {
+    let mut out = Vec::new();
+    match (col.data_type(), to) {
+        (
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+            DataType::Decimal128(_, s) | DataType::Decimal256(_, s),
+        ) => {
+            let text = arrow_cast::cast(col, &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            for (row, v) in text.iter().enumerate() {
+                if let Some(places) = v.and_then(|v| decimal_places(v.trim()))
+                    && places > i64::from(*s)
+                {
+                    out.push((row, format!("more than {s} decimal places for {to}")));
+                }
+            }
+        }
+        (DataType::Float16 | DataType::Float32 | DataType::Float64, to) if to.is_integer() => {
+            let floats = arrow_cast::cast(col, &DataType::Float64)?;
+            let floats = floats.as_primitive::<Float64Type>();
+            for (row, v) in floats.iter().enumerate() {
+                if v.is_some_and(|v| v.is_finite() && v.fract() != 0.0) {
+                    out.push((row, format!("not a valid {to}")));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
 }
 
 /// The consumer side: submits row groups as in-flight slots free up and yields their batches.

@@ -543,3 +543,49 @@ fn pinned_column_types_are_checked_when_opened() {
     let source = open(vec![("id".into(), DataType::Int64)]).unwrap();
     assert_eq!(id_column(&read(source)), (0..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn pinned_conversions_never_drop_digits() {
+    use arrow_array::Float64Array;
+    use arrow_array::types::{Decimal128Type, Int32Type};
+    use etlkit_core::MemoryRejects;
+    use etlkit_source::OnError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("money.parquet");
+    let batch = RecordBatch::try_from_iter([
+        ("price", Arc::new(StringArray::from(vec!["13.37", "13.375", "13.370", "7"])) as ArrayRef),
+        ("qty", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 2.5])) as ArrayRef),
+    ])
+    .unwrap();
+    write(&path, &batch, 10);
+    let cfg = ParquetSourceConfig {
+        column_types: vec![("price".into(), DataType::Decimal128(18, 2)), ("qty".into(), DataType::Int32)],
+        on_error: OnError::Reject,
+        ..config(Input::File(path))
+    };
+    let rejects = Arc::new(MemoryRejects::new());
+    let source = ParquetSource::open(cfg).unwrap();
+    let items: Vec<_> = futures::executor::block_on(
+        Box::new(source).into_stream(Context::with_rejects(rejects.clone())).collect(),
+    );
+    let b = items.into_iter().next().unwrap().unwrap();
+    assert_eq!(b.column(0).as_primitive::<Decimal128Type>().values().to_vec(), [1337, 1337]);
+    assert_eq!(b.column(1).as_primitive::<Int32Type>().values().to_vec(), [1, 3]);
+    let seen: Vec<_> = rejects
+        .rows()
+        .iter()
+        .map(|r| (r.line, r.column.clone().unwrap(), r.value.clone().unwrap(), r.reason.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Some(2),
+                "price".into(),
+                "13.375".into(),
+                "more than 2 decimal places for Decimal128(18, 2)".into()
+            ),
+            (Some(4), "qty".into(), "2.5".into(), "not a valid Int32".into()),
+        ]
+    );
+}
