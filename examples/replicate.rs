@@ -118,6 +118,7 @@ fn print_report(report: &ReplicationReport) {
     for t in &report.tables {
         let status = match t.status {
             TableStatus::Skipped => "skipped",
+            TableStatus::Recopied => "recopied",
             _ => "copied",
         };
         let verify = match &t.verification {

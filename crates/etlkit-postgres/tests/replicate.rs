@@ -526,3 +526,53 @@ async fn a_rerun_over_a_foreign_key_cycle_resumes_and_a_full_resync_works() {
     assert_same_content(&source, &target, &["a", "b", "c"]).await;
     assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
 }
+
+/// Status of each table of a report, by name.
+fn statuses(report: &etlkit_postgres::ReplicationReport) -> Vec<(String, TableStatus)> {
+    report.tables.iter().map(|t| (t.table.clone(), t.status)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_recopies_a_table_whose_source_changed() {
+    let source = qa_source(100).await;
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&source, &target) };
+    replicate(&cfg, &no_progress).await.unwrap();
+
+    // Leaf tables change: one vote updated (same row count), one link deleted.
+    exec(&source, "UPDATE votes SET weight = 0.5 WHERE id = 3; DELETE FROM post_links WHERE post_id = 2")
+        .await;
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    for (table, status) in statuses(&report) {
+        let changed = table == "votes" || table == "post_links";
+        let expected = if changed { TableStatus::Recopied } else { TableStatus::Skipped };
+        assert_eq!(status, expected, "{table}");
+    }
+    assert_eq!(report.rows, 1000 + 49);
+    assert_same_content(&source, &target, &QA_TABLES).await;
+
+    // A referenced table changes: it is copied again, and so is the one table referencing it
+    // (its rows had to go while the parent was emptied); the others are skipped.
+    exec(&source, "UPDATE vote_types SET name = 'Up' WHERE id = 1").await;
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    for (table, status) in statuses(&report) {
+        let changed = table == "vote_types" || table == "votes";
+        let expected = if changed { TableStatus::Recopied } else { TableStatus::Skipped };
+        assert_eq!(status, expected, "{table}");
+    }
+    assert_same_content(&source, &target, &QA_TABLES).await;
+
+    // Nothing changed: everything is skipped.
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert_eq!((report.skipped(), report.rows), (7, 0));
+
+    // A ledger row without a fingerprint (or with another one) proves nothing: copied again.
+    exec(&target, "UPDATE etlkit.replication_ledger SET fingerprint = NULL WHERE table_name = 'badges'")
+        .await;
+    let report = replicate(&cfg, &no_progress).await.unwrap();
+    assert_eq!((report.skipped(), report.rows), (6, 150));
+    let badges = report.tables.iter().find(|t| t.table == "badges").unwrap();
+    assert_eq!(badges.status, TableStatus::Recopied);
+}

@@ -1,5 +1,6 @@
-//! The resume ledger: a table in the target recording which tables are finished. A table's row is
-//! written in the same transaction as its data, so "in the ledger" and "loaded" are one fact.
+//! The resume ledger: a table in the target recording which tables are finished, with the row count
+//! and content fingerprint of what was copied. A table's row is written in the same transaction as
+//! its data, so "in the ledger" and "loaded" are one fact.
 
 use std::collections::HashMap;
 
@@ -22,7 +23,9 @@ pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result
             rows bigint NOT NULL, \
             bytes bigint NOT NULL, \
             finished_at timestamptz NOT NULL DEFAULT now(), \
-            PRIMARY KEY (schema_name, table_name))"
+            fingerprint text, \
+            PRIMARY KEY (schema_name, table_name));\n\
+         ALTER TABLE {q} ADD COLUMN IF NOT EXISTS fingerprint text"
     ));
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(&mut *conn)
@@ -31,12 +34,21 @@ pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result
     Ok(())
 }
 
-/// Finished tables of `schema` with their row counts (none when the ledger does not exist yet).
+/// A table the ledger records as finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finished {
+    /// Rows copied.
+    pub rows: u64,
+    /// Content fingerprint of the copied rows (`None` in rows written before fingerprints existed).
+    pub fingerprint: Option<String>,
+}
+
+/// Finished tables of `schema` (none when the ledger does not exist yet).
 pub(crate) async fn finished(
     conn: &mut PgConnection,
     ledger: &TableRef,
     schema: &str,
-) -> Result<HashMap<String, u64>> {
+) -> Result<HashMap<String, Finished>> {
     let q = ledger.quoted();
     let exists: bool = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
         .bind(&q)
@@ -47,12 +59,21 @@ pub(crate) async fn finished(
     if !exists {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT table_name, rows FROM {q} WHERE schema_name = $1")))
-        .bind(schema)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| PgError::db("reading the ledger", q, e))?;
-    Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
+    // `to_jsonb(l) ->> 'fingerprint'` also reads a ledger created before that column existed.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT table_name, rows, to_jsonb(l) ->> 'fingerprint' FROM {q} l WHERE schema_name = $1"
+    )))
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| PgError::db("reading the ledger", q, e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let done = Finished { rows: r.get::<i64, _>(1) as u64, fingerprint: r.get(2) };
+            (r.get::<String, _>(0), done)
+        })
+        .collect())
 }
 
 /// Forgets `tables` (they will be copied again).
@@ -80,17 +101,20 @@ pub(crate) async fn record(
     table: &str,
     rows: u64,
     bytes: u64,
+    fingerprint: &str,
 ) -> Result<()> {
     let q = ledger.quoted();
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {q} (schema_name, table_name, rows, bytes) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO {q} (schema_name, table_name, rows, bytes, fingerprint) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (schema_name, table_name) DO UPDATE \
-         SET rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, finished_at = now()"
+         SET rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, fingerprint = EXCLUDED.fingerprint, \
+             finished_at = now()"
     )))
     .bind(schema)
     .bind(table)
     .bind(rows as i64)
     .bind(bytes as i64)
+    .bind(fingerprint)
     .execute(&mut *conn)
     .await
     .map_err(|e| PgError::db("recording a finished table in the ledger", q, e))?;

@@ -43,11 +43,19 @@
 //! ## Resume
 //!
 //! The ledger table (default `etlkit.replication_ledger` in the target: a schema of its own, not the
-//! user's `public`) records each finished
-//! table in the same transaction as its data. A run that dies midway leaves unfinished tables
-//! rolled back; the next run skips the finished ones and copies the rest from scratch. Post-data and
-//! sequences are idempotent and run every time. With [`ReplicateConfig::resume`] set to `false`,
-//! every selected table is copied again.
+//! user's `public`) records each finished table — with the row count and a content fingerprint of
+//! the rows copied — in the same transaction as its data. A run that dies midway leaves unfinished
+//! tables rolled back; the next run copies them from scratch and skips the finished ones whose
+//! source is unchanged. To know that, a resumed run reads every finished table from the source once
+//! more (binary `COPY` in its snapshot, fingerprinted in this process, nothing written — about the
+//! reading half of a copy) and compares row count and fingerprint with the ledger: a table whose
+//! source changed is copied again ([`TableStatus::Recopied`]), and so are the selected tables that
+//! reference it. The fingerprint is the sum of a 64-bit hash of every tuple's binary `COPY` bytes:
+//! independent of row order, sensitive to any value (NULLs included) — a change detector, not a
+//! cryptographic one. It sees changes to the source only; a target changed behind the ledger's back
+//! is what `verify` catches. Post-data and sequences are idempotent and run every time. With
+//! [`ReplicateConfig::resume`] set to `false`, every selected table is emptied and copied again — a
+//! full re-sync, whatever the foreign keys between the tables.
 //!
 //! ## Limits
 //!
@@ -95,8 +103,9 @@ pub struct ReplicateConfig {
     pub workers: usize,
     /// Compare row counts and content checksums of every selected table at the end. Default: false.
     pub verify: bool,
-    /// Skip tables the ledger records as finished. `false` copies every selected table again.
-    /// Default: true.
+    /// Skip tables the ledger records as finished, unless their source changed since (checked by
+    /// reading each of them from the source once; see the module docs). `false` empties and copies
+    /// every selected table again (a full re-sync). Default: true.
     pub resume: bool,
     /// Minimum time between two progress reports of one table. Default: 5 s.
     pub progress_interval: Duration,
@@ -268,7 +277,11 @@ impl TableProgress<'_> {
 pub enum TableStatus {
     /// Copied by this run.
     Copied,
-    /// Skipped: the ledger records it as finished by an earlier run.
+    /// Recorded as finished by an earlier run, and copied again by this resumed run: its source
+    /// changed since (row count or content fingerprint), or a table it references was copied again
+    /// (which empties the tables referencing it).
+    Recopied,
+    /// Skipped: the ledger records it as finished by an earlier run, and its source is unchanged.
     Skipped,
 }
 
@@ -389,6 +402,25 @@ impl Run<'_> {
         Ok(conn)
     }
 
+    /// The source side of a table's copy. The query form reads exactly this table (ONLY) and works
+    /// under row-level security; it measured as fast as `COPY table TO` (docs/benchmarks.md).
+    fn copy_out(&self, index: usize) -> String {
+        let t = &self.schema.tables[index];
+        let list = column_list(t.copy_columns().map(|c| c.name.as_str()));
+        let qualified = self.schema.qualified(&t.name);
+        format!("COPY (SELECT {list} FROM ONLY {qualified}) TO STDOUT (FORMAT binary)")
+    }
+
+    /// The row count and content fingerprint of a table's source in the snapshot: what its copy
+    /// would record in the ledger.
+    async fn source_fingerprint(&self, index: usize) -> Result<(usize, u64, String)> {
+        let qualified = self.schema.qualified(&self.schema.tables[index].name);
+        let mut source = self.source_session().await?;
+        let (rows, fingerprint) = pipe::fingerprint(&mut source, &self.copy_out(index), &qualified).await?;
+        exec(&mut source, "COMMIT".into(), "ending the source transaction", &qualified).await?;
+        Ok((index, rows, fingerprint))
+    }
+
     async fn copy_table(&self, index: usize) -> Result<(usize, u64, u64, u64, Duration)> {
         let t = &self.schema.tables[index];
         let qualified = self.schema.qualified(&t.name);
@@ -417,9 +449,7 @@ impl Run<'_> {
             (format!("TRUNCATE ONLY {qualified}"), ", FREEZE")
         };
         exec(&mut target, format!("BEGIN; {empty}"), "emptying the target table", &qualified).await?;
-        // The query form reads exactly this table (ONLY) and works under row-level security; it
-        // measured as fast as `COPY table TO` (docs/benchmarks.md).
-        let copy_out = format!("COPY (SELECT {list} FROM ONLY {qualified}) TO STDOUT (FORMAT binary)");
+        let copy_out = self.copy_out(index);
         let copy_in = format!("COPY {qualified}{cols} FROM STDIN (FORMAT binary{freeze})");
         let mut report = |rows, bytes| {
             (self.on_progress)(&TableProgress {
@@ -448,6 +478,7 @@ impl Run<'_> {
             &t.name,
             moved.rows,
             moved.bytes,
+            &moved.fingerprint,
         )
         .await?;
         exec(&mut target, "COMMIT".into(), "committing the table", &qualified).await?;
@@ -494,7 +525,8 @@ impl Run<'_> {
 /// at most `workers` at a time; (6) create missing keys, unique/exclusion constraints and indexes,
 /// then foreign keys, then set sequences; (7) with `verify`, compare counts and checksums — any
 /// difference is an error ([`ReplicationError::VerificationFailed`]) naming the tables.
-/// A re-run skips the tables the ledger records as finished (resume).
+/// A re-run (resume) skips the tables the ledger records as finished, unless their source changed
+/// since; those are copied again, with the tables that reference them.
 ///
 /// `on_progress` is called per table at most
 /// every `progress_interval` while it copies and once when it is committed; it runs on the task
@@ -574,7 +606,37 @@ pub async fn replicate(
         }
         Some((*pos.get(fk.table.as_str())?, *pos.get(fk.references.as_str())?))
     };
-    let mut copy: Vec<bool> = (0..n).map(|i| !config.resume || !recorded(i)).collect();
+    // A resumed run copies a finished table again when its source changed since: the row count or
+    // content fingerprint of the source (in this run's snapshot) differs from the ledger's.
+    let mut changed = vec![false; n];
+    if config.resume {
+        let check_started = Instant::now();
+        let recorded_tables: Vec<usize> = (0..n).filter(|&i| recorded(i)).collect();
+        let now: Vec<(usize, u64, String)> =
+            futures::stream::iter(recorded_tables.iter().map(|&i| run.source_fingerprint(i)))
+                .buffer_unordered(config.workers)
+                .try_collect()
+                .await?;
+        for (i, rows, fingerprint) in now {
+            let then = &finished[names[i]];
+            if then.rows != rows || then.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+                tracing::info!(
+                    table = names[i],
+                    rows_then = then.rows,
+                    rows_now = rows,
+                    "replicate: source changed since an earlier run finished the table; copying it again"
+                );
+                changed[i] = true;
+            }
+        }
+        tracing::info!(
+            tables = recorded_tables.len(),
+            changed = changed.iter().filter(|c| **c).count(),
+            elapsed_s = check_started.elapsed().as_secs_f64(),
+            "replicate: finished tables checked against the source"
+        );
+    }
+    let mut copy: Vec<bool> = (0..n).map(|i| !config.resume || !recorded(i) || changed[i]).collect();
     // A table is emptied before it is copied, so every selected table referencing it (in the source
     // or in the target) is copied too.
     let references: Vec<(usize, usize)> = edges
@@ -671,7 +733,7 @@ pub async fn replicate(
     let mut started = vec![false; n];
     for (i, name) in names.iter().enumerate() {
         if !copy[i] {
-            let rows = finished[*name];
+            let rows = finished[*name].rows;
             started[i] = true;
             left_in_component[plan.component_of[i]] -= 1;
             reports[i] = Some(TableReport {
@@ -714,7 +776,7 @@ pub async fn replicate(
         reports[i] = Some(TableReport {
             table: names[i].to_owned(),
             level: level_of(i),
-            status: TableStatus::Copied,
+            status: if config.resume && recorded(i) { TableStatus::Recopied } else { TableStatus::Copied },
             rows,
             bytes,
             copy_messages: messages,
@@ -890,7 +952,7 @@ pub async fn replicate(
         schema: run.schema.schema.clone(),
         levels,
         cycles,
-        rows: tables.iter().filter(|t| t.status == TableStatus::Copied).map(|t| t.rows).sum(),
+        rows: tables.iter().filter(|t| t.status != TableStatus::Skipped).map(|t| t.rows).sum(),
         tables,
         tables_created: created.len(),
         objects_created,

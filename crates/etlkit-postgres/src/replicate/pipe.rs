@@ -1,6 +1,8 @@
 //! The byte pipe: `COPY ... TO STDOUT (FORMAT binary)` on the source streamed straight into
 //! `COPY ... FROM STDIN (FORMAT binary)` on the target. Nothing is decoded; the stream is only walked
-//! to count tuples (for progress, and to check the target loaded exactly what the source sent).
+//! to count tuples (for progress, and to check the target loaded exactly what the source sent) and
+//! to fingerprint them ([`TupleCounter::fingerprint`]: what the ledger records, so a resumed run can
+//! tell whether a finished table's source changed since).
 //!
 //! Memory is bounded: the reader fills buffers of `chunk_bytes`, at most two wait in a channel while
 //! the writer sends one, so a table in flight holds about four chunks whatever its size.
@@ -13,7 +15,7 @@ use sqlx::PgConnection;
 
 use crate::error::{PgError, Result};
 
-/// Counts tuples in a binary COPY stream fed in arbitrary pieces.
+/// Counts and fingerprints tuples in a binary COPY stream fed in arbitrary pieces.
 #[derive(Debug, Clone)]
 pub(crate) struct TupleCounter {
     state: State,
@@ -21,6 +23,69 @@ pub(crate) struct TupleCounter {
     have: usize,
     fields_left: i32,
     tuples: u64,
+    /// The hash of the tuple being read.
+    current: Option<TupleHash>,
+    /// The sum of the finished tuples' hashes.
+    sum: u128,
+}
+
+/// A 64-bit hash of one tuple's bytes (its field count, and every field's length and bytes), the
+/// same however the bytes are split into pieces. Not cryptographic: it detects changes, it does
+/// not resist someone crafting a collision.
+#[derive(Debug, Clone, Copy)]
+struct TupleHash {
+    state: u64,
+    /// Up to 7 bytes not yet mixed in, little-endian.
+    pending: u64,
+    pending_len: u32,
+    len: u64,
+}
+
+impl TupleHash {
+    const SEED: u64 = 0x6574_6c6b_6974_2d31; // "etlkit-1"
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn new() -> Self {
+        TupleHash { state: Self::SEED, pending: 0, pending_len: 0, len: 0 }
+    }
+
+    fn mix(&mut self, word: u64) {
+        self.state = (self.state ^ word).wrapping_mul(Self::K).rotate_left(29);
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        while self.pending_len > 0 && !data.is_empty() {
+            self.pending |= u64::from(data[0]) << (8 * self.pending_len);
+            self.pending_len += 1;
+            data = &data[1..];
+            if self.pending_len == 8 {
+                let word = std::mem::take(&mut self.pending);
+                self.pending_len = 0;
+                self.mix(word);
+            }
+        }
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        for &b in words.remainder() {
+            self.pending |= u64::from(b) << (8 * self.pending_len);
+            self.pending_len += 1;
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        if self.pending_len > 0 {
+            let word = self.pending;
+            self.mix(word);
+        }
+        // splitmix64's finalizer over the state and the length.
+        let mut z = self.state ^ self.len.wrapping_mul(Self::K);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +112,15 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 impl Default for TupleCounter {
     fn default() -> Self {
-        TupleCounter { state: State::Header, acc: [0; 19], have: 0, fields_left: 0, tuples: 0 }
+        TupleCounter {
+            state: State::Header,
+            acc: [0; 19],
+            have: 0,
+            fields_left: 0,
+            tuples: 0,
+            current: None,
+            sum: 0,
+        }
     }
 }
 
@@ -62,6 +135,14 @@ impl TupleCounter {
         self.state == State::Done
     }
 
+    /// The tuples' content fingerprint, once the trailer was seen: the sum of every tuple's 64-bit
+    /// hash, in hexadecimal — independent of tuple order, and a tuple that appears twice counts
+    /// twice. Two streams of the same columns have equal fingerprints (and tuple counts) when they
+    /// hold the same tuples, barring a hash collision.
+    pub(super) fn fingerprint(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+
     /// Walks `data`. Errors describe a malformed stream.
     pub(super) fn feed(&mut self, mut data: &[u8]) -> std::result::Result<(), String> {
         while !data.is_empty() {
@@ -69,6 +150,9 @@ impl TupleCounter {
                 State::Done => return Err(format!("{} bytes after the trailer", data.len())),
                 State::Skip(n, next) => {
                     let k = (n.min(data.len() as u64)) as usize;
+                    if let Some(h) = &mut self.current {
+                        h.update(&data[..k]);
+                    }
                     data = &data[k..];
                     let left = n - k as u64;
                     self.state = if left > 0 {
@@ -112,7 +196,16 @@ impl TupleCounter {
                 self.state = State::Skip(u64::from(ext), Next::FieldCount);
             }
             State::FieldCount => {
+                // The previous tuple ends where the next field count (or the trailer) starts.
+                if let Some(h) = self.current.take() {
+                    self.sum += u128::from(h.finish());
+                }
                 let n = i16::from_be_bytes([self.acc[0], self.acc[1]]);
+                if n >= 0 {
+                    let mut h = TupleHash::new();
+                    h.update(&self.acc[..2]);
+                    self.current = Some(h);
+                }
                 match n {
                     -1 => self.state = State::Done,
                     n if n < 0 => return Err(format!("negative field count {n}")),
@@ -125,6 +218,9 @@ impl TupleCounter {
                 }
             }
             State::FieldLength => {
+                if let Some(h) = &mut self.current {
+                    h.update(&self.acc[..4]);
+                }
                 let len = i32::from_be_bytes([self.acc[0], self.acc[1], self.acc[2], self.acc[3]]);
                 self.fields_left -= 1;
                 let next = if self.fields_left == 0 { Next::FieldCount } else { Next::FieldLength };
@@ -140,11 +236,13 @@ impl TupleCounter {
 }
 
 /// What the pipe moved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Moved {
     pub rows: u64,
     pub bytes: u64,
     pub messages: u64,
+    /// [`TupleCounter::fingerprint`] of the tuples.
+    pub fingerprint: String,
 }
 
 /// Streams `copy_out` on `source` into `copy_in` on `target` (both connections already inside their
@@ -219,7 +317,31 @@ pub(crate) async fn pipe(
         });
     }
     moved.rows = loaded;
+    moved.fingerprint = counter.fingerprint();
     Ok(moved)
+}
+
+/// Reads `copy_out` on `source` (inside its transaction) to the end, sending nothing anywhere;
+/// returns the tuple count and [`TupleCounter::fingerprint`].
+pub(crate) async fn fingerprint(
+    source: &mut PgConnection,
+    copy_out: &str,
+    table: &str,
+) -> Result<(u64, String)> {
+    let mut reader =
+        source.copy_out_raw(copy_out).await.map_err(|e| PgError::db("starting COPY TO STDOUT", table, e))?;
+    let mut counter = TupleCounter::default();
+    while let Some(piece) = reader.next().await {
+        let piece = piece.map_err(|e| PgError::db("reading COPY TO STDOUT from the source", table, e))?;
+        counter.feed(&piece).map_err(|reason| PgError::Decode { query: copy_out.to_owned(), reason })?;
+    }
+    if !counter.finished() {
+        return Err(PgError::Decode {
+            query: copy_out.to_owned(),
+            reason: "stream ended without trailer".into(),
+        });
+    }
+    Ok((counter.tuples(), counter.fingerprint()))
 }
 
 #[cfg(test)]
@@ -258,11 +380,49 @@ mod tests {
             assert!(c.finished(), "piece {piece}");
             assert_eq!(c.tuples(), 4, "piece {piece}");
         }
+        let whole = {
+            let mut c = TupleCounter::default();
+            c.feed(&data).unwrap();
+            c.fingerprint()
+        };
+        for piece in 1..data.len() {
+            let mut c = TupleCounter::default();
+            for chunk in data.chunks(piece) {
+                c.feed(chunk).unwrap();
+            }
+            assert_eq!(c.fingerprint(), whole, "piece {piece}");
+        }
         let mut c = TupleCounter::default();
         assert!(c.feed(b"NOTCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0").is_err());
         let mut c = TupleCounter::default();
         let mut trailing = data.clone();
         trailing.push(0);
         assert!(c.feed(&trailing).is_err());
+    }
+
+    #[test]
+    fn fingerprints_ignore_tuple_order_and_see_every_change() {
+        let fp = |rows: &[&[Option<&[u8]>]]| {
+            let mut c = TupleCounter::default();
+            c.feed(&stream(rows)).unwrap();
+            c.fingerprint()
+        };
+        let long = [7u8; 100];
+        let base = fp(&[&[Some(b"12345678"), None], &[Some(&long), Some(b"x")], &[]]);
+        assert_eq!(base, fp(&[&[], &[Some(&long), Some(b"x")], &[Some(b"12345678"), None]]));
+        let mut changed_long = long;
+        changed_long[99] = 8;
+        for other in [
+            fp(&[&[Some(b"12345679"), None], &[Some(&long), Some(b"x")], &[]]),
+            fp(&[&[Some(b"12345678"), Some(b"")], &[Some(&long), Some(b"x")], &[]]),
+            fp(&[&[Some(b"12345678"), None], &[Some(&changed_long), Some(b"x")], &[]]),
+            fp(&[&[Some(b"12345678"), None], &[Some(&long), Some(b"x")]]),
+            fp(&[&[Some(b"12345678"), None], &[Some(&long), Some(b"x")], &[], &[]]),
+            // Values moved between columns of a row, and between rows.
+            fp(&[&[None, Some(b"12345678")], &[Some(&long), Some(b"x")], &[]]),
+            fp(&[&[Some(b"12345678"), Some(b"x")], &[Some(&long), None], &[]]),
+        ] {
+            assert_ne!(other, base);
+        }
     }
 }
