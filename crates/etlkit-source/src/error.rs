@@ -25,8 +25,8 @@ pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 ///
 /// Bad-input errors name the file, the 1-based line (CSV: the physical line, the header is line 1;
 /// Parquet: the row number within the file, the first row is 1), the column and the offending value,
-/// so a person can open the file and fix it. Sources are chained, never
-/// flattened. Convert into [`etlkit_core::Error`] with `?` or `.into()`.
+/// so a person can open the file and fix it. Sources are chained, never flattened. Convert into
+/// [`etlkit_core::Error`] with `?` or `.into()`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {

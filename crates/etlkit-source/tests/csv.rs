@@ -909,3 +909,18 @@ fn conversion_rejects_name_file_line_column_and_value() {
     let msg = res.unwrap_err().find_source::<SourceError>().unwrap().to_string();
     assert_eq!(msg, format!("{origin}:3 column `VendorID` value \"3000000000\": not a valid Int32"));
 }
+
+#[test]
+fn a_later_file_missing_a_column_fails_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "a.csv", b"id,amount\n1,2\n");
+    let b = file(dir.path(), "b.csv", b"amount,extra\n3,4\n");
+    let config = CsvSourceConfig { input: Input::Dir(dir.path().to_owned()), ..Default::default() };
+    match CsvSource::open(config).unwrap_err() {
+        SourceError::Header { path, reason } => {
+            assert_eq!(path, b);
+            assert!(reason.contains("`id`"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

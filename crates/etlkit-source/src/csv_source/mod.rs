@@ -57,8 +57,8 @@ pub struct CsvSourceConfig {
     /// is not in the schema fails [`CsvSource::open`]. Default: empty.
     pub column_types: Vec<(String, DataType)>,
     /// Rows sampled from the start of each file for inference, when no `schema` is given. Column
-    /// names (and order) come from the first non-empty file; a later file must have the same
-    /// columns (in any order). Each column gets the narrowest type that fits its samples in every
+    /// names (and order) come from the first non-empty file; every later file must have those
+    /// columns too (in any order; extra columns are not read), else opening fails. Each column gets the narrowest type that fits its samples in every
     /// file: Int64, Float64, Boolean, Date32, Timestamp(µs), else Utf8, widening across files
     /// (Int64 → Float64 or Decimal128 → Utf8; Date32 → Timestamp → Utf8); every column is nullable.
     /// Opening therefore reads the beginning of every input file. Default: 1000.
