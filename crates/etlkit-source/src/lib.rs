@@ -47,6 +47,7 @@ mod metrics;
 mod numbers;
 #[cfg(feature = "parquet")]
 mod parquet_source;
+mod rejects;
 
 #[cfg(feature = "csv")]
 pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig};
@@ -55,3 +56,4 @@ pub use input::Input;
 pub use metrics::ReadMetrics;
 #[cfg(feature = "parquet")]
 pub use parquet_source::{PARQUET_EXTENSIONS, ParquetSource, ParquetSourceConfig, Shard};
+pub use rejects::{FileRejects, FileRejectsConfig};
