@@ -56,6 +56,7 @@ mod dimension;
 mod error;
 mod identifier;
 mod merge;
+mod rejects;
 mod replicate;
 mod retry;
 mod sink;
@@ -71,6 +72,7 @@ pub use dimension::{PgDimensionConfig, PgDimensionStore};
 pub use error::{PgError, Result};
 pub use identifier::{MAX_IDENTIFIER_BYTES, TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
+pub use rejects::{PgRejects, PgRejectsConfig};
 pub use replicate::{
     Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
     Verification, pipe_table, replicate,
