@@ -5,7 +5,16 @@
 //! cargo run --release --example replicate -- --source-url postgres://u@host/src \
 //!     --target-url postgres://u@host/dst [--schema public] [--tables a,b] [--workers 4] [--verify] \
 //!     [--progress-secs 5] [--chunk-kib 1024] [--no-resume]
+//!
+//! # the same, with the URLs (and their passwords) out of the process list:
+//! export ETLKIT_SOURCE_URL=postgres://u:secret@host/src ETLKIT_TARGET_URL=postgres://u:secret@host/dst
+//! cargo run --release --example replicate -- [--schema public] [--verify] ...
 //! ```
+//!
+//! The URLs come from `--source-url` / `--target-url` or, when a flag is not given, from the
+//! environment variables `ETLKIT_SOURCE_URL` / `ETLKIT_TARGET_URL`. Prefer the variables when a URL
+//! holds a password: command-line arguments are visible to every user of the machine (`ps`),
+//! a process's environment only to its owner and root. Passwords are never printed (`***`).
 //!
 //! Prints a `progress` line per table while it copies, a `table` line per table at the end, and
 //! finally exactly `replicate tables=<T> rows=<N> elapsed_s=<S> verified=<true|false>` (`rows`: rows
@@ -19,13 +28,36 @@ use etlkit_postgres::{
     replicate,
 };
 
+/// Environment variables read when `--source-url` / `--target-url` are not given.
+const SOURCE_ENV: &str = "ETLKIT_SOURCE_URL";
+const TARGET_ENV: &str = "ETLKIT_TARGET_URL";
+
 fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     eprintln!(
-        "usage: replicate --source-url URL --target-url URL [--schema public] [--tables a,b] [--workers N] \
-         [--verify] [--progress-secs S] [--chunk-kib K] [--no-resume]"
+        "usage: replicate [--source-url URL] [--target-url URL] [--schema public] [--tables a,b] [--workers N] \
+         [--verify] [--progress-secs S] [--chunk-kib K] [--no-resume]\n\
+         (without --source-url / --target-url: the environment variables {SOURCE_ENV} / {TARGET_ENV})"
     );
     ExitCode::from(2)
+}
+
+/// The URL from `flag`'s value, else from the environment variable `var`.
+fn url(arg: Option<String>, flag: &str, var: &str) -> Result<DatabaseUrl, String> {
+    if let Some(arg) = arg {
+        let url = DatabaseUrl::new(arg);
+        if url.redacted() != url.expose() {
+            eprintln!(
+                "replicate: warning: the password in {flag} is visible in the process list; \
+                 set {var} instead"
+            );
+        }
+        return Ok(url);
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(DatabaseUrl::new(v)),
+        _ => Err(format!("{flag} or the environment variable {var} is required")),
+    }
 }
 
 #[tokio::main]
@@ -68,11 +100,12 @@ async fn main() -> ExitCode {
             return usage(&e);
         }
     }
-    let (Some(source), Some(target)) = (source, target) else {
-        return usage("--source-url and --target-url are required");
-    };
-    cfg.source = DatabaseUrl::new(source);
-    cfg.target = DatabaseUrl::new(target);
+    match (url(source, "--source-url", SOURCE_ENV), url(target, "--target-url", TARGET_ENV)) {
+        (Ok(source), Ok(target)) => (cfg.source, cfg.target) = (source, target),
+        (Err(e), _) | (_, Err(e)) => return usage(&e),
+    }
+    // `DatabaseUrl` prints with the password replaced by `***`.
+    eprintln!("replicate: {} -> {}", cfg.source, cfg.target);
 
     let on_progress = |p: &TableProgress<'_>| {
         if !p.done {
@@ -100,7 +133,8 @@ async fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            eprintln!("replicate failed (retryable: {}; re-run to resume): {msg}", e.is_retryable());
+            let hint = if e.is_retryable() { "; re-run to resume" } else { "" };
+            eprintln!("replicate failed (retryable: {}{hint}): {msg}", e.is_retryable());
             return ExitCode::FAILURE;
         }
     };
