@@ -308,7 +308,7 @@ pub struct TableReport {
     pub table: String,
     /// Its foreign-key dependency level (0: references no other selected table).
     pub level: usize,
-    /// Copied or skipped.
+    /// Copied, copied again (resumed run) or skipped.
     pub status: TableStatus,
     /// Rows copied by this run (for a skipped table: rows the ledger recorded).
     pub rows: u64,
@@ -359,7 +359,7 @@ pub struct ReplicationReport {
 }
 
 impl ReplicationReport {
-    /// Tables skipped because an earlier run finished them.
+    /// Tables skipped because an earlier run finished them and their source is unchanged.
     pub fn skipped(&self) -> usize {
         self.tables.iter().filter(|t| t.status == TableStatus::Skipped).count()
     }
