@@ -4,6 +4,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::error::Result;
+use crate::origin::Origins;
 
 /// The in-memory bytes of `batch`'s rows, counting only the slice each column views (a zero-copy
 /// slice of a large batch counts its own rows, not the whole parent buffer).
@@ -36,7 +37,7 @@ pub struct Rebatcher {
     schema: SchemaRef,
     batch_size: usize,
     max_bytes: usize,
-    pending: Vec<RecordBatch>,
+    pending: Vec<(RecordBatch, Option<Origins>)>,
     pending_rows: usize,
 }
 
@@ -59,6 +60,21 @@ impl Rebatcher {
 
     /// Adds `batch`; returns the full batches now ready (possibly none).
     pub fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        Ok(self.push_tracked(batch, None)?.into_iter().map(|(b, _)| b).collect())
+    }
+
+    /// Returns whatever is buffered as one (short) batch, if anything.
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(self.flush_tracked()?.map(|(b, _)| b))
+    }
+
+    /// Like [`push`](Rebatcher::push), keeping each row's [`Origins`] with it through the splits
+    /// and concatenations (an output batch has origins when all its pieces had them).
+    pub fn push_tracked(
+        &mut self,
+        batch: RecordBatch,
+        origins: Option<Origins>,
+    ) -> Result<Vec<(RecordBatch, Option<Origins>)>> {
         let mut out = Vec::new();
         let rows = batch.num_rows();
         if rows == 0 {
@@ -71,10 +87,16 @@ impl Rebatcher {
         let mut offset = 0;
         while offset < rows {
             let take = (target.saturating_sub(self.pending_rows)).max(1).min(rows - offset);
-            let piece = if offset == 0 && take == rows { batch.clone() } else { batch.slice(offset, take) };
+            let whole = offset == 0 && take == rows;
+            let piece = if whole { batch.clone() } else { batch.slice(offset, take) };
+            let piece_origins = match &origins {
+                Some(o) if whole => Some(o.clone()),
+                Some(o) => Some(o.slice(offset, take)),
+                None => None,
+            };
             offset += take;
             self.pending_rows += take;
-            self.pending.push(piece);
+            self.pending.push((piece, piece_origins));
             if self.pending_rows >= target {
                 out.push(self.take_pending()?);
             }
@@ -82,17 +104,20 @@ impl Rebatcher {
         Ok(out)
     }
 
-    /// Returns whatever is buffered as one (short) batch, if anything.
-    pub fn flush(&mut self) -> Result<Option<RecordBatch>> {
+    /// Like [`flush`](Rebatcher::flush), with origins.
+    pub fn flush_tracked(&mut self) -> Result<Option<(RecordBatch, Option<Origins>)>> {
         if self.pending_rows == 0 { Ok(None) } else { self.take_pending().map(Some) }
     }
 
-    fn take_pending(&mut self) -> Result<RecordBatch> {
+    fn take_pending(&mut self) -> Result<(RecordBatch, Option<Origins>)> {
         let parts = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().expect("one part"));
         }
-        Ok(arrow_select::concat::concat_batches(&self.schema, &parts)?)
+        let origins: Option<Vec<Origins>> = parts.iter().map(|(_, o)| o.clone()).collect();
+        let batches: Vec<RecordBatch> = parts.into_iter().map(|(b, _)| b).collect();
+        let batch = arrow_select::concat::concat_batches(&self.schema, &batches)?;
+        Ok((batch, origins.map(|o| Origins::concat(&o))))
     }
 }

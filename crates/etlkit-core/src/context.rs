@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
+use crate::origin::{Origins, RowOrigin};
 
 /// One row that a stage refused, with everything a person needs to find and fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +116,9 @@ pub(crate) struct Counters {
 }
 
 /// Handed to every stage: the way to report rejected and de-duplicated rows so that
-/// rows read = written + rejected + de-duplicated + filtered always holds.
+/// rows read = written + rejected + de-duplicated + filtered always holds, and — inside
+/// [`Transform::apply`](crate::Transform::apply) and [`Sink::write`](crate::Sink::write) — where each
+/// row of the batch at hand came from ([`Context::origin`]).
 ///
 /// Cloning is cheap; clones share counters. A stage used outside a pipeline can use
 /// [`Context::default`] (rejects are logged) or [`Context::with_rejects`].
@@ -123,6 +126,13 @@ pub(crate) struct Counters {
 pub struct Context {
     counters: Arc<Counters>,
     rejects: Arc<dyn RejectSink>,
+    batch: Option<Arc<BatchOrigins>>,
+}
+
+/// The origins of the batch a call is about, and what the stage said about its output rows.
+struct BatchOrigins {
+    input: Origins,
+    output: Mutex<Option<Origins>>,
 }
 
 impl Default for Context {
@@ -143,12 +153,53 @@ impl fmt::Debug for Context {
 impl Context {
     /// A context whose rejected rows go to `rejects`.
     pub fn with_rejects(rejects: Arc<dyn RejectSink>) -> Self {
-        Context { counters: Arc::default(), rejects }
+        Context { counters: Arc::default(), rejects, batch: None }
     }
 
     /// A context sharing this one's reject sink but with its own counters (one per stage).
     pub fn fork(&self) -> Self {
-        Context { counters: Arc::default(), rejects: Arc::clone(&self.rejects) }
+        Context { counters: Arc::default(), rejects: Arc::clone(&self.rejects), batch: None }
+    }
+
+    /// A context for one call about a batch whose rows came from `origins` (same counters and reject
+    /// sink). The pipeline makes one per `apply` and per `write`; use it to call a stage by hand.
+    pub fn for_batch(&self, origins: Origins) -> Self {
+        let batch = Some(Arc::new(BatchOrigins { input: origins, output: Mutex::new(None) }));
+        Context { counters: Arc::clone(&self.counters), rejects: Arc::clone(&self.rejects), batch }
+    }
+
+    /// Where row `row` of the batch at hand came from (file and line, or source and row number), when
+    /// known. Use it to name the input row in errors and [`Rejected`] records.
+    pub fn origin(&self, row: usize) -> Option<RowOrigin<'_>> {
+        self.batch.as_ref()?.input.get(row)
+    }
+
+    /// The origins of every row of the batch at hand, when known.
+    pub fn origins(&self) -> Option<&Origins> {
+        self.batch.as_ref().map(|b| &b.input)
+    }
+
+    /// For a [`Transform`](crate::Transform) that drops rows: its output rows are the input rows
+    /// `keep` selects (as `arrow_select::filter` keeps them), so their origins follow. Transforms that
+    /// keep every row in place need not call it.
+    pub fn keep_rows(&self, keep: &arrow_array::BooleanArray) {
+        if let Some(b) = &self.batch {
+            *b.output.lock().expect("origins poisoned") = Some(b.input.filter(keep));
+        }
+    }
+
+    /// For a [`Transform`](crate::Transform) that reorders or repeats rows (e.g. one output row per
+    /// list element): output row `i` came from input row `indices[i]` (over all output batches of
+    /// the call, concatenated).
+    pub fn take_rows(&self, indices: &[usize]) {
+        if let Some(b) = &self.batch {
+            *b.output.lock().expect("origins poisoned") = Some(b.input.take(indices));
+        }
+    }
+
+    /// What the stage declared with [`Context::keep_rows`] / [`Context::take_rows`] in this call.
+    pub(crate) fn declared_output(&self) -> Option<Origins> {
+        self.batch.as_ref()?.output.lock().expect("origins poisoned").take()
     }
 
     /// Sends one row to the reject sink and counts it.

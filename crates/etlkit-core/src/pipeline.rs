@@ -27,6 +27,7 @@ use crate::batch::{Rebatcher, batch_bytes};
 use crate::config::PipelineConfig;
 use crate::context::{Context, LogRejects, RejectSink};
 use crate::error::{Error, Result, Stage};
+use crate::origin::Origins;
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::stats::{LoadStats, Progress};
@@ -34,8 +35,10 @@ use crate::transform::Transform;
 
 type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
 type Seq = u64;
-type Tx = async_channel::Sender<(Seq, Vec<RecordBatch>)>;
-type Rx = async_channel::Receiver<(Seq, Vec<RecordBatch>)>;
+/// A batch with the origins of its rows (when known).
+type Tracked = (RecordBatch, Option<Origins>);
+type Tx = async_channel::Sender<(Seq, Vec<Tracked>)>;
+type Rx = async_channel::Receiver<(Seq, Vec<Tracked>)>;
 
 /// A source, zero or more transforms and a sink, run with a [`PipelineConfig`].
 ///
@@ -344,7 +347,10 @@ async fn source_task(
     counters: Arc<RunCounters>,
 ) -> Result<()> {
     let schema: SchemaRef = source.schema();
-    let mut stream = source.into_stream(ctx);
+    let name: Arc<str> = source.name().into();
+    let mut stream = source.into_tracked_stream(ctx);
+    // Rows of a source that does not track origins are numbered 1, 2, ... under its name.
+    let mut next_row = 1u64;
     let mut rebatcher = Rebatcher::new(schema.clone(), config.batch_size, config.max_batch_bytes);
     let mut seq: Seq = 0;
     let mut pending_since: Option<tokio::time::Instant> = None;
@@ -356,7 +362,7 @@ async fn source_task(
                     Ok(item) => item,
                     Err(_elapsed) => {
                         pending_since = None;
-                        if let Some(b) = rebatcher.flush()?
+                        if let Some(b) = rebatcher.flush_tracked()?
                             && !emit(&tx, &mut seq, b, &counters).await
                         {
                             return Ok(());
@@ -367,7 +373,7 @@ async fn source_task(
             }
         };
         let Some(item) = next else { break };
-        let batch = item?;
+        let (batch, origins) = item?;
         if batch.schema() != schema {
             return Err(Error::SchemaMismatch {
                 stage: Stage::Source,
@@ -375,7 +381,12 @@ async fn source_task(
                 found: format!("{:?}", batch.schema()),
             });
         }
-        let ready = rebatcher.push(batch)?;
+        let origins = match origins {
+            Some(o) if o.len() == batch.num_rows() => o,
+            _ => Origins::sequential(name.clone(), next_row, batch.num_rows()),
+        };
+        next_row += batch.num_rows() as u64;
+        let ready = rebatcher.push_tracked(batch, Some(origins))?;
         let emitted = !ready.is_empty();
         for b in ready {
             if !emit(&tx, &mut seq, b, &counters).await {
@@ -388,7 +399,7 @@ async fn source_task(
             _ => pending_since,
         };
     }
-    if let Some(b) = rebatcher.flush()? {
+    if let Some(b) = rebatcher.flush_tracked()? {
         emit(&tx, &mut seq, b, &counters).await;
     }
     Ok(())
@@ -396,8 +407,8 @@ async fn source_task(
 
 /// Sends one batch downstream; false when downstream has gone (it failed or was aborted; the
 /// supervisor reports why).
-async fn emit(tx: &Tx, seq: &mut Seq, batch: RecordBatch, counters: &RunCounters) -> bool {
-    counters.source_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+async fn emit(tx: &Tx, seq: &mut Seq, batch: Tracked, counters: &RunCounters) -> bool {
+    counters.source_rows.fetch_add(batch.0.num_rows() as u64, Ordering::Relaxed);
     let s = *seq;
     *seq += 1;
     tx.send((s, vec![batch])).await.is_ok()
@@ -421,10 +432,10 @@ impl TransformStage {
             let (this, rx, tx) = (this.clone(), rx.clone(), tx.clone());
             loops.spawn(guarded(Stage::Transform, async move {
                 while let Ok((seq, batches)) = rx.recv().await {
-                    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    let rows: u64 = batches.iter().map(|b| b.0.num_rows() as u64).sum();
                     this.counters.transform_in.fetch_add(rows, Ordering::Relaxed);
                     let out = this.on_pool(move |t, d, ctx| chain(t, d, 0, batches, ctx)).await?;
-                    let out_rows: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
+                    let out_rows: u64 = out.iter().map(|b| b.0.num_rows() as u64).sum();
                     this.counters.transform_out.fetch_add(out_rows, Ordering::Relaxed);
                     if tx.send((seq, out)).await.is_err() {
                         return Ok(());
@@ -440,10 +451,16 @@ impl TransformStage {
             .on_pool(|t, d, ctx| {
                 let mut out = Vec::new();
                 for i in 0..t.len() {
+                    // Rows a transform releases at the end have no batch of their own: numbered
+                    // under the transform's name.
                     let flushed = t[i]
                         .finish(ctx)?
                         .into_iter()
-                        .map(|b| declared_schema(t[i].as_ref(), &d[i], b))
+                        .map(|b| {
+                            let b = declared_schema(t[i].as_ref(), &d[i], b)?;
+                            let origins = Origins::sequential(t[i].name(), 1, b.num_rows());
+                            Ok((b, Some(origins)))
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     out.extend(chain(t, d, i + 1, flushed, ctx)?);
                 }
@@ -451,7 +468,7 @@ impl TransformStage {
             })
             .await?;
         if !tail.is_empty() {
-            let rows: u64 = tail.iter().map(|b| b.num_rows() as u64).sum();
+            let rows: u64 = tail.iter().map(|b| b.0.num_rows() as u64).sum();
             this.counters.transform_out.fetch_add(rows, Ordering::Relaxed);
             let _ = tx.send((Seq::MAX, tail)).await;
         }
@@ -459,9 +476,9 @@ impl TransformStage {
     }
 
     /// Runs `f` on the dedicated pool and waits for it without blocking the async executor.
-    async fn on_pool<F>(&self, f: F) -> Result<Vec<RecordBatch>>
+    async fn on_pool<F>(&self, f: F) -> Result<Vec<Tracked>>
     where
-        F: FnOnce(&[Arc<dyn Transform>], &[SchemaRef], &Context) -> Result<Vec<RecordBatch>> + Send + 'static,
+        F: FnOnce(&[Arc<dyn Transform>], &[SchemaRef], &Context) -> Result<Vec<Tracked>> + Send + 'static,
     {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let (transforms, declared, ctx) = (self.transforms.clone(), self.declared.clone(), self.ctx.clone());
@@ -488,22 +505,48 @@ fn chain(
     transforms: &[Arc<dyn Transform>],
     declared: &[SchemaRef],
     from: usize,
-    mut batches: Vec<RecordBatch>,
+    mut batches: Vec<Tracked>,
     ctx: &Context,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<Vec<Tracked>> {
     for (t, schema) in transforms[from..].iter().zip(&declared[from..]) {
         let mut next = Vec::with_capacity(batches.len());
-        for b in batches {
-            for out in t.apply(b, ctx)? {
-                let out = declared_schema(t.as_ref(), schema, out)?;
-                if out.num_rows() > 0 {
-                    next.push(out);
-                }
-            }
+        for (b, origins) in batches {
+            let in_rows = b.num_rows();
+            let call = match origins {
+                Some(o) => ctx.for_batch(o),
+                None => ctx.clone(),
+            };
+            let outs = t
+                .apply(b, &call)?
+                .into_iter()
+                .map(|out| declared_schema(t.as_ref(), schema, out))
+                .collect::<Result<Vec<_>>>()?;
+            next.extend(follow_origins(&call, in_rows, outs).into_iter().filter(|(b, _)| b.num_rows() > 0));
         }
         batches = next;
     }
     Ok(batches)
+}
+
+/// The origins of a transform's output rows: what it declared with [`Context::keep_rows`] /
+/// [`Context::take_rows`]; else, for one output batch as long as the input, the input's; else
+/// unknown.
+fn follow_origins(call: &Context, in_rows: usize, outs: Vec<RecordBatch>) -> Vec<Tracked> {
+    let out_rows: usize = outs.iter().map(RecordBatch::num_rows).sum();
+    let all = match call.declared_output() {
+        Some(o) if o.len() == out_rows => Some(o),
+        Some(_) => None,
+        None if outs.len() == 1 && out_rows == in_rows => call.origins().cloned(),
+        None => None,
+    };
+    let mut offset = 0;
+    outs.into_iter()
+        .map(|b| {
+            let o = all.as_ref().map(|a| a.slice(offset, b.num_rows()));
+            offset += b.num_rows();
+            (b, o)
+        })
+        .collect()
 }
 
 /// Enforces the [`Transform`] contract: `batch` has the schema `t` declared — the same column names,
@@ -550,7 +593,7 @@ fn declared_schema(t: &dyn Transform, declared: &SchemaRef, batch: RecordBatch) 
 /// Restores source order after parallel transforms (only with `preserve_order`).
 async fn reorder(rx: Rx, tx: Tx) -> Result<()> {
     let mut next: Seq = 0;
-    let mut parked: BTreeMap<Seq, Vec<RecordBatch>> = BTreeMap::new();
+    let mut parked: BTreeMap<Seq, Vec<Tracked>> = BTreeMap::new();
     while let Ok((seq, batches)) = rx.recv().await {
         parked.insert(seq, batches);
         while let Some(batches) = parked.remove(&next) {
@@ -582,11 +625,15 @@ struct SinkWorker {
 impl SinkWorker {
     async fn run(self, rx: Rx) -> Result<()> {
         while let Ok((_seq, batches)) = rx.recv().await {
-            for batch in batches {
+            for (batch, origins) in batches {
                 let rows = batch.num_rows() as u64;
                 let bytes = batch_bytes(&batch) as u64;
                 self.counters.sink_in.fetch_add(rows, Ordering::Relaxed);
-                let accepted = self.sink.write(batch, &self.ctx).await?;
+                let call = match origins {
+                    Some(o) => self.ctx.for_batch(o),
+                    None => self.ctx.clone(),
+                };
+                let accepted = self.sink.write(batch, &call).await?;
                 let c = &self.counters;
                 c.written.fetch_add(accepted, Ordering::Relaxed);
                 c.batches.fetch_add(1, Ordering::Relaxed);

@@ -6,9 +6,14 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::context::Context;
 use crate::error::{Error, Result, Stage};
+use crate::origin::Origins;
 
 /// The stream a [`Source`] yields: batches or the error that ended it.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// The stream of [`Source::into_tracked_stream`]: each batch with the origins of its rows, when the
+/// source knows them.
+pub type TrackedStream = BoxStream<'static, Result<(RecordBatch, Option<Origins>)>>;
 
 /// Produces Arrow [`RecordBatch`]es with a schema known up front.
 ///
@@ -38,6 +43,15 @@ pub trait Source: Send {
 
     /// Starts reading. `ctx` receives rejected rows. Dropping the stream cancels the read.
     fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream;
+
+    /// Like [`into_stream`](Source::into_stream), with the origin of every row (file and 1-based
+    /// line, or file and 1-based row number) so that later stages can name the input row in errors
+    /// and rejects. The pipeline reads sources this way. Default: no origins, in which case the
+    /// pipeline numbers rows 1, 2, ... under the source's [`name`](Source::name). File sources SHOULD
+    /// implement it.
+    fn into_tracked_stream(self: Box<Self>, ctx: Context) -> TrackedStream {
+        self.into_stream(ctx).map(|r| r.map(|b| (b, None))).boxed()
+    }
 }
 
 /// A [`Source`] over batches already in memory.

@@ -791,3 +791,112 @@ async fn rejects_are_flushed_before_the_commit_and_a_failed_flush_commits_nothin
     assert_eq!((sink.finished.load(Ordering::SeqCst), sink.aborted.load(Ordering::SeqCst)), (0, 1));
     assert_eq!(sink.committed.load(Ordering::SeqCst), 0);
 }
+
+/// Records, for every row it gets, where the context says that row came from.
+#[derive(Default)]
+struct OriginSink {
+    seen: Mutex<Vec<(i64, Option<String>)>>,
+}
+
+#[async_trait]
+impl Sink for OriginSink {
+    async fn write(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<u64> {
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        for i in 0..batch.num_rows() {
+            seen.push((ids.value(i), ctx.origin(i).map(|o| o.to_string())));
+        }
+        Ok(batch.num_rows() as u64)
+    }
+}
+
+impl OriginSink {
+    fn sorted(&self) -> Vec<(i64, Option<String>)> {
+        let mut v = self.seen.lock().unwrap().clone();
+        v.sort();
+        v
+    }
+}
+
+/// A file-like source: two "files" of ids, the row of id `i` on line `i + 2` of its file.
+struct TwoFiles;
+
+impl Source for TwoFiles {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+    fn into_stream(self: Box<Self>, ctx: Context) -> etlkit_core::BatchStream {
+        self.into_tracked_stream(ctx).map(|r| r.map(|(b, _)| b)).boxed()
+    }
+    fn into_tracked_stream(self: Box<Self>, _ctx: Context) -> etlkit_core::TrackedStream {
+        let pieces: Vec<etlkit_core::Result<(RecordBatch, Option<etlkit_core::Origins>)>> =
+            [("a.csv", 0..5), ("a.csv", 5..7), ("b.csv", 7..10)]
+                .into_iter()
+                .map(|(file, r)| {
+                    let first = if file == "a.csv" { r.start } else { r.start - 7 };
+                    let lines = (first..first + (r.end - r.start)).map(|l| l as u64 + 2);
+                    Ok((ids(r), Some(etlkit_core::Origins::lines(file, lines))))
+                })
+                .collect();
+        futures::stream::iter(pieces).boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_reaches_the_sink_with_its_file_and_line_through_rebatching_and_filters() {
+    // Drops odd ids and says which rows it kept, so the rest keep their origins.
+    let keep_even = FnTransform::same_schema("even", |b: RecordBatch| {
+        let v = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let mask = BooleanArray::from_iter(v.iter().map(|x| x.map(|x| x % 2 == 0)));
+        Ok(arrow_select::filter::filter_record_batch(&b, &mask)?)
+    });
+    struct Tracked(FnTransform);
+    impl Transform for Tracked {
+        fn name(&self) -> &str {
+            "even-tracked"
+        }
+        fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+            let v = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let mask = BooleanArray::from_iter(v.iter().map(|x| x.map(|x| x % 2 == 0)));
+            ctx.keep_rows(&mask);
+            self.0.apply(batch, ctx)
+        }
+    }
+    let sink = Arc::new(OriginSink::default());
+    Pipeline::new(TwoFiles, sink.clone())
+        .transform(Tracked(keep_even))
+        .config(config(3, 2))
+        .run()
+        .await
+        .unwrap();
+    let expect: Vec<(i64, Option<String>)> = [0, 2, 4, 6, 8]
+        .into_iter()
+        .map(|i| (i, Some(if i < 7 { format!("a.csv:{}", i + 2) } else { format!("b.csv:{}", i - 7 + 2) })))
+        .collect();
+    assert_eq!(sink.sorted(), expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_an_untracked_source_are_numbered_and_an_undeclared_filter_loses_origins() {
+    let sink = Arc::new(OriginSink::default());
+    Pipeline::new(memory_source(source_batches(10, &[3, 4])), sink.clone())
+        .config(config(4, 2))
+        .run()
+        .await
+        .unwrap();
+    let expect: Vec<(i64, Option<String>)> =
+        (0..10).map(|i| (i, Some(format!("memory:{}", i + 1)))).collect();
+    assert_eq!(sink.sorted(), expect);
+
+    // A transform that drops rows without saying which: no origin is better than a wrong one.
+    let sink = Arc::new(OriginSink::default());
+    let drop_first =
+        FnTransform::same_schema("drop-first", |b: RecordBatch| Ok(b.slice(1, b.num_rows() - 1)));
+    Pipeline::new(memory_source(vec![ids(0..4)]), sink.clone())
+        .transform(drop_first)
+        .config(config(4, 1))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(sink.sorted(), vec![(1, None), (2, None), (3, None)]);
+}
