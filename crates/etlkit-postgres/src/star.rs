@@ -1,6 +1,6 @@
-//! [`PgStarSink`]: star-schema loading into PostgreSQL. Each batch goes into a row table (the
-//! normalized source rows) and, with surrogate keys resolved by a [`StarSchema`], into a fact table —
-//! both in ONE transaction, so the two tables always gain exactly the same rows.
+//! [`PgStarSink`]: star-schema loading into PostgreSQL. Each batch goes, with surrogate keys resolved
+//! by a [`StarSchema`], into a fact table and (optionally) into a row table of the normalized source
+//! rows — both in ONE transaction, so the two tables always gain exactly the same rows.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,19 +47,32 @@ pub enum StarLoadMode {
 /// Configuration of a [`PgStarSink`]. Build with struct syntax over [`Default`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgStarConfig {
-    /// Table receiving the batch's rows (e.g. `yellow_taxi_trips`); it must exist. Default: empty
-    /// (must be set).
-    pub rows_table: TableRef,
+    /// Table receiving the batch's rows (e.g. `yellow_taxi_trips`); it must exist. `None`: a
+    /// facts-only load (the fact table is the only table written). Default: `None`.
+    pub rows_table: Option<TableRef>,
     /// Batch columns written to `rows_table`, in order; empty means every column. Default: empty.
     pub rows_columns: Vec<String>,
     /// The fact table, receiving [`StarSchema::output_schema`] batches; it must exist. Default:
     /// empty (must be set).
     pub fact_table: TableRef,
     /// A column in both tables that identifies a row (e.g. `row_hash`), with a unique constraint in
-    /// `rows_table`. Required by [`StarLoadMode::Merge`]; enables the fallback of
-    /// [`StarLoadMode::Copy`]. Must be in `rows_columns` (when not empty) and among the fact
-    /// columns. Default: `None`.
+    /// `rows_table` (in `fact_table` for a facts-only load). Required by [`StarLoadMode::Merge`];
+    /// enables the fallback of [`StarLoadMode::Copy`]. Must be in `rows_columns` (when not empty)
+    /// and among the fact columns. Default: `None`.
     pub conflict_key: Option<String>,
+    /// A bulk load: the caller holds the tables exclusively (see `load_lock`) and may have dropped
+    /// the `conflict_key`'s UNIQUE constraint. A batch that fails in [`StarLoadMode::Copy`] is then
+    /// retried by `COPY` again, never through the merge path (which needs the constraint); after a
+    /// failure while committing, the batch counts as committed when its first `conflict_key` value
+    /// (a binary row hash) is in the table, and is copied again otherwise. Default: `false`.
+    pub bulk: bool,
+    /// `(pid, key)`: the backend that holds the load's advisory lock on `key` (taken with
+    /// `pg_advisory_lock(key)` or `pg_advisory_lock_shared(key)` on a connection of its own). Every
+    /// batch transaction checks, just before `COMMIT` and while holding its row locks, that this
+    /// backend still holds that lock, and fails (not retried, nothing committed) when it does not:
+    /// a lost lock session (terminated backend, `idle_session_timeout`, network drop) stops the
+    /// load before another run can overlap it. Default: `None` (no check).
+    pub load_lock: Option<(i32, i64)>,
     /// Copy or merge. Default: [`StarLoadMode::Copy`].
     pub mode: StarLoadMode,
     /// Bytes of COPY data per message. Default: 4 MiB.
@@ -82,10 +95,12 @@ pub struct PgStarConfig {
 impl Default for PgStarConfig {
     fn default() -> Self {
         PgStarConfig {
-            rows_table: TableRef::new(""),
+            rows_table: None,
             rows_columns: Vec::new(),
             fact_table: TableRef::new(""),
             conflict_key: None,
+            bulk: false,
+            load_lock: None,
             mode: StarLoadMode::Copy,
             send_buffer_bytes: 4 << 20,
             retry: RetryPolicy::default(),
@@ -101,11 +116,19 @@ impl PgStarConfig {
     /// Checks every field (column existence is checked against the batches in `start`).
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.to_owned() });
-        self.rows_table.validate("rows_table")?;
+        if let Some(rows) = &self.rows_table {
+            rows.validate("rows_table")?;
+        }
         self.fact_table.validate("fact_table")?;
         self.retry.validate()?;
-        if self.rows_table == self.fact_table {
+        if self.rows_table.as_ref() == Some(&self.fact_table) {
             return bad("fact_table", "must differ from rows_table");
+        }
+        if self.rows_table.is_none() && !self.rows_columns.is_empty() {
+            return bad("rows_columns", "must be empty without a rows_table");
+        }
+        if self.bulk && self.mode != StarLoadMode::Copy {
+            return bad("bulk", "needs StarLoadMode::Copy (the merge path needs the UNIQUE constraint)");
         }
         if self.send_buffer_bytes < 8 << 10 || self.send_buffer_bytes > 512 << 20 {
             return bad("send_buffer_bytes", "must be between 8 KiB and 512 MiB");
@@ -128,7 +151,8 @@ impl PgStarConfig {
 
 #[derive(Debug)]
 struct Plan {
-    rows_table: Vec<TableColumn>,
+    /// Catalog columns of the rows table (`None`: facts-only).
+    rows_table: Option<Vec<TableColumn>>,
     fact_table: Vec<TableColumn>,
     /// Indices of `rows_columns` in the input batch.
     rows_projection: Vec<usize>,
@@ -143,9 +167,10 @@ struct Tally {
     merged_batches: u64,
 }
 
-/// Loads a star schema: for each batch, its rows into [`PgStarConfig::rows_table`] and its fact rows
-/// (built by [`StarSchema::fact_batch`], which resolves and creates dimension members through the
-/// dimension caches) into [`PgStarConfig::fact_table`], in one transaction per batch.
+/// Loads a star schema: for each batch, its fact rows (built by [`StarSchema::fact_batch`], which
+/// resolves and creates dimension members through the dimension caches) into
+/// [`PgStarConfig::fact_table`] and, when [`PgStarConfig::rows_table`] is set, its rows into that
+/// table, in one transaction per batch.
 ///
 /// - `write` may run concurrently (the pipeline's `workers`); each call checks out its own
 ///   connection, so the pool needs `workers` connections plus those of the dimension stores.
@@ -153,7 +178,8 @@ struct Tally {
 ///   (by the store), so a failed batch can leave unreferenced members; a re-run reuses them.
 /// - `write` returns the batch's row count; rows not inserted because their
 ///   [`conflict_key`](PgStarConfig::conflict_key) already existed are counted as `conflicts`.
-/// - `finish` returns counters `rows_inserted`, `fact_inserted` (always equal), `conflicts`,
+/// - `finish` returns counters `rows_inserted`, `fact_inserted` (always equal; for a facts-only load
+///   both count fact rows), `conflicts`,
 ///   `transactions` and `merged_batches` (batches written by the merge path), and `retries`.
 ///
 /// ```no_run
@@ -187,7 +213,7 @@ struct Tally {
 /// let star = StarSchema::new(&batch.schema(), vec![role("pu", "pu_key"), role("dropoff", "do_key")],
 ///     vec!["fare".into(), "row_hash".into()])?;
 /// let config = PgStarConfig {
-///     rows_table: TableRef::new("trips"),
+///     rows_table: Some(TableRef::new("trips")),
 ///     fact_table: TableRef::new("facts"),
 ///     conflict_key: Some("row_hash".into()),
 ///     mode: StarLoadMode::Merge, // rows already in `trips` are skipped, with their facts
@@ -270,10 +296,15 @@ impl PgStarSink {
                     .pool
                     .acquire()
                     .await
-                    .map_err(|e| PgError::db("connecting", self.config.rows_table.quoted(), e))?;
-                let rows_table = table_columns(&mut conn, &self.config.rows_table).await?;
+                    .map_err(|e| PgError::db("connecting", self.key_table().quoted(), e))?;
+                let rows_table = match &self.config.rows_table {
+                    Some(t) => Some(table_columns(&mut conn, t).await?),
+                    None => None,
+                };
                 let fact_table = table_columns(&mut conn, &self.config.fact_table).await?;
-                let rows_projection = if self.config.rows_columns.is_empty() {
+                let rows_projection = if self.config.rows_table.is_none() {
+                    Vec::new()
+                } else if self.config.rows_columns.is_empty() {
                     (0..schema.fields().len()).collect()
                 } else {
                     let mut p = Vec::with_capacity(self.config.rows_columns.len());
@@ -287,14 +318,22 @@ impl PgStarSink {
                 };
                 let plan = Plan { rows_table, fact_table, rows_projection };
                 // Check both tables accept the columns now rather than on the first write.
-                let projected = schema
-                    .project(&plan.rows_projection)
-                    .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
-                self.encoder(&plan.rows_table, &projected)?;
+                if let Some(rows_table) = &plan.rows_table {
+                    let projected = schema
+                        .project(&plan.rows_projection)
+                        .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
+                    self.encoder(rows_table, &projected)?;
+                }
                 self.encoder(&plan.fact_table, &self.star.output_schema())?;
                 Ok(plan)
             })
             .await
+    }
+
+    /// The table holding the `conflict_key` under its UNIQUE constraint: the rows table, or the fact
+    /// table of a facts-only load.
+    fn key_table(&self) -> &TableRef {
+        self.config.rows_table.as_ref().unwrap_or(&self.config.fact_table)
     }
 
     fn encoder(&self, table: &[TableColumn], schema: &arrow_schema::Schema) -> Result<CopyEncoder> {
@@ -303,14 +342,34 @@ impl PgStarSink {
 
     async fn write_batch(&self, plan: &Plan, batch: RecordBatch, fact: RecordBatch) -> Result<u64> {
         let n = batch.num_rows() as u64;
-        let rows = batch
-            .project(&plan.rows_projection)
-            .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
+        let rows = match plan.rows_table {
+            Some(_) => Some(
+                batch
+                    .project(&plan.rows_projection)
+                    .map_err(|source| PgError::Arrow { column: "*".into(), source })?,
+            ),
+            None => None,
+        };
         drop(batch);
         let mut mode = self.config.mode;
         let mut attempt = 0;
         loop {
-            match self.transaction(plan, &rows, &fact, mode).await {
+            let result = match self.transaction(plan, rows.as_ref(), &fact, mode).await {
+                // A bulk load's COPY that failed while committing may have committed: its first key
+                // tells (the caller holds the tables exclusively, so nobody else wrote it).
+                Err((e, true)) if self.config.bulk && e.is_retryable() => {
+                    match self.committed_before(&fact).await {
+                        Some(true) => {
+                            tracing::warn!(table = %self.key_table(), error = %e, "the batch had committed");
+                            Ok((n, n))
+                        }
+                        Some(false) => Err((e, false)),
+                        None => Err((e, true)),
+                    }
+                }
+                other => other,
+            };
+            match result {
                 Ok((inserted, facts)) => {
                     if inserted != facts {
                         return Err(PgError::InvalidConfig {
@@ -333,22 +392,25 @@ impl PgStarSink {
                 Err((e, _))
                     if mode == StarLoadMode::Copy
                         && self.config.conflict_key.is_some()
+                        && !self.config.bulk
                         && is_unique_violation(&e) =>
                 {
-                    tracing::info!(table = %self.config.rows_table, "rows already present; merging this batch");
+                    tracing::info!(table = %self.key_table(), "rows already present; merging this batch");
                     mode = StarLoadMode::Merge;
                 }
                 Err((e, committing)) => {
-                    let ambiguous = committing && self.config.conflict_key.is_none();
+                    let ambiguous = committing && (self.config.conflict_key.is_none() || self.config.bulk);
                     let Some(wait) = self.config.retry.next_retry(attempt, &e).filter(|_| !ambiguous) else {
                         return Err(e);
                     };
                     attempt += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(table = %self.config.rows_table, attempt, error = %e, "retrying star batch");
+                    tracing::warn!(table = %self.key_table(), attempt, error = %e, "retrying star batch");
                     tokio::time::sleep(wait).await;
-                    // A retried batch may have committed: the merge path is idempotent.
-                    if self.config.conflict_key.is_some() {
+                    // A retried batch may have committed: the merge path is idempotent. A bulk load
+                    // has no UNIQUE constraint to merge against: it copies again (an ambiguous
+                    // commit was resolved above).
+                    if self.config.conflict_key.is_some() && !self.config.bulk {
                         mode = StarLoadMode::Merge;
                     }
                 }
@@ -356,16 +418,68 @@ impl PgStarSink {
         }
     }
 
+    /// Whether the first `conflict_key` value of `fact` is in the key table (a full scan when its
+    /// UNIQUE index is dropped; only after an ambiguous commit). `None` when it cannot tell (no
+    /// binary key, or the query failed).
+    async fn committed_before(&self, fact: &RecordBatch) -> Option<bool> {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        let key = self.config.conflict_key.as_deref()?;
+        let col = fact.column(fact.schema().index_of(key).ok()?).clone();
+        let first: Vec<u8> = match col.data_type() {
+            arrow_schema::DataType::FixedSizeBinary(_) => {
+                let c = col.as_fixed_size_binary();
+                c.is_valid(0).then(|| c.value(0).to_vec())?
+            }
+            arrow_schema::DataType::Binary => {
+                let c = col.as_binary::<i32>();
+                c.is_valid(0).then(|| c.value(0).to_vec())?
+            }
+            _ => return None,
+        };
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
+            self.key_table().quoted(),
+            quote_ident(key)
+        );
+        sqlx::query_scalar::<_, bool>(AssertSqlSafe(sql)).bind(first).fetch_one(&self.pool).await.ok()
+    }
+
+    /// Fails when [`PgStarConfig::load_lock`] is set and its backend no longer holds the lock.
+    async fn check_load_lock(&self, conn: &mut PgConnection) -> Result<()> {
+        let Some((pid, key)) = self.config.load_lock else { return Ok(()) };
+        // A bigint advisory key shows in pg_locks as classid = high 32 bits, objid = low 32 bits,
+        // objsubid = 1.
+        sqlx::query(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 \
+             AND classid = (($2::bigint >> 32) & 4294967295)::oid \
+             AND objid = ($2::bigint & 4294967295)::oid AND objsubid = 1",
+        )
+        .bind(pid)
+        .bind(key)
+        .fetch_one(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            // RowNotFound: the lock is gone. Not retryable: the run must stop.
+            PgError::db(
+                "checking that the load's advisory lock is still held (lost: stopping)",
+                self.key_table().quoted(),
+                e,
+            )
+        })
+    }
+
     /// One batch's transaction; returns (rows inserted, fact rows inserted). The error's flag says
     /// whether COMMIT had been sent.
     async fn transaction(
         &self,
         plan: &Plan,
-        rows: &RecordBatch,
+        rows: Option<&RecordBatch>,
         fact: &RecordBatch,
         mode: StarLoadMode,
     ) -> std::result::Result<(u64, u64), (PgError, bool)> {
-        let quoted = self.config.rows_table.quoted();
+        let quoted = self.key_table().quoted();
         let mut conn =
             self.pool.acquire().await.map_err(|e| (PgError::db("connecting", quoted.clone(), e), false))?;
         let mut committing = false;
@@ -375,51 +489,74 @@ impl PgStarSink {
             if self.config.synchronous_commit_off {
                 begin.push_str("; SET LOCAL synchronous_commit = off");
             }
-            let mut rows_enc = self.encoder(&plan.rows_table, &rows.schema())?;
+            let mut rows_enc = match (&plan.rows_table, rows) {
+                (Some(table), Some(rows)) => Some(self.encoder(table, &rows.schema())?),
+                _ => None,
+            };
             let mut fact_enc = self.encoder(&plan.fact_table, &fact.schema())?;
-            let rows_cols = column_list(rows_enc.column_names().iter().map(String::as_str));
+            let rows_cols =
+                rows_enc.as_ref().map(|e| column_list(e.column_names().iter().map(String::as_str)));
             let fact_cols = column_list(fact_enc.column_names().iter().map(String::as_str));
+            let fact_q = self.config.fact_table.quoted();
             let counts = match mode {
                 StarLoadMode::Copy => {
                     exec(c, begin)
                         .await
                         .map_err(|e| PgError::db("beginning a transaction", quoted.clone(), e))?;
-                    let r = self
-                        .copy(c, &self.config.rows_table.quoted(), &rows_cols, &mut rows_enc, rows)
-                        .await?;
-                    let f = self
-                        .copy(c, &self.config.fact_table.quoted(), &fact_cols, &mut fact_enc, fact)
-                        .await?;
-                    (r, f)
+                    let r = match (&mut rows_enc, &rows_cols, rows) {
+                        (Some(enc), Some(cols), Some(rows)) => {
+                            Some(self.copy(c, &quoted, cols, enc, rows).await?)
+                        }
+                        _ => None,
+                    };
+                    let f = self.copy(c, &fact_q, &fact_cols, &mut fact_enc, fact).await?;
+                    (r.unwrap_or(f), f)
                 }
                 StarLoadMode::Merge => {
                     let key = quote_ident(self.config.conflict_key.as_deref().expect("validated"));
                     let n = STAGE_SEQ.fetch_add(1, Ordering::Relaxed);
                     let s_rows = format!("pg_temp.{}", quote_ident(&format!("etlkit_star_rows_{n}")));
                     let s_fact = format!("pg_temp.{}", quote_ident(&format!("etlkit_star_fact_{n}")));
-                    let fact_q = self.config.fact_table.quoted();
-                    exec(
-                        c,
-                        format!(
-                            "{begin}; CREATE TEMP TABLE {s_rows} ON COMMIT DROP AS SELECT {rows_cols} FROM {quoted} \
-                             WITH NO DATA; CREATE TEMP TABLE {s_fact} ON COMMIT DROP AS SELECT {fact_cols} FROM \
-                             {fact_q} WITH NO DATA"
-                        ),
-                    )
-                    .await
-                    .map_err(|e| PgError::db("creating staging tables", quoted.clone(), e))?;
-                    self.copy(c, &s_rows, &rows_cols, &mut rows_enc, rows).await?;
-                    self.copy(c, &s_fact, &fact_cols, &mut fact_enc, fact).await?;
-                    let s_fact_cols: Vec<String> =
-                        fact_enc.column_names().iter().map(|n| format!("s.{}", quote_ident(n))).collect();
-                    let merge = format!(
-                        "WITH ins AS (INSERT INTO {quoted} ({rows_cols}) SELECT {rows_cols} FROM {s_rows} \
-                         ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}), \
-                         f AS (INSERT INTO {fact_q} ({fact_cols}) SELECT DISTINCT ON (s.{key}) {} \
-                         FROM {s_fact} s JOIN ins ON ins.{key} = s.{key} RETURNING 1) \
-                         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM f)",
-                        s_fact_cols.join(", ")
+                    let mut ddl = format!(
+                        "{begin}; CREATE TEMP TABLE {s_fact} ON COMMIT DROP AS SELECT {fact_cols} FROM \
+                         {fact_q} WITH NO DATA"
                     );
+                    if let Some(rows_cols) = &rows_cols {
+                        ddl.push_str(&format!(
+                            "; CREATE TEMP TABLE {s_rows} ON COMMIT DROP AS SELECT {rows_cols} FROM {quoted} \
+                             WITH NO DATA"
+                        ));
+                    }
+                    exec(c, ddl)
+                        .await
+                        .map_err(|e| PgError::db("creating staging tables", quoted.clone(), e))?;
+                    if let (Some(enc), Some(cols), Some(rows)) = (&mut rows_enc, &rows_cols, rows) {
+                        self.copy(c, &s_rows, cols, enc, rows).await?;
+                    }
+                    self.copy(c, &s_fact, &fact_cols, &mut fact_enc, fact).await?;
+                    let merge = match &rows_cols {
+                        Some(rows_cols) => {
+                            let s_fact_cols: Vec<String> = fact_enc
+                                .column_names()
+                                .iter()
+                                .map(|n| format!("s.{}", quote_ident(n)))
+                                .collect();
+                            format!(
+                                "WITH ins AS (INSERT INTO {quoted} ({rows_cols}) SELECT {rows_cols} FROM {s_rows} \
+                                 ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}), \
+                                 f AS (INSERT INTO {fact_q} ({fact_cols}) SELECT DISTINCT ON (s.{key}) {} \
+                                 FROM {s_fact} s JOIN ins ON ins.{key} = s.{key} RETURNING 1) \
+                                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM f)",
+                                s_fact_cols.join(", ")
+                            )
+                        }
+                        // Facts-only: the fact table holds the key under its UNIQUE constraint.
+                        None => format!(
+                            "WITH f AS (INSERT INTO {fact_q} ({fact_cols}) SELECT DISTINCT ON ({key}) {fact_cols} \
+                             FROM {s_fact} ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING 1) \
+                             SELECT count(*), count(*) FROM f"
+                        ),
+                    };
                     let row = sqlx::query(AssertSqlSafe(merge))
                         .fetch_one(&mut *c)
                         .await
@@ -427,6 +564,8 @@ impl PgStarSink {
                     (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64)
                 }
             };
+            // Last, while this transaction holds its row locks: is the load still ours?
+            self.check_load_lock(c).await?;
             committing = true;
             exec(c, "COMMIT".into()).await.map_err(|e| PgError::db("committing", quoted.clone(), e))?;
             Ok::<_, PgError>(counts)
@@ -477,7 +616,10 @@ impl PgStarSink {
 #[async_trait]
 impl Sink for PgStarSink {
     fn name(&self) -> String {
-        format!("postgres-star:{}+{}", self.config.rows_table, self.config.fact_table)
+        match &self.config.rows_table {
+            Some(rows) => format!("postgres-star:{rows}+{}", self.config.fact_table),
+            None => format!("postgres-star:{}", self.config.fact_table),
+        }
     }
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {

@@ -189,7 +189,7 @@ async fn load(
         p.clone(),
         star,
         PgStarConfig {
-            rows_table: TableRef::new("trips"),
+            rows_table: Some(TableRef::new("trips")),
             fact_table: TableRef::new("facts"),
             conflict_key: Some("row_hash".into()),
             mode,
