@@ -12,7 +12,7 @@ use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
-use etlkit_core::{BatchStream, Context, Rejected, Source};
+use etlkit_core::{BatchStream, Context, Origins, Rejected, Source, TrackedStream};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -164,6 +164,8 @@ impl ParquetSourceConfig {
 #[derive(Debug)]
 struct FilePlan {
     path: PathBuf,
+    /// The path as rows' origin (see [`Origins`]).
+    origin: Arc<str>,
     metadata: ArrowReaderMetadata,
     mask: ProjectionMask,
     /// For each output column: its index in this file's projected batches, or `None` (fill nulls).
@@ -376,7 +378,8 @@ fn reconcile(
                 Some(start)
             })
             .collect();
-        plans.push(FilePlan { path, metadata: meta, mask, columns, row_group_starts });
+        let origin = path.display().to_string().into();
+        plans.push(FilePlan { path, origin, metadata: meta, mask, columns, row_group_starts });
     }
     Ok((schema, plans))
 }
@@ -474,7 +477,7 @@ impl ChunkReader for RowGroupBytes {
 /// What a decoder thread sends for one row group.
 enum Msg {
     /// Good rows, and the rows rejected on the way (in file order, before the good rows' delivery).
-    Batch(RecordBatch, Vec<Rejected>),
+    Batch(RecordBatch, Origins, Vec<Rejected>),
     Err(SourceError),
     /// The row group is finished (only sent in first-finished mode).
     Done,
@@ -534,13 +537,13 @@ impl Shared {
             }
             let batch = batch.map_err(|source| SourceError::Arrow { path: plan.path.clone(), source })?;
             let rows = batch.num_rows() as u64;
-            let (batch, rejects) = self.adapt(plan, batch, first_row)?;
+            let (batch, origins, rejects) = self.adapt(plan, batch, first_row)?;
             first_row += rows;
             if batch.num_rows() == 0 && rejects.is_empty() {
                 continue;
             }
             self.metrics.batch_buffered();
-            if job.tx.send_blocking(Msg::Batch(batch, rejects)).is_err() {
+            if job.tx.send_blocking(Msg::Batch(batch, origins, rejects)).is_err() {
                 self.metrics.batch_unbuffered();
                 return Ok(()); // consumer gone
             }
@@ -557,7 +560,7 @@ impl Shared {
         plan: &FilePlan,
         batch: RecordBatch,
         first_row: u64,
-    ) -> Result<(RecordBatch, Vec<Rejected>)> {
+    ) -> Result<(RecordBatch, Origins, Vec<Rejected>)> {
         let arrow_err = |source| SourceError::Arrow { path: plan.path.clone(), source };
         let rows = batch.num_rows();
         let file_schema = batch.schema();
@@ -610,6 +613,7 @@ impl Shared {
             raw: None,
         };
         let mut rejects = Vec::new();
+        let mut origins = Origins::sequential(plan.origin.clone(), first_row, rows);
         if let Some((row, first)) = bad.iter().enumerate().find_map(|(r, b)| b.as_ref().map(|b| (r, b))) {
             if self.on_error == OnError::Fail {
                 return Err(SourceError::BadRow(Box::new(bad_row(row, first))));
@@ -622,6 +626,7 @@ impl Shared {
                 }
             }
             let keep = BooleanArray::from(bad.iter().map(Option::is_none).collect::<Vec<_>>());
+            origins = origins.filter(&keep);
             columns = columns
                 .iter()
                 .map(|c| arrow_select::filter::filter(c, &keep))
@@ -629,7 +634,7 @@ impl Shared {
                 .map_err(arrow_err)?;
         }
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow_err)?;
-        Ok((batch, rejects))
+        Ok((batch, origins, rejects))
     }
 }
 
@@ -739,7 +744,7 @@ impl Reader {
         }
     }
 
-    async fn next(&mut self) -> Option<etlkit_core::Result<RecordBatch>> {
+    async fn next(&mut self) -> Option<etlkit_core::Result<(RecordBatch, Option<Origins>)>> {
         if self.done {
             return None;
         }
@@ -777,7 +782,7 @@ impl Reader {
                 }
             };
             match msg {
-                Msg::Batch(b, rejects) => {
+                Msg::Batch(b, origins, rejects) => {
                     self.metrics.batch_unbuffered();
                     for r in rejects {
                         if let Err(e) = self.ctx.reject(r) {
@@ -790,7 +795,7 @@ impl Reader {
                         continue;
                     }
                     self.metrics.delivered(b.num_rows());
-                    return Some(Ok(b));
+                    return Some(Ok((b, Some(origins))));
                 }
                 Msg::Done => {
                     self.unordered_in_flight -= 1;
@@ -820,6 +825,11 @@ impl Source for ParquetSource {
     }
 
     fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
+        self.into_tracked_stream(ctx).map(|r| r.map(|(batch, _)| batch)).boxed()
+    }
+
+    /// Every row with its file and 1-based row number within the file.
+    fn into_tracked_stream(self: Box<Self>, ctx: Context) -> TrackedStream {
         let this = *self;
         let config = this.config;
         let shared = Arc::new(Shared {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use etlkit_core::{BatchStream, Context, Rejected, Source};
+use etlkit_core::{BatchStream, Context, Origins, Rejected, Source, TrackedStream};
 use futures::StreamExt;
 
 use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
@@ -403,6 +403,8 @@ fn pin_types(schema: SchemaRef, pins: &[(String, DataType)]) -> Result<SchemaRef
 /// How one file's records map onto the schema.
 struct FileCtx {
     path: PathBuf,
+    /// The path as rows' origin (see [`Origins`]).
+    origin: Arc<str>,
     positions: Vec<usize>,
     expected_fields: usize,
 }
@@ -417,8 +419,8 @@ struct Shared {
     cancelled: AtomicBool,
 }
 
-/// A converted chunk: the good rows and the rows to reject (in file order).
-type Converted = Result<(RecordBatch, Vec<Rejected>), SourceError>;
+/// A converted chunk: the good rows with their lines, and the rows to reject (in file order).
+type Converted = Result<(RecordBatch, Origins, Vec<Rejected>), SourceError>;
 
 /// One chunk of records waiting for a conversion thread.
 struct Work {
@@ -461,8 +463,9 @@ impl Shared {
                 reason: format!("unterminated quoted field (opened on line {})", chunk.line(last) + offset),
             });
         }
+        let lines = || Origins::lines(file.origin.clone(), (0..chunk.len()).map(|r| chunk.line(r)));
         if faults.is_empty() {
-            return Ok((batch, Vec::new()));
+            return Ok((batch, lines(), Vec::new()));
         }
         match self.on_error {
             OnError::Fail => Err(SourceError::BadRow(Box::new(bad_row(&file.path, chunk, &faults[0])))),
@@ -481,11 +484,11 @@ impl Shared {
                         }
                     })
                     .collect();
-                let kept =
-                    arrow_select::filter::filter_record_batch(&batch, &keep_mask(chunk.len(), &faults))
-                        .and_then(|b| RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec()))
-                        .map_err(arrow_err)?;
-                Ok((kept, rejects))
+                let mask = keep_mask(chunk.len(), &faults);
+                let kept = arrow_select::filter::filter_record_batch(&batch, &mask)
+                    .and_then(|b| RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec()))
+                    .map_err(arrow_err)?;
+                Ok((kept, lines().filter(&mask), rejects))
             }
         }
     }
@@ -543,7 +546,12 @@ impl Splitter {
         } else {
             ((0..schema.fields().len()).collect(), schema.fields().len())
         };
-        let file = Arc::new(FileCtx { path: path.to_owned(), positions, expected_fields });
+        let file = Arc::new(FileCtx {
+            path: path.to_owned(),
+            origin: path.display().to_string().into(),
+            positions,
+            expected_fields,
+        });
         loop {
             if self.shared.cancelled.load(Ordering::Relaxed) {
                 return Ok(false);
@@ -605,7 +613,7 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    async fn next(&mut self) -> Option<etlkit_core::Result<RecordBatch>> {
+    async fn next(&mut self) -> Option<etlkit_core::Result<(RecordBatch, Option<Origins>)>> {
         while !self.done {
             let converted = match self.order_rx.recv().await {
                 Err(_) => {
@@ -622,7 +630,7 @@ impl Consumer {
                 }
             };
             match converted {
-                Ok((batch, rejects)) => {
+                Ok((batch, origins, rejects)) => {
                     for r in rejects {
                         if let Err(e) = self.ctx.reject(r) {
                             self.done = true;
@@ -631,7 +639,7 @@ impl Consumer {
                     }
                     if batch.num_rows() > 0 {
                         self.metrics.delivered(batch.num_rows());
-                        return Some(Ok(batch));
+                        return Some(Ok((batch, Some(origins))));
                     }
                 }
                 Err(e) => {
@@ -655,6 +663,11 @@ impl Source for CsvSource {
     }
 
     fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
+        self.into_tracked_stream(ctx).map(|r| r.map(|(batch, _)| batch)).boxed()
+    }
+
+    /// Every row with its file and 1-based physical line (the header is line 1).
+    fn into_tracked_stream(self: Box<Self>, ctx: Context) -> TrackedStream {
         let this = *self;
         let shared = Arc::new(Shared {
             schema: this.schema,
