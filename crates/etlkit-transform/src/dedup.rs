@@ -1,0 +1,306 @@
+//! [`DedupByKey`]: the first row per exact key over a whole run.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::SchemaRef;
+use etlkit_core::{Context, Transform, TransformProperties};
+use hashbrown::HashTable;
+
+use crate::error::{Result, TransformError};
+
+/// At most this many conflicting duplicates are logged one by one; the rest are only counted (and
+/// summed up in one `warn` from [`Transform::finish`]).
+const MAX_CONFLICT_WARNINGS: u64 = 20;
+
+/// Keeps the first row of every key over the whole run; every later row with that key is dropped and
+/// counted through [`Context::record_deduplicated`].
+///
+/// - **Exact keys.** The key columns are encoded with Arrow's row format (`arrow-row`), which is
+///   unambiguous for any types and any number of columns: `("A|B", "C")` and `("A", "B|C")` are two
+///   keys, as are `("1", 2)` and `("12", NULL)`. The encoded keys of the run are kept in one byte
+///   arena with a hash table of offsets (about 30 bytes per distinct short key), so memory grows with
+///   the number of *distinct* keys only.
+/// - **NULL keys.** A row with a NULL in any key column is passed through untouched and never
+///   de-duplicated (the sink decides what a NULL key means: the graph sink fails or rejects it).
+/// - **Conflicting duplicates.** For each key a 64-bit hash of the first row's other columns (all but
+///   the keys and the [`ignoring`](Self::ignoring) columns) is kept; a repeat whose other columns
+///   hash differently is a *conflicting* duplicate: still dropped (the first row wins), counted in
+///   [`conflicts`](Self::conflicts) and logged at `warn` (target `etlkit::transform`, the first 20
+///   one by one with key and row number when a [row number column](Self::row_column) is set).
+/// - **Which row is first.** By default the first in *input order*: the transform declares itself
+///   order-sensitive ([`TransformProperties::ORDERED`]), so a pipeline runs it with
+///   `transform_concurrency = 1` (it rejects any other value). [`first_arrival`](Self::first_arrival)
+///   makes it [`TransformProperties::STATEFUL`] instead: parallel, and "first" is whichever batch
+///   reached it first (fine when duplicates are identical).
+/// - The output schema is the input schema; batches keep their row order.
+///
+/// State lives for the transform's lifetime: use a new one per run.
+#[derive(Debug)]
+pub struct DedupByKey {
+    name: String,
+    keys: Vec<String>,
+    ignore: Vec<String>,
+    row_column: Option<String>,
+    ordered: bool,
+    codec: OnceLock<Codec>,
+    seen: Mutex<Seen>,
+    deduplicated: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+struct Codec {
+    key_idx: Vec<usize>,
+    keys: RowConverter,
+    other_idx: Vec<usize>,
+    others: Option<RowConverter>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").field("key_idx", &self.key_idx).field("other_idx", &self.other_idx).finish()
+    }
+}
+
+/// The distinct keys seen: encoded keys back to back in `arena`, a table of (offset, length, hash of
+/// the first row's other columns).
+#[derive(Default)]
+struct Seen {
+    arena: Vec<u8>,
+    table: HashTable<(usize, u32, u64)>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("keys", &self.table.len())
+            .field("arena_bytes", &self.arena.len())
+            .finish()
+    }
+}
+
+impl DedupByKey {
+    /// De-duplication on the key columns `keys` (one or more, compared together).
+    pub fn new<S: Into<String>>(keys: impl IntoIterator<Item = S>) -> Self {
+        let keys: Vec<String> = keys.into_iter().map(Into::into).collect();
+        DedupByKey {
+            name: format!("dedup_by_key({})", keys.join(", ")),
+            keys,
+            ignore: Vec::new(),
+            row_column: None,
+            ordered: true,
+            codec: OnceLock::new(),
+            seen: Mutex::default(),
+            deduplicated: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        }
+    }
+
+    /// Columns left out of the conflict check (e.g. a row-number or load-time column, which differ
+    /// between otherwise identical rows).
+    pub fn ignoring<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.ignore.extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// An integer column holding each row's input row number (see [`RowNumbers`](crate::RowNumbers)),
+    /// named in conflict warnings and left out of the conflict check.
+    pub fn row_column(mut self, column: impl Into<String>) -> Self {
+        let c = column.into();
+        self.ignore.push(c.clone());
+        self.row_column = Some(c);
+        self
+    }
+
+    /// "First" means first to arrive, not first in input order: the transform becomes
+    /// [`TransformProperties::STATEFUL`] and may run on several batches at once.
+    pub fn first_arrival(mut self) -> Self {
+        self.ordered = false;
+        self
+    }
+
+    /// Rows dropped so far as repeats of a key.
+    pub fn deduplicated(&self) -> u64 {
+        self.deduplicated.load(Ordering::Relaxed)
+    }
+
+    /// Dropped rows whose other columns differed from the kept row's.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Distinct non-NULL keys seen so far.
+    pub fn distinct(&self) -> u64 {
+        self.seen.lock().map_or(0, |s| s.table.len() as u64)
+    }
+
+    fn codec(&self, schema: &SchemaRef) -> Result<&Codec> {
+        if let Some(c) = self.codec.get() {
+            return Ok(c);
+        }
+        let mut key_idx = Vec::with_capacity(self.keys.len());
+        for k in &self.keys {
+            key_idx.push(schema.index_of(k).map_err(|_| TransformError::missing(&self.name, k, schema))?);
+        }
+        let sort = |idx: &[usize]| -> Vec<SortField> {
+            idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect()
+        };
+        let keys = RowConverter::new(sort(&key_idx)).map_err(TransformError::arrow(&self.name))?;
+        let other_idx: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !key_idx.contains(i) && !self.ignore.iter().any(|c| c == schema.field(*i).name()))
+            .collect();
+        let others = if other_idx.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(sort(&other_idx)).map_err(TransformError::arrow(&self.name))?)
+        };
+        let _ = self.codec.set(Codec { key_idx, keys, other_idx, others, schema: schema.clone() });
+        Ok(self.codec.get().expect("just set"))
+    }
+
+    fn dedup(&self, batch: RecordBatch) -> Result<(RecordBatch, u64)> {
+        let codec = self.codec(&batch.schema())?;
+        if batch.schema().fields() != codec.schema.fields() {
+            return Err(TransformError::InvalidConfig {
+                transform: self.name.clone(),
+                field: "input",
+                reason: "batches of one run must all have the same schema".into(),
+            });
+        }
+        let n = batch.num_rows();
+        let pick =
+            |idx: &[usize]| -> Vec<ArrayRef> { idx.iter().map(|&i| batch.column(i).clone()).collect() };
+        let key_cols = pick(&codec.key_idx);
+        let keys = codec.keys.convert_columns(&key_cols).map_err(TransformError::arrow(&self.name))?;
+        let others = match &codec.others {
+            Some(c) => {
+                Some(c.convert_columns(&pick(&codec.other_idx)).map_err(TransformError::arrow(&self.name))?)
+            }
+            None => None,
+        };
+        let mut keep = Vec::with_capacity(n);
+        let mut dropped = 0u64;
+        let mut seen = self.seen.lock().expect("dedup state poisoned");
+        let Seen { arena, table, hasher } = &mut *seen;
+        for i in 0..n {
+            if key_cols.iter().any(|c| c.is_null(i)) {
+                keep.push(true);
+                continue;
+            }
+            let key = keys.row(i);
+            let key = key.as_ref();
+            let other = others.as_ref().map_or(0, |o| hasher.hash_one(o.row(i).as_ref()));
+            let h = hasher.hash_one(key);
+            let found = table.find(h, |&(at, len, _)| &arena[at..at + len as usize] == key).map(|e| e.2);
+            match found {
+                Some(first) => {
+                    keep.push(false);
+                    dropped += 1;
+                    if first != other {
+                        self.conflict(&batch, &key_cols, i);
+                    }
+                }
+                None => {
+                    let at = arena.len();
+                    arena.extend_from_slice(key);
+                    let len = u32::try_from(key.len()).map_err(|_| TransformError::InvalidConfig {
+                        transform: self.name.clone(),
+                        field: "keys",
+                        reason: "a key is larger than 4 GiB".into(),
+                    })?;
+                    let (arena, hasher) = (&*arena, &*hasher);
+                    table.insert_unique(h, (at, len, other), |&(a, l, _)| {
+                        hasher.hash_one(&arena[a..a + l as usize])
+                    });
+                    keep.push(true);
+                }
+            }
+        }
+        drop(seen);
+        if dropped == 0 {
+            return Ok((batch, 0));
+        }
+        let out = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(TransformError::arrow(&self.name))?;
+        Ok((out, dropped))
+    }
+
+    fn conflict(&self, batch: &RecordBatch, key_cols: &[ArrayRef], i: usize) {
+        let n = self.conflicts.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > MAX_CONFLICT_WARNINGS {
+            return;
+        }
+        let key = key_cols
+            .iter()
+            .map(|c| arrow_cast::display::array_value_to_string(c, i).unwrap_or_else(|_| "?".into()))
+            .collect::<Vec<_>>();
+        let row = self
+            .row_column
+            .as_deref()
+            .and_then(|c| batch.column_by_name(c))
+            .and_then(|c| arrow_cast::display::array_value_to_string(c, i).ok())
+            .map(|r| format!(" (row {r})"))
+            .unwrap_or_default();
+        tracing::warn!(
+            target: "etlkit::transform",
+            "{}: key ({}) = {:?}{row} repeats with different values in its other columns; keeping the first row",
+            self.name,
+            self.keys.join(", "),
+            key
+        );
+    }
+}
+
+impl Transform for DedupByKey {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn properties(&self) -> TransformProperties {
+        if self.ordered { TransformProperties::ORDERED } else { TransformProperties::STATEFUL }
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        for k in &self.keys {
+            if input.index_of(k).is_err() {
+                return Err(TransformError::missing(&self.name, k, input).into());
+            }
+        }
+        if self.keys.is_empty() {
+            return Err(TransformError::InvalidConfig {
+                transform: self.name.clone(),
+                field: "keys",
+                reason: "names no column".into(),
+            }
+            .into());
+        }
+        Ok(input.clone())
+    }
+
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let (out, dropped) = self.dedup(batch)?;
+        if dropped > 0 {
+            ctx.record_deduplicated(dropped);
+            self.deduplicated.fetch_add(dropped, Ordering::Relaxed);
+        }
+        Ok(vec![out])
+    }
+
+    fn finish(&self, _ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let n = self.conflicts();
+        if n > MAX_CONFLICT_WARNINGS {
+            tracing::warn!(
+                target: "etlkit::transform",
+                "{}: {n} conflicting duplicates in all ({} not logged one by one); the first row of each key was kept",
+                self.name,
+                n - MAX_CONFLICT_WARNINGS
+            );
+        }
+        Ok(Vec::new())
+    }
+}
