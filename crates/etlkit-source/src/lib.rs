@@ -41,6 +41,7 @@
 #[cfg(feature = "csv")]
 mod csv_source;
 mod error;
+mod files;
 mod input;
 mod metrics;
 #[cfg(any(feature = "csv", feature = "parquet"))]
@@ -52,6 +53,7 @@ mod rejects;
 #[cfg(feature = "csv")]
 pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig};
 pub use error::{BadRow, OnError, Result, SourceError};
+pub use files::{FileFormat, OpenOptions, list_inputs, open_file, run_each};
 pub use input::Input;
 pub use metrics::ReadMetrics;
 #[cfg(feature = "parquet")]
