@@ -13,7 +13,7 @@
 //!   explicit transaction per batch with the commit checked, whole-batch retries with exponential
 //!   back-off and jitter on `Neo.TransientError.*` only, `workers` concurrent transactions over key
 //!   partitions so no node key is in two concurrent transactions (relationships: by start node, end
-//!   node, both — a grid schedule for servers where any shared node conflicts — or one writer), and
+//!   node, both — node-disjoint batch colouring, [`colour_rounds`] — or one writer), and
 //!   the server's counters (`nodes_created`, `relationships_created`, `properties_set`) plus `retries`
 //!   in [`LoadStats`].
 //! - [`GraphSink`] is the [`etlkit_core::Sink`] for pipelines; [`TwoPhaseLoader`] loads a whole input
@@ -64,6 +64,7 @@
 //! # Ok(()) }
 //! ```
 
+mod colour;
 mod config;
 mod error;
 mod loader;
@@ -72,6 +73,7 @@ mod spec;
 mod value;
 mod writer;
 
+pub use colour::{NodeKey, TxnInfo, TxnObserver, colour_rounds};
 pub use config::{GraphConfig, NullKeyPolicy};
 pub use error::{GraphError, MissingNode, Result, is_transient_code};
 pub use etlkit_core::LoadStats;

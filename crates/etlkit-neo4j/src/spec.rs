@@ -148,10 +148,12 @@ pub enum RelPartition {
     StartNode,
     /// Partition by the end node's key.
     EndNode,
-    /// Partition by both keys: rows form a `workers` × `workers` grid of (start hash, end hash) cells,
-    /// written in `workers` rounds of `workers` concurrent cells chosen so that no start key and no end
-    /// key is in two concurrent transactions. For servers where any two transactions touching one node
-    /// conflict (ArcadeDB's optimistic MVCC), with popular end nodes (hubs).
+    /// Node-disjoint colouring (see [`colour_rounds`](crate::colour_rounds)): nodes are hashed into
+    /// `workers` groups per node kind, a row goes to bucket (start group, end group), and buckets run
+    /// in `workers` rounds whose buckets share no group, each bucket holding the locks of both its
+    /// groups. No node — start or end, also when both ends are one node kind — is in two concurrent
+    /// transactions, so parallel relationship writes cannot deadlock on Neo4j's node locks nor
+    /// conflict on ArcadeDB's optimistic MVCC over a node (hubs included).
     BothEnds,
     /// No partitioning: one writer for this relationship type.
     Single,

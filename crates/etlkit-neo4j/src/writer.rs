@@ -1,5 +1,8 @@
 //! [`GraphWriter`]: partitioned, batched, retried `UNWIND` transactions over a Bolt connection pool.
 
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -7,9 +10,10 @@ use arrow_array::{BooleanArray, RecordBatch};
 use etlkit_core::{Context, LoadStats, Rejected};
 use neo4rs::{BoltList, BoltType, Graph};
 
+use crate::colour::{NodeKey, TxnInfo, TxnObserver, bucket, colour_rounds};
 use crate::config::{GraphConfig, NullKeyPolicy};
 use crate::error::{GraphError, MissingNode, Result};
-use crate::spec::{NodeSpec, RelPartition, RelSpec};
+use crate::spec::{NodeSpec, RelPartition, RelSpec, labels};
 use crate::value::Columns;
 
 /// Counters of committed work (summed from the server's result summaries): the writer keeps one set
@@ -84,23 +88,32 @@ enum Kind<'a> {
     Rels(&'a RelSpec),
 }
 
-/// One call's statement: the mapping's name, its Cypher, what it writes, and the run (sink run or
-/// loader phase) whose counters it also adds to.
+/// One call's statement: the mapping's name, its Cypher, what it writes, the run (sink run or
+/// loader phase) whose counters it also adds to, and where each node's key sits in a row (node kind,
+/// positions in the row's list) for the [`TxnObserver`].
 struct Job<'a> {
     spec: &'a str,
     cypher: &'a str,
     kind: Kind<'a>,
     run: Option<&'a Counters>,
+    ends: Vec<(String, Range<usize>)>,
 }
+
+/// A lock per (node kind, group): a transaction holds the locks of every (kind, group) its rows
+/// touch, so no node is in two concurrent transactions of this writer.
+type LockId = (String, usize);
 
 /// Writes node and relationship rows from Arrow batches as batched, parameterized `UNWIND`
 /// transactions, and keeps the server's counters.
 ///
 /// Every call of [`write_nodes`](Self::write_nodes) / [`write_rels`](Self::write_rels):
 /// 1. checks keys (NULL keys fail or are rejected, per [`GraphConfig::on_null_key`]);
-/// 2. partitions the rows by a key hash into `workers` partitions (relationships: per
-///    [`RelSpec::partition`]); each partition is written by at most one transaction at a time across
-///    all concurrent calls, so no node key is in two concurrent transactions;
+/// 2. partitions the rows by a key hash into `workers` groups per node kind (relationships: per
+///    [`RelSpec::partition`]; [`RelPartition::BothEnds`] is the node-disjoint colouring of
+///    [`colour_rounds`](crate::colour_rounds)); a transaction holds a lock per (node kind, group)
+///    it touches across all concurrent calls, so a node whose groups are locked is in at most one
+///    concurrent transaction (for relationships: both ends with `BothEnds`, the partitioned end
+///    otherwise);
 /// 3. cuts each partition into transactions of at most `batch_rows` rows and `max_message_bytes`
 ///    estimated bytes;
 /// 4. runs each as one explicit transaction (`BEGIN`, `UNWIND`, `COMMIT`, commit result checked),
@@ -112,10 +125,11 @@ struct Job<'a> {
 pub struct GraphWriter {
     graph: Graph,
     config: GraphConfig,
-    partitions: Vec<tokio::sync::Mutex<()>>,
-    end_partitions: Vec<tokio::sync::Mutex<()>>,
+    locks: std::sync::Mutex<HashMap<LockId, Arc<tokio::sync::Mutex<()>>>>,
     counters: Counters,
     jitter: AtomicU64,
+    observer: Option<Arc<dyn TxnObserver>>,
+    txn_ids: AtomicU64,
 }
 
 impl std::fmt::Debug for GraphWriter {
@@ -146,12 +160,25 @@ impl GraphWriter {
             | 1;
         Ok(GraphWriter {
             graph,
-            partitions: (0..config.workers).map(|_| tokio::sync::Mutex::new(())).collect(),
-            end_partitions: (0..config.workers).map(|_| tokio::sync::Mutex::new(())).collect(),
+            locks: std::sync::Mutex::default(),
             config,
             counters: Counters::default(),
             jitter: AtomicU64::new(seed),
+            observer: None,
+            txn_ids: AtomicU64::new(0),
         })
+    }
+
+    /// Reports every write transaction (its node keys, when it begins and ends) to `observer`; see
+    /// [`TxnObserver`]. For tests and diagnostics: collecting key sets costs time.
+    pub fn with_observer(mut self, observer: Arc<dyn TxnObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn lock(&self, id: &LockId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("lock table poisoned");
+        locks.entry(id.clone()).or_default().clone()
     }
 
     /// The configuration in use.
@@ -255,13 +282,10 @@ impl GraphWriter {
         let rows =
             self.prepare(&spec.name(), &cols, spec.keys.len(), (0..spec.keys.len(), 0..0), batch, ctx)?;
         let n = rows.len() as u64;
-        let (name, cypher) = (spec.name(), spec.merge_cypher());
-        self.run_partitioned(
-            &Job { spec: &name, cypher: &cypher, kind: Kind::Nodes, run },
-            rows,
-            self.partitions.len(),
-        )
-        .await?;
+        let (name, cypher, kind) = (spec.name(), spec.merge_cypher(), labels(&spec.labels));
+        let ends = vec![(kind.clone(), 0..spec.keys.len())];
+        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Nodes, run, ends };
+        self.run_partitioned(&job, rows, self.config.workers, &kind).await?;
         Ok(n)
     }
 
@@ -282,7 +306,7 @@ impl GraphWriter {
         let names = spec.columns();
         let cols = Columns::resolve(spec.name(), &names, batch)?;
         let (nf, nt) = (spec.from.keys.len(), spec.to.keys.len());
-        let w = self.partitions.len();
+        let w = self.config.workers;
         let (range, range2) = match spec.partition {
             RelPartition::StartNode | RelPartition::BothEnds => (0..nf, nf..nf + nt),
             RelPartition::EndNode => (nf..nf + nt, 0..0),
@@ -292,11 +316,14 @@ impl GraphWriter {
             self.prepare(&spec.name(), &cols, spec.key_columns().len(), (range, range2), batch, ctx)?;
         let n = rows.len() as u64;
         let (name, cypher) = (spec.name(), spec.write_cypher());
-        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels(spec), run };
+        let (from, to) = (labels(&spec.from.labels), labels(&spec.to.labels));
+        let ends = vec![(from.clone(), 0..nf), (to.clone(), nf..nf + nt)];
+        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels(spec), run, ends };
         match spec.partition {
-            RelPartition::BothEnds if w > 1 => self.run_grid(&job, rows).await?,
-            RelPartition::Single => self.run_partitioned(&job, rows, 1).await?,
-            _ => self.run_partitioned(&job, rows, w).await?,
+            RelPartition::BothEnds => self.run_coloured(&job, rows, &from, &to).await?,
+            RelPartition::StartNode => self.run_partitioned(&job, rows, w, &from).await?,
+            RelPartition::EndNode => self.run_partitioned(&job, rows, w, &to).await?,
+            RelPartition::Single => self.run_partitioned(&job, rows, 1, &format!("single {name}")).await?,
         }
         Ok(n)
     }
@@ -354,7 +381,8 @@ impl GraphWriter {
         Ok(rows)
     }
 
-    async fn run_partitioned(&self, job: &Job<'_>, rows: Vec<Row>, parts: usize) -> Result<()> {
+    /// Rows split by `hash % parts`; partition `p` holds lock (`kind`, `p`) while it writes.
+    async fn run_partitioned(&self, job: &Job<'_>, rows: Vec<Row>, parts: usize, kind: &str) -> Result<()> {
         let mut split: Vec<Vec<Row>> = (0..parts).map(|_| Vec::new()).collect();
         for r in rows {
             let p = if parts == 1 { 0 } else { (r.hash % parts as u64) as usize };
@@ -364,39 +392,46 @@ impl GraphWriter {
             .into_iter()
             .enumerate()
             .filter(|(_, rows)| !rows.is_empty())
-            .map(|(p, rows)| self.run_partition(job, p, None, rows));
+            .map(|(p, rows)| self.run_partition(job, vec![(kind.to_owned(), p)], rows));
         futures::future::try_join_all(jobs).await?;
         Ok(())
     }
 
-    /// [`RelPartition::BothEnds`]: rows go to cell (start hash % w, end hash % w); round `r` runs
-    /// cells `(i, (i + r) % w)` for all `i` concurrently, so no start key and no end key is in two
-    /// concurrent transactions of this call. Start locks are taken before end locks (no lock-order
-    /// deadlock between concurrent calls).
-    async fn run_grid(&self, job: &Job<'_>, rows: Vec<Row>) -> Result<()> {
-        let w = self.partitions.len();
-        let mut cells: Vec<Vec<Row>> = (0..w * w).map(|_| Vec::new()).collect();
+    /// [`RelPartition::BothEnds`]: node-disjoint colouring. Rows go to bucket (start group, end
+    /// group) — unordered when both ends are one node kind — and the buckets run in the rounds of
+    /// [`colour_rounds`]: all buckets of a round concurrently (they share no node group), rounds one
+    /// after another. Each bucket holds the locks of its two (kind, group)s, so concurrent calls stay
+    /// node-disjoint too.
+    async fn run_coloured(&self, job: &Job<'_>, rows: Vec<Row>, from: &str, to: &str) -> Result<()> {
+        let k = self.config.workers;
+        let same = from == to;
+        let mut cells: HashMap<(usize, usize), Vec<Row>> = HashMap::new();
         for r in rows {
-            cells[(r.hash % w as u64) as usize * w + (r.hash2 % w as u64) as usize].push(r);
+            let (a, b) = ((r.hash % k as u64) as usize, (r.hash2 % k as u64) as usize);
+            cells.entry(bucket(a, b, same)).or_default().push(r);
         }
-        for round in 0..w {
-            let jobs = (0..w)
-                .map(|i| (i, (i + round) % w))
-                .map(|(i, j)| (i, j, std::mem::take(&mut cells[i * w + j])))
-                .filter(|(_, _, rows)| !rows.is_empty())
-                .map(|(i, j, rows)| self.run_partition(job, i, Some(j), rows))
+        for round in colour_rounds(k, same) {
+            let jobs = round
+                .into_iter()
+                .filter_map(|cell| cells.remove(&cell).map(|rows| (cell, rows)))
+                .map(|((i, j), rows)| {
+                    self.run_partition(job, vec![(from.to_owned(), i), (to.to_owned(), j)], rows)
+                })
                 .collect::<Vec<_>>();
             futures::future::try_join_all(jobs).await?;
         }
         Ok(())
     }
 
-    async fn run_partition(&self, job: &Job<'_>, p: usize, end: Option<usize>, rows: Vec<Row>) -> Result<()> {
-        let _guard = self.partitions[p].lock().await;
-        let _end_guard = match end {
-            Some(q) => Some(self.end_partitions[q].lock().await),
-            None => None,
-        };
+    /// Writes `rows` in transactions of at most `batch_rows` rows and `max_message_bytes`, holding the
+    /// locks `locks` (taken in sorted order, so two calls never wait on each other in a cycle).
+    async fn run_partition(&self, job: &Job<'_>, mut locks: Vec<LockId>, rows: Vec<Row>) -> Result<()> {
+        locks.sort();
+        locks.dedup();
+        let mut _guards = Vec::with_capacity(locks.len());
+        for id in &locks {
+            _guards.push(self.lock(id).lock_owned().await);
+        }
         let cap = self.config.max_message_bytes.saturating_sub(job.cypher.len() + 64);
         let mut chunk = BoltList::with_capacity(rows.len().min(self.config.batch_rows));
         let mut lines = Vec::with_capacity(chunk.value.capacity());
@@ -418,9 +453,34 @@ impl GraphWriter {
         Ok(())
     }
 
+    /// The distinct nodes of a transaction's rows, for the observer.
+    fn node_keys(job: &Job<'_>, rows: &BoltList) -> Vec<NodeKey> {
+        let mut keys = std::collections::BTreeSet::new();
+        for row in rows.iter() {
+            if let BoltType::List(row) = row {
+                for (kind, range) in &job.ends {
+                    let key = format!("{:?}", row.value.get(range.clone()).unwrap_or_default());
+                    keys.insert(NodeKey { kind: kind.clone(), key });
+                }
+            }
+        }
+        keys.into_iter().collect()
+    }
+
     /// One batch, one transaction, retried whole on transient errors. `lines[i]` is the 1-based row
     /// number of `rows[i]` in the batch handed to the writer.
     async fn run_txn(&self, job: &Job<'_>, rows: BoltList, lines: &[usize]) -> Result<()> {
+        let Some(observer) = &self.observer else { return self.retried_txn(job, rows, lines).await };
+        let nodes = Self::node_keys(job, &rows);
+        let info =
+            TxnInfo { id: self.txn_ids.fetch_add(1, Ordering::Relaxed), spec: job.spec, nodes: &nodes };
+        observer.begin(&info);
+        let result = self.retried_txn(job, rows, lines).await;
+        observer.end(&info);
+        result
+    }
+
+    async fn retried_txn(&self, job: &Job<'_>, rows: BoltList, lines: &[usize]) -> Result<()> {
         let (spec, n, first_line) = (job.spec, rows.len(), lines.first().copied().unwrap_or(0));
         let mut attempt = 0;
         loop {
