@@ -48,7 +48,8 @@ pub enum TransformError {
     Malformed {
         /// Where the row came from (the configured origin, e.g. a file path or source name).
         origin: String,
-        /// 1-based row (or line) number in that origin, when known.
+        /// 1-based row number in that origin (rows as the source yields them, e.g. CSV records after
+    /// the header; see [`RowNumbers`](crate::RowNumbers)), when known.
         row: Option<u64>,
         /// The column.
         column: String,
@@ -72,7 +73,7 @@ pub enum TransformError {
 }
 
 fn at(row: Option<u64>) -> String {
-    row.map(|r| format!(":{r}")).unwrap_or_default()
+    row.map(|r| format!(" row {r}")).unwrap_or_default()
 }
 
 impl TransformError {

@@ -182,7 +182,7 @@ fn a_malformed_list_names_origin_row_column_and_value() {
         );
         assert!(r.contains(reason), "{r:?} should contain {reason:?}");
         let text = err.report().to_string();
-        assert!(text.contains("people.csv:7") && text.contains("`jobs`") && text.contains(reason), "{text}");
+        assert!(text.contains("people.csv row 7") && text.contains("`jobs`") && text.contains(reason), "{text}");
     }
 }
 
