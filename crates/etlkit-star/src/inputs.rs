@@ -1,0 +1,337 @@
+//! Inputs and the target schema: which files, how their columns map onto the target columns
+//! (names, aliases, optional columns), and [`Conform`], the transform that maps one file's batches
+//! onto the target schema with strict casts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use etlkit_core::{Context, Rejected, Transform};
+use etlkit_source::{Input, OnError, OpenOptions};
+
+use crate::error::{Result, StarError};
+
+/// One column of the target schema (the normalized rows every file is mapped onto).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetColumn {
+    /// The column's name in the target tables.
+    pub name: String,
+    /// Its type; file columns are cast to it strictly (a value that does not convert is a bad row).
+    pub data_type: DataType,
+    /// Other names the column may have in input files. Default: none.
+    pub aliases: Vec<String>,
+    /// Whether a file may lack the column (it is then NULL for that file's rows, and the report
+    /// says which files lacked it). Default `false`: a file without it is an error.
+    pub optional: bool,
+}
+
+impl TargetColumn {
+    /// A required column without aliases.
+    pub fn new(name: impl Into<String>, data_type: DataType) -> Self {
+        TargetColumn { name: name.into(), data_type, aliases: Vec::new(), optional: false }
+    }
+
+    /// Adds other names the column may have in input files.
+    pub fn aliases<I: IntoIterator<Item = S>, S: Into<String>>(mut self, aliases: I) -> Self {
+        self.aliases.extend(aliases.into_iter().map(Into::into));
+        self
+    }
+
+    /// Marks the column optional (NULL where a file lacks it; reported).
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+}
+
+/// How file column names are compared with target names and aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NameMatching {
+    /// Exactly.
+    Exact,
+    /// Ignoring ASCII case and underscores (`PULocationID` = `pu_location_id`). The default.
+    #[default]
+    Loose,
+}
+
+impl NameMatching {
+    fn key(self, name: &str) -> String {
+        match self {
+            NameMatching::Exact => name.to_owned(),
+            NameMatching::Loose => name.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect(),
+        }
+    }
+}
+
+/// Where the rows come from and how bad rows are handled.
+#[derive(Debug, Clone)]
+pub struct InputsConfig {
+    /// Files, directories (their CSV and Parquet files) and globs; Parquet and CSV may be mixed.
+    /// Each file is read by its own pipeline run, so files may use different namings. Default: none
+    /// (must be set).
+    pub inputs: Vec<Input>,
+    /// Bad rows (CSV rows that do not parse, values that do not convert to the target type): fail
+    /// the run, or reject them (counted in the report, sent to the job's reject sink) and go on.
+    /// Default [`OnError::Fail`].
+    pub on_error: OnError,
+    /// How file column names are matched. Default [`NameMatching::Loose`].
+    pub matching: NameMatching,
+    /// Reader settings (CSV dialect, NULL markers, Parquet read-ahead; `batch_size` and `on_error`
+    /// are the job's). Default: [`OpenOptions::default`] with at most 2 Parquet row groups decoded
+    /// ahead (the database is the slower side).
+    pub open: OpenOptions,
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        let mut open = OpenOptions::default();
+        open.parquet.max_row_groups_in_flight = 2;
+        open.parquet.batches_per_row_group = 1;
+        InputsConfig { inputs: Vec::new(), on_error: OnError::Fail, matching: NameMatching::Loose, open }
+    }
+}
+
+/// Target columns a file lacked (only optional ones; a missing required column is an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingColumns {
+    /// The file.
+    pub file: PathBuf,
+    /// The optional target columns it has no column for (NULL in its rows).
+    pub columns: Vec<String>,
+}
+
+/// A derived `Date32` column the conform step adds (for a date dimension role over a timestamp).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DerivedDate {
+    /// The target column it is computed from.
+    pub from: String,
+    /// The name of the derived column.
+    pub name: String,
+}
+
+/// How one file's columns map onto the target schema.
+#[derive(Debug, Clone)]
+pub(crate) struct FileMapping {
+    /// For each target column, the file column index (None: missing, NULL).
+    pub inputs: Vec<Option<usize>>,
+    /// Optional target columns the file lacks.
+    pub missing: Vec<String>,
+}
+
+/// Maps `schema` (one file's) onto `columns`: every target column by its name or an alias.
+pub(crate) fn map_file(
+    file: &Path,
+    schema: &Schema,
+    columns: &[TargetColumn],
+    matching: NameMatching,
+) -> Result<FileMapping> {
+    let mut inputs = Vec::with_capacity(columns.len());
+    let mut missing = Vec::new();
+    for c in columns {
+        let wanted: Vec<String> =
+            std::iter::once(&c.name).chain(&c.aliases).map(|n| matching.key(n)).collect();
+        let found: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&matching.key(f.name())))
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [] if c.optional => {
+                missing.push(c.name.clone());
+                inputs.push(None);
+            }
+            [] => {
+                return Err(StarError::MissingColumn {
+                    file: file.to_owned(),
+                    column: c.name.clone(),
+                    names: std::iter::once(&c.name).chain(&c.aliases).map(|n| format!("`{n}`")).collect(),
+                });
+            }
+            [one] => inputs.push(Some(*one)),
+            many => {
+                return Err(StarError::AmbiguousColumn {
+                    file: file.to_owned(),
+                    column: c.name.clone(),
+                    found: many.iter().map(|i| format!("`{}`", schema.field(*i).name())).collect(),
+                });
+            }
+        }
+    }
+    Ok(FileMapping { inputs, missing })
+}
+
+/// The target schema: the target columns, all nullable, in order.
+pub(crate) fn target_schema(columns: &[TargetColumn]) -> Schema {
+    Schema::new(columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)).collect::<Vec<_>>())
+}
+
+/// The transform mapping one file's batches onto the target schema (plus derived date columns):
+/// columns picked by [`FileMapping`], cast strictly; a row with a value that does not convert is
+/// rejected (naming file, line, column and value) or fails the run.
+pub(crate) struct Conform {
+    origin: String,
+    mapping: FileMapping,
+    derived: Vec<(usize, DerivedDate)>,
+    output: SchemaRef,
+    fail_on_error: bool,
+}
+
+impl Conform {
+    pub(crate) fn new(
+        origin: &Path,
+        mapping: FileMapping,
+        columns: &[TargetColumn],
+        derived: &[DerivedDate],
+        on_error: OnError,
+    ) -> Result<Self> {
+        let target = target_schema(columns);
+        let mut fields: Vec<Field> = target.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut with_index = Vec::new();
+        for d in derived {
+            let i = target.index_of(&d.from).map_err(|_| {
+                StarError::config(
+                    "dimensions",
+                    format!("date role column `{}` is not a target column", d.from),
+                )
+            })?;
+            fields.push(Field::new(&d.name, DataType::Date32, true));
+            with_index.push((i, d.clone()));
+        }
+        Ok(Conform {
+            origin: origin.display().to_string(),
+            mapping,
+            derived: with_index,
+            output: Arc::new(Schema::new(fields)),
+            fail_on_error: on_error == OnError::Fail,
+        })
+    }
+
+    fn fail(&self, msg: String) -> etlkit_core::Error {
+        let e = StarError::Conform { file: self.origin.clone(), reason: msg };
+        etlkit_core::Error::stage(etlkit_core::Stage::Transform, "conform", false, e)
+    }
+}
+
+/// Whole days since 1970-01-01 of a timestamp or date column (rounding down), as `Date32`.
+pub(crate) fn to_date(col: &ArrayRef) -> std::result::Result<ArrayRef, arrow_schema::ArrowError> {
+    use arrow_array::types::*;
+    let per_day = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 86_400i64,
+        TimeUnit::Millisecond => 86_400_000,
+        TimeUnit::Microsecond => 86_400_000_000,
+        TimeUnit::Nanosecond => 86_400_000_000_000,
+    };
+    // Whole days, without going through a calendar date per row.
+    Ok(match col.data_type() {
+        DataType::Date32 => col.clone(),
+        DataType::Timestamp(unit, _) => {
+            let d = per_day(unit);
+            let out: arrow_array::Date32Array = match unit {
+                TimeUnit::Second => {
+                    col.as_primitive::<TimestampSecondType>().unary(|v| v.div_euclid(d) as i32)
+                }
+                TimeUnit::Millisecond => {
+                    col.as_primitive::<TimestampMillisecondType>().unary(|v| v.div_euclid(d) as i32)
+                }
+                TimeUnit::Microsecond => {
+                    col.as_primitive::<TimestampMicrosecondType>().unary(|v| v.div_euclid(d) as i32)
+                }
+                TimeUnit::Nanosecond => {
+                    col.as_primitive::<TimestampNanosecondType>().unary(|v| v.div_euclid(d) as i32)
+                }
+            };
+            Arc::new(out)
+        }
+        _ => arrow_cast::cast(col, &DataType::Date32)?,
+    })
+}
+
+impl Transform for Conform {
+    fn name(&self) -> &str {
+        "conform"
+    }
+
+    fn output_schema(&self, _input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        Ok(self.output.clone())
+    }
+
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let n = batch.num_rows();
+        let ntarget = self.mapping.inputs.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
+        let mut bad = vec![false; n];
+        let mut any_bad = false;
+        let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
+        for (field, input) in self.output.fields()[..ntarget].iter().zip(&self.mapping.inputs) {
+            let Some(i) = input else {
+                columns.push(new_null_array(field.data_type(), n));
+                continue;
+            };
+            let col = batch.column(*i);
+            if col.data_type() == field.data_type() {
+                columns.push(col.clone());
+                continue;
+            }
+            let col = match col.data_type() {
+                // Timestamps with a time zone: the instant, as a naive (UTC) timestamp.
+                DataType::Timestamp(unit, Some(_)) => {
+                    arrow_cast::cast(col, &DataType::Timestamp(*unit, None))
+                        .map_err(|e| self.fail(e.to_string()))?
+                }
+                _ => col.clone(),
+            };
+            match arrow_cast::cast_with_options(&col, field.data_type(), &strict) {
+                Ok(c) => columns.push(c),
+                Err(_) => {
+                    let lenient =
+                        arrow_cast::cast(&col, field.data_type()).map_err(|e| self.fail(e.to_string()))?;
+                    for (row, flag) in bad.iter_mut().enumerate() {
+                        if col.is_valid(row) && lenient.is_null(row) {
+                            let value =
+                                arrow_cast::display::array_value_to_string(&col, row).unwrap_or_default();
+                            let line = ctx.origin(row).map(|o| o.line);
+                            let column = batch.schema().field(*i).name().clone();
+                            if self.fail_on_error {
+                                let at = line.map(|l| format!("line {l}:")).unwrap_or_default();
+                                return Err(self.fail(format!(
+                                    "{at} column `{column}` value {value:?} is not a valid {}",
+                                    field.data_type()
+                                )));
+                            }
+                            if !*flag {
+                                ctx.reject(Rejected {
+                                    origin: self.origin.clone(),
+                                    line,
+                                    column: Some(column),
+                                    value: Some(value),
+                                    reason: format!("not a valid {}", field.data_type()),
+                                    raw: None,
+                                })?;
+                            }
+                            *flag = true;
+                            any_bad = true;
+                        }
+                    }
+                    columns.push(lenient);
+                }
+            }
+        }
+        for (from, _) in &self.derived {
+            columns.push(to_date(&columns[*from]).map_err(|e| self.fail(e.to_string()))?);
+        }
+        let out = RecordBatch::try_new(self.output.clone(), columns).map_err(|e| self.fail(e.to_string()))?;
+        if !any_bad {
+            return Ok(vec![out]);
+        }
+        let keep = BooleanArray::from(bad.iter().map(|b| !b).collect::<Vec<_>>());
+        ctx.keep_rows(&keep);
+        let kept =
+            arrow_select::filter::filter_record_batch(&out, &keep).map_err(|e| self.fail(e.to_string()))?;
+        Ok(if kept.num_rows() == 0 { Vec::new() } else { vec![kept] })
+    }
+}

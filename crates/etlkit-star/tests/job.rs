@@ -1,0 +1,215 @@
+//! The star job on a synthetic retail schema against a real, throwaway PostgreSQL (etlkit-testkit;
+//! `DATABASE_URL` reused when set): role-playing dimensions, an attribute lookup, the date
+//! dimension, composite keys, foreign keys, facts-only loads, re-runs, passes, missing columns.
+
+mod common;
+
+use common::*;
+use etlkit_star::{Algorithm, BulkWhen, DedupStrategy, StarError, StarJob};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retail_job_loads_roles_lookups_dates_and_foreign_keys_and_a_rerun_inserts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_orders(dir.path());
+    let url = fresh_url().await;
+    let job = StarJob::new(retail_job(dir.path(), true)).unwrap();
+    let first = job.run(&url).await.unwrap();
+    assert_eq!(
+        (first.files, first.rows_read, first.inserted, first.duplicates, first.rejected),
+        (2, 720, 600, 120, 0)
+    );
+    assert_eq!(first.fact_rows, 600);
+    assert_eq!(first.passes, 1);
+    assert!(!first.bulk);
+    assert_eq!(first.lookup_rows, 10);
+    let p = pool(&url).await;
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders").await, 600);
+    assert_eq!(scalar(&p, "SELECT count(DISTINCT order_id) FROM fact_order").await, 600);
+    // Role-playing cities: 5 customer cities and 6 shipping cities are 6 members (+ unknown); NULL
+    // shipping cities went to the unknown member.
+    assert_eq!(first.members_created["dim_city"], 6);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_city").await, 7);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_order WHERE ship_city_key = -1").await, 55);
+    let wrong_roles = scalar(
+        &p,
+        "SELECT count(*) FROM fact_order f JOIN orders o USING (row_hash) \
+         JOIN dim_city c ON c.city_key = f.customer_city_key LEFT JOIN dim_city s ON s.city_key = f.ship_city_key \
+         WHERE c.city <> o.customer_city OR s.city IS DISTINCT FROM o.ship_city",
+    )
+    .await;
+    assert_eq!(wrong_roles, 0);
+    // Customers carry the city attribute of the role that created them.
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_customer WHERE city IS NOT NULL").await, 23);
+    // The lookup made all ten products (with names) before the load: the load created none.
+    assert_eq!(first.members_created["dim_product"], 0);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_product WHERE name LIKE 'Product %'").await, 10);
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM fact_order f JOIN dim_product d USING (product_key) WHERE d.category = 'food'")
+            .await,
+        scalar(&p, "SELECT count(*) FROM orders WHERE right(product_code, 1)::int % 2 = 0").await
+    );
+    // Composite keys with `|` inside stay distinct: ("A|B", "C") and ("A", "B|C").
+    assert_eq!(first.members_created["dim_store"], 3);
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM fact_order f JOIN dim_store s USING (store_key) WHERE s.name = 'A'")
+            .await,
+        200
+    );
+    // The date dimension: order dates Jan 1 – Feb 9 and ship dates two days later: 42 days.
+    assert_eq!(first.members_created["dim_date"], 42);
+    let jan_1: (i16, i16, i16, i16, i16) = etlkit_postgres::sqlx::query_as(
+        "SELECT year, quarter, month, day, iso_weekday FROM dim_date WHERE date = '2024-01-01'",
+    )
+    .fetch_one(&p)
+    .await
+    .unwrap();
+    assert_eq!(jan_1, (2024, 1, 1, 1, 1));
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM dim_date WHERE iso_weekday <> extract(isodow FROM date)").await,
+        0
+    );
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM fact_order f JOIN dim_date d ON d.date_key = f.order_date_key JOIN orders o USING (row_hash) WHERE d.date <> o.ordered_at::date").await,
+        0
+    );
+    // One foreign key per role.
+    assert_eq!(
+        scalar(
+            &p,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_order'::regclass AND contype = 'f'"
+        )
+        .await,
+        7
+    );
+
+    // The same job again: nothing new anywhere, and the report says so.
+    let again = job.run(&url).await.unwrap();
+    assert_eq!((again.rows_read, again.inserted, again.duplicates), (720, 0, 720));
+    assert!(again.members_created.values().all(|n| *n == 0), "{:?}", again.members_created);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders").await, 600);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_order").await, 600);
+
+    // Hashes made another way would not find these rows: refused.
+    let mut other = retail_job(dir.path(), true);
+    other.row_hash.algorithm = Algorithm::Blake3;
+    let err = StarJob::new(other).unwrap().run(&url).await.unwrap_err();
+    assert!(matches!(err, StarError::HashMismatch { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facts_only_job_keeps_the_row_hash_unique_in_the_fact_table() {
+    let dir = tempfile::tempdir().unwrap();
+    write_orders(dir.path());
+    let url = fresh_url().await;
+    let job = StarJob::new(retail_job(dir.path(), false)).unwrap();
+    let first = job.run(&url).await.unwrap();
+    assert_eq!((first.inserted, first.fact_rows, first.duplicates), (600, 600, 120));
+    let p = pool(&url).await;
+    assert_eq!(scalar(&p, "SELECT count(*) FROM pg_tables WHERE tablename = 'orders'").await, 0);
+    assert_eq!(scalar(&p, "SELECT count(DISTINCT row_hash) FROM fact_order").await, 600);
+    assert_eq!(
+        scalar(
+            &p,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_order'::regclass AND contype = 'u'"
+        )
+        .await,
+        1
+    );
+    let again = job.run(&url).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    // Database de-duplication merges against the fact table's constraint.
+    let mut merge = retail_job(dir.path(), false);
+    merge.dedup = DedupStrategy::Database;
+    let merged = StarJob::new(merge).unwrap().run(&url).await.unwrap();
+    assert_eq!((merged.inserted, merged.duplicates, merged.passes), (0, 720, 0));
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_order").await, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_and_bulk_loads_store_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_orders(dir.path());
+    let url = fresh_url().await;
+    let mut cfg = retail_job(dir.path(), true);
+    cfg.dedup = DedupStrategy::Memory { passes: 3 };
+    cfg.bulk.when = BulkWhen::Always;
+    let p = pool(&url).await;
+    exec(&p, "CREATE TABLE fact_order_dummy ()").await;
+    let first = StarJob::new(cfg.clone()).unwrap().run(&url).await.unwrap();
+    assert_eq!((first.passes, first.bulk), (3, true));
+    assert_eq!((first.rows_read, first.inserted, first.duplicates, first.rejected), (720, 600, 120, 0));
+    assert_eq!(scalar(&p, "SELECT count(DISTINCT row_hash) FROM orders").await, 600);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_order").await, 600);
+    // The bulk load rebuilt the constraint and resumed autovacuum.
+    assert_eq!(
+        scalar(
+            &p,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'u'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM pg_class WHERE relname IN ('orders', 'fact_order') AND reloptions IS NOT NULL").await,
+        0
+    );
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM etlkit.star_loads WHERE bulk_constraint IS NOT NULL").await,
+        0
+    );
+    let again = StarJob::new(cfg).unwrap().run(&url).await.unwrap();
+    assert_eq!(again.inserted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_column_is_an_error_naming_the_file_and_a_missing_optional_one_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_products(&dir.path().join("products.csv"));
+    write_parquet(&dir.path().join("b.parquet"), 0..10);
+    // `qty` renamed: no alias matches it.
+    write_csv(&dir.path().join("a1.csv"), 10..20, &["qty"]);
+    let url = fresh_url().await;
+    let err = StarJob::new(retail_job(dir.path(), true)).unwrap().run(&url).await.unwrap_err();
+    match &err {
+        StarError::MissingColumn { file, column, .. } => {
+            assert_eq!((file.file_name().unwrap(), column.as_str()), ("a1.csv".as_ref(), "qty"));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("a1.csv: no column for `qty`"), "{err}");
+    // Nothing was loaded.
+    let p = pool(&url).await;
+    assert_eq!(scalar(&p, "SELECT count(*) FROM pg_tables WHERE tablename = 'orders'").await, 0);
+
+    // The optional `coupon` missing from one file: loaded as NULL, and reported.
+    std::fs::remove_file(dir.path().join("a1.csv")).unwrap();
+    write_csv(&dir.path().join("a1.csv"), 10..20, &["coupon"]);
+    let report = StarJob::new(retail_job(dir.path(), true)).unwrap().run(&url).await.unwrap();
+    assert_eq!(report.inserted, 20);
+    assert_eq!(report.missing_columns.len(), 1);
+    assert_eq!(report.missing_columns[0].file.file_name().unwrap(), "a1.csv");
+    assert_eq!(report.missing_columns[0].columns, ["coupon"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_rejected_with_their_line_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_products(&dir.path().join("products.csv"));
+    write_parquet(&dir.path().join("b.parquet"), 0..10);
+    let mut csv = String::new();
+    write_csv(&dir.path().join("a.csv"), 10..14, &[]);
+    csv.push_str(&std::fs::read_to_string(dir.path().join("a.csv")).unwrap());
+    // Line 4: a quantity that does not fit Int32.
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    let mut fields: Vec<&str> = lines[3].split(',').collect();
+    fields[9] = "3000000000"; // qty
+    lines[3] = fields.join(",");
+    std::fs::write(dir.path().join("a.csv"), lines.join("\n") + "\n").unwrap();
+    let rejects = std::sync::Arc::new(etlkit_core::MemoryRejects::new());
+    let url = fresh_url().await;
+    let report =
+        StarJob::new(retail_job(dir.path(), true)).unwrap().rejects(rejects.clone()).run(&url).await.unwrap();
+    assert_eq!((report.rows_read, report.inserted, report.rejected), (14, 13, 1));
+    let r = &rejects.rows()[0];
+    assert_eq!((r.line, r.column.as_deref(), r.value.as_deref()), (Some(4), Some("qty"), Some("3000000000")));
+}
