@@ -1,0 +1,529 @@
+//! [`GraphJob`]: a graph from any [`Source`] in four phases, each pass a [`Pipeline`] into a
+//! [`GraphSink`].
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::SchemaRef;
+use etlkit_core::{
+    Context, LoadStats, LogRejects, Pipeline, PipelineConfig, RejectSink, Rejected, Source, Transform,
+    TransformProperties,
+};
+use etlkit_neo4j::{GraphMapping, GraphSink, GraphWriter, NodeSpec, RelPartition, RelSpec};
+use etlkit_transform::{DedupByKey, RowNumbers};
+
+use crate::error::{GraphJobError, Result};
+
+/// Opens the input afresh: a [`Source`] is consumed by one pass, so every pass calls this once.
+pub type SourceFactory = Arc<dyn Fn() -> etlkit_core::Result<Box<dyn Source>> + Send + Sync>;
+
+/// Makes a pass's transforms afresh (stateful transforms such as [`DedupByKey`] keep state for one
+/// run, so each pass needs new ones).
+pub type TransformFactory = Arc<dyn Fn() -> etlkit_core::Result<Vec<Arc<dyn Transform>>> + Send + Sync>;
+
+/// The phases of a [`GraphJob`] run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// 0: uniqueness constraints of every node kind.
+    Constraints,
+    /// 1: shared entities (skills, companies, ...), de-duplicated by key.
+    Entities,
+    /// 2: the main nodes (one per input record).
+    Main,
+    /// 3: relationships.
+    Relationships,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Constraints => "constraints",
+            Phase::Entities => "entities",
+            Phase::Main => "main",
+            Phase::Relationships => "relationships",
+        })
+    }
+}
+
+/// One pass over the input: optional transforms that shape the rows, then the nodes or
+/// relationships written from them.
+#[derive(Clone)]
+pub struct Pass {
+    /// A name for reports and errors, e.g. `skills`.
+    pub name: String,
+    /// Transforms applied to the source rows before writing (e.g. a [`DedupByKey`] on the main key
+    /// and an [`Explode`](etlkit_transform::Explode) of a list column), made afresh per run.
+    /// Default: none.
+    pub prepare: Option<TransformFactory>,
+    /// Node kinds written (entity passes: exactly one; main passes: one or more).
+    pub nodes: Vec<NodeSpec>,
+    /// Relationship kinds written (relationship passes only).
+    pub relationships: Vec<RelSpec>,
+    /// Rows with a NULL in any key column written by this pass (node keys, relationship endpoint
+    /// keys and identity properties) are dropped before the sink and counted as filtered: for
+    /// optional values (a learner without a city has no `LIVES_IN`). `false`: such rows go to the
+    /// graph sink, which fails or rejects them per `GraphConfig::on_null_key`. Default: `false`.
+    pub skip_null_keys: bool,
+}
+
+impl std::fmt::Debug for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pass")
+            .field("name", &self.name)
+            .field("prepare", &self.prepare.is_some())
+            .field("nodes", &self.nodes)
+            .field("relationships", &self.relationships)
+            .field("skip_null_keys", &self.skip_null_keys)
+            .finish()
+    }
+}
+
+impl Pass {
+    /// A pass writing `node` from the source rows as they are.
+    pub fn node(name: impl Into<String>, node: NodeSpec) -> Self {
+        Pass {
+            name: name.into(),
+            prepare: None,
+            nodes: vec![node],
+            relationships: Vec::new(),
+            skip_null_keys: false,
+        }
+    }
+
+    /// A pass writing `rel` from the source rows as they are.
+    pub fn rel(name: impl Into<String>, rel: RelSpec) -> Self {
+        Pass {
+            name: name.into(),
+            prepare: None,
+            nodes: Vec::new(),
+            relationships: vec![rel],
+            skip_null_keys: false,
+        }
+    }
+
+    /// Sets the transforms made for each run of this pass.
+    pub fn prepare(
+        mut self,
+        f: impl Fn() -> etlkit_core::Result<Vec<Arc<dyn Transform>>> + Send + Sync + 'static,
+    ) -> Self {
+        self.prepare = Some(Arc::new(f));
+        self
+    }
+
+    /// Drops rows whose key columns are NULL (see [`Pass::skip_null_keys`]).
+    pub fn optional(mut self) -> Self {
+        self.skip_null_keys = true;
+        self
+    }
+
+    fn key_columns(&self) -> Vec<String> {
+        let nodes = self.nodes.iter().flat_map(|n| n.keys.iter().map(|k| k.column.clone()));
+        let rels = self.relationships.iter().flat_map(|r| r.key_columns().into_iter().map(str::to_owned));
+        let mut cols: Vec<String> = nodes.chain(rels).collect();
+        cols.dedup();
+        cols
+    }
+}
+
+/// What the job writes: phase 1 `entities` (one node kind per pass, de-duplicated by its key over
+/// the whole input by the job), phase 2 `main` (node passes), phase 3 `relationships`.
+#[derive(Debug, Clone, Default)]
+pub struct GraphModel {
+    /// Shared entities; each pass writes exactly one node kind, and the job adds a [`DedupByKey`] on
+    /// its key columns (exact, so composite keys never collide), keeping the first row of each key.
+    pub entities: Vec<Pass>,
+    /// Main nodes (no job-added de-duplication: add a [`DedupByKey`] in `prepare` when the input
+    /// repeats records).
+    pub main: Vec<Pass>,
+    /// Relationships; both end nodes must exist (written in phases 1–2).
+    pub relationships: Vec<Pass>,
+}
+
+impl GraphModel {
+    /// Checks every pass: names, spec validity, which phase may write what.
+    pub fn validate(&self) -> Result<()> {
+        let mut names = HashSet::new();
+        let phases =
+            [("entities", &self.entities), ("main", &self.main), ("relationships", &self.relationships)];
+        for (phase, passes) in phases {
+            for (i, p) in passes.iter().enumerate() {
+                let field = format!("model.{phase}[{i}]");
+                if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                    return Err(GraphJobError::config(
+                        field,
+                        format!("name {:?} is empty or used twice", p.name),
+                    ));
+                }
+                GraphMapping { nodes: p.nodes.clone(), relationships: p.relationships.clone() }.validate()?;
+                let ok = match phase {
+                    "entities" => p.nodes.len() == 1 && p.relationships.is_empty(),
+                    "main" => !p.nodes.is_empty() && p.relationships.is_empty(),
+                    _ => p.nodes.is_empty() && !p.relationships.is_empty(),
+                };
+                if !ok {
+                    let want = match phase {
+                        "entities" => "exactly one node kind and no relationship",
+                        "main" => "node kinds only",
+                        _ => "relationship kinds only",
+                    };
+                    return Err(GraphJobError::config(field, format!("(`{}`) must write {want}", p.name)));
+                }
+            }
+        }
+        if self.entities.is_empty() && self.main.is_empty() && self.relationships.is_empty() {
+            return Err(GraphJobError::config("model", "has no pass"));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`GraphJob`]: plain fields with documented defaults; [`validate`](Self::validate).
+/// Transaction size, concurrency and retries are the [`GraphWriter`]'s (`GraphConfig`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphJobConfig {
+    /// Rows per batch of each pass's pipeline (what one `GraphSink::write` gets; the writer cuts it
+    /// into transactions of `GraphConfig::batch_rows`). Default: 10,000.
+    pub batch_size: usize,
+    /// Concurrent `GraphSink::write` calls per pass (pipeline `workers`). Each call already runs up to
+    /// `GraphConfig::workers` transactions at once over node-disjoint groups. Default: 1.
+    pub sink_workers: usize,
+    /// Transform threads per pass. Passes with an order-sensitive transform (a [`DedupByKey`] that
+    /// keeps the first row in input order — the one the job adds to entity passes is one) need 1;
+    /// a larger value then fails the run's validation rather than being reduced. Default: 1.
+    pub transform_concurrency: usize,
+    /// Batches buffered between pipeline stages (bounds memory with `batch_size`). Default: 2.
+    pub channel_capacity: usize,
+    /// Name of a `UInt64` column appended to every source row with its 1-based row number
+    /// ([`RowNumbers`]), for errors and rejects of transforms (point `ExplodeConfig::row_column` at
+    /// it). `None`: no row numbers. Default: `Some("_etlkit_row")`.
+    pub row_column: Option<String>,
+    /// Write relationships with node-disjoint colouring ([`RelPartition::BothEnds`]) whenever the
+    /// writer has more than one worker, whatever the relationship specs say, so parallel relationship
+    /// writes cannot deadlock (Neo4j) or conflict on a node (ArcadeDB). `false`: each spec's own
+    /// `partition`. Default: `true`.
+    pub colour_relationships: bool,
+}
+
+impl Default for GraphJobConfig {
+    fn default() -> Self {
+        GraphJobConfig {
+            batch_size: 10_000,
+            sink_workers: 1,
+            transform_concurrency: 1,
+            channel_capacity: 2,
+            row_column: Some("_etlkit_row".to_owned()),
+            colour_relationships: true,
+        }
+    }
+}
+
+impl GraphJobConfig {
+    /// Checks every field; returns [`GraphJobError::InvalidConfig`] naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("batch_size", self.batch_size),
+            ("sink_workers", self.sink_workers),
+            ("transform_concurrency", self.transform_concurrency),
+            ("channel_capacity", self.channel_capacity),
+        ] {
+            if v == 0 {
+                return Err(GraphJobError::config(field, "must be at least 1"));
+            }
+        }
+        if self.row_column.as_deref() == Some("") {
+            return Err(GraphJobError::config(
+                "row_column",
+                "must not be empty (use None for no row numbers)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PassReport {
+    /// Its phase.
+    pub phase: Phase,
+    /// The pass name.
+    pub name: String,
+    /// The pass's pipeline stats: rows read from the source, written to the graph (after
+    /// transforms), rejected, de-duplicated, filtered; and the graph sink's counters for this pass
+    /// (`nodes_created`, `relationships_created`, `properties_set`, `transactions`, `rows_sent`,
+    /// `max_transaction_rows`, `retries`).
+    pub stats: LoadStats,
+}
+
+/// What one [`GraphJob::run`] did: counters of this run only, never of earlier runs or of others
+/// sharing the writer.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct GraphReport {
+    /// Every pass, in the order run.
+    pub passes: Vec<PassReport>,
+    /// Nodes created (server counters, summed over passes).
+    pub nodes_created: u64,
+    /// Relationships created.
+    pub relationships_created: u64,
+    /// Properties set.
+    pub properties_set: u64,
+    /// Committed write transactions.
+    pub transactions: u64,
+    /// Whole-transaction retries after transient errors.
+    pub retries: u64,
+    /// Distinct rejected rows (a row rejected by the source in every pass counts once; the reject
+    /// sink gets it once).
+    pub rows_rejected: u64,
+    /// Rows dropped as duplicates, summed over passes.
+    pub rows_deduplicated: u64,
+    /// Rows written to the graph, summed over passes.
+    pub rows_written: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl GraphReport {
+    /// The report of the pass named `name`.
+    pub fn pass(&self, name: &str) -> Option<&PassReport> {
+        self.passes.iter().find(|p| p.name == name)
+    }
+}
+
+/// Loads a graph from any [`Source`] in phases, streaming with bounded memory:
+///
+/// 0. the uniqueness constraint of every node kind (`IF NOT EXISTS`);
+/// 1. each entity pass: the source (re-opened through the [`SourceFactory`]) → the pass's
+///    transforms → a [`DedupByKey`] on the node key → [`GraphSink`];
+/// 2. each main pass: source → transforms → [`GraphSink`];
+/// 3. each relationship pass: source → transforms → [`GraphSink`], with node-disjoint colouring when
+///    the writer has several workers (see [`GraphJobConfig::colour_relationships`]).
+///
+/// Every pass is one [`Pipeline`] run, so memory is a few batches per stage plus the key set of the
+/// pass's [`DedupByKey`]s (distinct keys only); nothing holds the input. All passes share one
+/// [`GraphWriter`] (its pool and node locks). Passes run one at a time, in order; the first failure
+/// stops the run (passes already done stay committed: with `MERGE` re-running converges).
+/// Re-running on the same input creates nothing.
+pub struct GraphJob {
+    writer: Arc<GraphWriter>,
+    model: GraphModel,
+    source: SourceFactory,
+    config: GraphJobConfig,
+    rejects: Arc<dyn RejectSink>,
+}
+
+impl std::fmt::Debug for GraphJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphJob")
+            .field("writer", &self.writer)
+            .field("model", &self.model)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphJob {
+    /// A job writing `model` through `writer`, reading the input from `source` once per pass.
+    pub fn new(
+        writer: Arc<GraphWriter>,
+        model: GraphModel,
+        source: impl Fn() -> etlkit_core::Result<Box<dyn Source>> + Send + Sync + 'static,
+    ) -> Self {
+        GraphJob {
+            writer,
+            model,
+            source: Arc::new(source),
+            config: GraphJobConfig::default(),
+            rejects: Arc::new(LogRejects),
+        }
+    }
+
+    /// Sets the job's settings.
+    pub fn config(mut self, config: GraphJobConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where rejected rows go (default: logged at `warn`). Each distinct rejected row is sent once,
+    /// although every pass reads the input again.
+    pub fn rejects(mut self, rejects: Arc<dyn RejectSink>) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Arc<GraphWriter> {
+        &self.writer
+    }
+
+    /// Runs phases 0–3, calling `on_pass` after each pass; returns this run's report.
+    pub async fn run(&self, mut on_pass: impl FnMut(&PassReport)) -> Result<GraphReport> {
+        self.config.validate()?;
+        self.model.validate()?;
+        let started = Instant::now();
+        let rejects = Arc::new(OnceRejects::new(self.rejects.clone()));
+
+        // Phase 0: constraints of every node kind, before any data.
+        let specs: Vec<NodeSpec> =
+            self.model.entities.iter().chain(&self.model.main).flat_map(|p| p.nodes.clone()).collect();
+        self.writer.create_schema(&specs).await?;
+
+        let mut report = GraphReport::default();
+        let colour = self.config.colour_relationships && self.writer.config().workers > 1;
+        let phases = [
+            (Phase::Entities, &self.model.entities),
+            (Phase::Main, &self.model.main),
+            (Phase::Relationships, &self.model.relationships),
+        ];
+        for (phase, passes) in phases {
+            for pass in passes {
+                let stats = self.run_pass(phase, pass, colour, rejects.clone()).await?;
+                let r = PassReport { phase, name: pass.name.clone(), stats };
+                tracing::info!(
+                    target: "etlkit::graph",
+                    "{phase} pass `{}`: read {} rows, wrote {}, de-duplicated {}, rejected {}, nodes_created={} relationships_created={} retries={} in {:.2} s",
+                    r.name,
+                    r.stats.rows_read,
+                    r.stats.rows_written,
+                    r.stats.rows_deduplicated,
+                    r.stats.rows_rejected,
+                    r.stats.counter("nodes_created"),
+                    r.stats.counter("relationships_created"),
+                    r.stats.retries,
+                    r.stats.elapsed.as_secs_f64()
+                );
+                on_pass(&r);
+                report.nodes_created += r.stats.counter("nodes_created");
+                report.relationships_created += r.stats.counter("relationships_created");
+                report.properties_set += r.stats.counter("properties_set");
+                report.transactions += r.stats.counter("transactions");
+                report.retries += r.stats.retries;
+                report.rows_deduplicated += r.stats.rows_deduplicated;
+                report.rows_written += r.stats.rows_written;
+                report.passes.push(r);
+            }
+        }
+        report.rows_rejected = rejects.distinct();
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn run_pass(
+        &self,
+        phase: Phase,
+        pass: &Pass,
+        colour: bool,
+        rejects: Arc<OnceRejects>,
+    ) -> Result<LoadStats> {
+        let wrap = |source| GraphJobError::Source { phase, pass: pass.name.clone(), source };
+        let mut source = (self.source)().map_err(wrap)?;
+        if let Some(col) = &self.config.row_column {
+            source = Box::new(RowNumbers::new(source, col.clone()).map_err(wrap)?);
+        }
+        let failed = |source| GraphJobError::Pass { phase, pass: pass.name.clone(), source };
+        let mut transforms: Vec<Arc<dyn Transform>> = match &pass.prepare {
+            Some(f) => f().map_err(failed)?,
+            None => Vec::new(),
+        };
+        if pass.skip_null_keys {
+            transforms.push(Arc::new(SkipNullKeys {
+                name: format!("skip_null_keys({})", pass.name),
+                columns: pass.key_columns(),
+            }));
+        }
+        if phase == Phase::Entities {
+            let keys = pass.nodes[0].keys.iter().map(|k| k.column.clone());
+            let mut dedup = DedupByKey::new(keys);
+            if let Some(col) = &self.config.row_column {
+                dedup = dedup.row_column(col.clone());
+            }
+            transforms.push(Arc::new(dedup));
+        }
+        let mut relationships = pass.relationships.clone();
+        if colour {
+            for r in &mut relationships {
+                r.partition = RelPartition::BothEnds;
+            }
+        }
+        let mapping = GraphMapping { nodes: pass.nodes.clone(), relationships };
+        let sink = Arc::new(GraphSink::new(self.writer.clone(), mapping)?);
+        let mut pipeline = Pipeline::from_boxed(source, sink).rejects(rejects).config(PipelineConfig {
+            batch_size: self.config.batch_size,
+            workers: self.config.sink_workers,
+            transform_concurrency: self.config.transform_concurrency,
+            channel_capacity: self.config.channel_capacity,
+            ..Default::default()
+        });
+        for t in transforms {
+            pipeline = pipeline.transform_arc(t);
+        }
+        pipeline.run().await.map_err(failed)
+    }
+}
+
+/// Drops rows with a NULL in any of `columns` (counted as filtered by the pipeline).
+struct SkipNullKeys {
+    name: String,
+    columns: Vec<String>,
+}
+
+impl Transform for SkipNullKeys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn properties(&self) -> TransformProperties {
+        TransformProperties::PARALLEL
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        Ok(input.clone())
+    }
+
+    fn apply(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let cols: Vec<_> = self.columns.iter().filter_map(|c| batch.column_by_name(c)).collect();
+        if cols.iter().all(|c| c.null_count() == 0) {
+            return Ok(vec![batch]);
+        }
+        let keep: BooleanArray =
+            (0..batch.num_rows()).map(|i| Some(cols.iter().all(|c| c.is_valid(i)))).collect();
+        Ok(vec![arrow_select::filter::filter_record_batch(&batch, &keep)?])
+    }
+}
+
+/// Forwards each distinct rejected row once: every pass reads the input again, so a row the source
+/// (or a shared transform) rejects would otherwise be reported once per pass. Remembers a 64-bit
+/// hash per distinct reject.
+struct OnceRejects {
+    inner: Arc<dyn RejectSink>,
+    seen: Mutex<HashSet<u64>>,
+    hasher: std::hash::RandomState,
+}
+
+impl OnceRejects {
+    fn new(inner: Arc<dyn RejectSink>) -> Self {
+        OnceRejects { inner, seen: Mutex::default(), hasher: std::hash::RandomState::new() }
+    }
+
+    fn distinct(&self) -> u64 {
+        self.seen.lock().map_or(0, |s| s.len() as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl RejectSink for OnceRejects {
+    fn reject(&self, row: Rejected) -> etlkit_core::Result<()> {
+        let h = self.hasher.hash_one((&row.origin, row.line, &row.column, &row.value, &row.reason, &row.raw));
+        if self.seen.lock().expect("reject set poisoned").insert(h) {
+            self.inner.reject(row)?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> etlkit_core::Result<()> {
+        self.inner.flush().await
+    }
+}
