@@ -409,13 +409,21 @@ impl Dedup {
     /// Drops the rows of `batch` already seen (and those outside [`DedupConfig::partition`]);
     /// returns the kept rows and the number of duplicates dropped.
     pub fn dedup_batch(&self, batch: &RecordBatch) -> Result<(RecordBatch, u64), HashError> {
+        self.dedup_with_mask(batch).map(|(kept, dropped, _)| (kept, dropped))
+    }
+
+    /// [`Dedup::dedup_batch`], plus the mask of kept rows when any row was dropped.
+    fn dedup_with_mask(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(RecordBatch, u64, Option<BooleanArray>), HashError> {
         let (keep, outside) = self.classify(batch)?;
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         if dropped == 0 {
-            return Ok((batch.clone(), 0));
+            return Ok((batch.clone(), 0, None));
         }
         let mask = BooleanArray::from(keep);
-        Ok((arrow_select::filter::filter_record_batch(batch, &mask)?, dropped - outside))
+        Ok((arrow_select::filter::filter_record_batch(batch, &mask)?, dropped - outside, Some(mask)))
     }
 }
 
@@ -500,7 +508,10 @@ impl Transform for Dedup {
         Ok(input.clone())
     }
     fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
-        let (kept, dropped) = self.dedup_batch(&batch).map_err(|e| e.into_core(self.name()))?;
+        let (kept, dropped, mask) = self.dedup_with_mask(&batch).map_err(|e| e.into_core(self.name()))?;
+        if let Some(mask) = &mask {
+            ctx.keep_rows(mask); // the kept rows keep their file and line
+        }
         ctx.record_deduplicated(dropped);
         Ok(if kept.num_rows() == 0 { Vec::new() } else { vec![kept] })
     }

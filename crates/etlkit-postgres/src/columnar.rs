@@ -271,6 +271,7 @@ impl ColumnarEncoder {
         let value = arrow_cast::display::array_value_to_string(batch.column(column), row).unwrap_or_default();
         let pg = if self.kinds[column] == Kind::Date { "date" } else { "timestamp" };
         PgError::InvalidValue {
+            origin: None,
             row: first_row + row as u64,
             column: self.names[column].clone(),
             value,

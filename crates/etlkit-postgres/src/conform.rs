@@ -208,12 +208,12 @@ impl Conformer {
                 return Ok(array);
             }
             let fixed = self.check_nul(plan, values.clone(), first_row).map_err(|e| match e {
-                PgError::InvalidValue { row, column, value, reason } => {
+                PgError::InvalidValue { origin, row, column, value, reason } => {
                     // Map the element index back to its list row.
                     let elem = (row - first_row) as usize;
                     let offsets = list.value_offsets();
                     let list_row = offsets.partition_point(|&o| (o as usize) <= elem).saturating_sub(1);
-                    PgError::InvalidValue { row: first_row + list_row as u64, column, value, reason }
+                    PgError::InvalidValue { origin, row: first_row + list_row as u64, column, value, reason }
                 }
                 other => other,
             })?;
@@ -397,6 +397,7 @@ fn invalid(plan: &ColumnPlan, array: &ArrayRef, i: usize, first_row: u64, reason
     let value =
         if value.len() > 200 { format!("{}...", &value[..value.floor_char_boundary(200)]) } else { value };
     PgError::InvalidValue {
+        origin: None,
         row: first_row + i as u64,
         column: plan.name.clone(),
         value: format!("{value:?}"),

@@ -55,9 +55,13 @@ pub enum PgError {
     },
     /// A value cannot be stored in its target column (out of range, not a UUID, a NUL byte in text,
     /// nanoseconds where the option says reject, ...).
-    #[error("row {row}, column `{column}`: value {value} {reason}")]
+    #[error("{}, column `{column}`: value {value} {reason}", row_label(origin.as_deref(), *row))]
     InvalidValue {
-        /// 1-based row number in the order the sink received rows (exact with one worker).
+        /// Where the input row came from (`file:line`, or `source:row`), when known: what the
+        /// message names.
+        origin: Option<String>,
+        /// 1-based row number in the order the sink received rows (exact with one worker); named
+        /// only when the origin is unknown.
         row: u64,
         /// The column name.
         column: String,
@@ -86,6 +90,10 @@ pub enum PgError {
         /// What was wrong.
         reason: String,
     },
+    /// The server refused a row while loading it (a value too long for its column, a `CHECK` or
+    /// `NOT NULL` violation, ...): which input row, column and value.
+    #[error("{0}")]
+    RowRefused(Box<RefusedRow>),
     /// An operation did not complete within the configured client-side timeout.
     #[error("{action} timed out after {seconds:.1} s")]
     Timeout {
@@ -100,6 +108,42 @@ pub enum PgError {
     /// Database replication refused to start or could not finish (see `replicate`).
     #[error(transparent)]
     Replication(#[from] crate::replicate::ReplicationError),
+}
+
+/// A row the server refused while loading it (see [`PgError::RowRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusedRow {
+    /// Where the input row came from (`file:line`, or `source:row`), when known.
+    pub origin: Option<String>,
+    /// 1-based row number within the COPY that failed.
+    pub row: u64,
+    /// The column PostgreSQL named, when it named one.
+    pub column: Option<String>,
+    /// The value the row had in that column, rendered.
+    pub value: Option<String>,
+    /// PostgreSQL's message, e.g. `value too long for type character varying(5)`.
+    pub message: String,
+    /// The SQLSTATE code, e.g. `22001`.
+    pub code: Option<String>,
+}
+
+impl std::fmt::Display for RefusedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&row_label(self.origin.as_deref(), self.row))?;
+        if let Some(c) = &self.column {
+            write!(f, ", column `{c}`: value {}", self.value.as_deref().unwrap_or("?"))?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// `file:line` when the row's origin is known, else `row N` (N in the sink's own order).
+fn row_label(origin: Option<&str>, row: u64) -> String {
+    match origin {
+        Some(o) => o.to_owned(),
+        None => format!("row {row}"),
+    }
 }
 
 impl PgError {
@@ -171,6 +215,7 @@ mod tests {
         assert!(core.find_source::<PgError>().is_some());
 
         let bad = PgError::InvalidValue {
+            origin: None,
             row: 3,
             column: "n".into(),
             value: "3000000000".into(),
@@ -178,5 +223,12 @@ mod tests {
         };
         assert!(!bad.is_retryable());
         assert_eq!(bad.to_string(), "row 3, column `n`: value 3000000000 is out of range for integer");
+        let PgError::InvalidValue { row, column, value, reason, .. } = bad else { unreachable!() };
+        let located =
+            PgError::InvalidValue { origin: Some("orders.csv:7".into()), row, column, value, reason };
+        assert_eq!(
+            located.to_string(),
+            "orders.csv:7, column `n`: value 3000000000 is out of range for integer"
+        );
     }
 }

@@ -69,7 +69,7 @@ pub use conform::{DEFAULT_NUMERIC_SCALE, NanosPolicy, NulPolicy};
 pub use connection::{ConnectConfig, DatabaseUrl, connect, connect_with, redact};
 pub use copy::CopyEncoder;
 pub use dimension::{PgDimensionConfig, PgDimensionStore};
-pub use error::{PgError, Result};
+pub use error::{PgError, RefusedRow, Result};
 pub use identifier::{MAX_IDENTIFIER_BYTES, TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
 pub use rejects::{PgRejects, PgRejectsConfig};

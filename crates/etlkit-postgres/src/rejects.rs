@@ -253,6 +253,7 @@ impl PgRejects {
                 origin.push(pg_text(&row.origin));
                 line.push(match row.line {
                     Some(l) => Some(i64::try_from(l).map_err(|_| PgError::InvalidValue {
+                        origin: None,
                         row: (first + i + 1) as u64,
                         column: "line".into(),
                         value: l.to_string(),

@@ -11,7 +11,7 @@ use arrow_array::UInt32Array;
 use arrow_schema::SchemaRef;
 use arrow_select::take::take_record_batch;
 use async_trait::async_trait;
-use etlkit_core::{Context, LoadStats, Rejected, Sink, Stage};
+use etlkit_core::{Context, LoadStats, Origins, Rejected, Sink, Stage};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 use tokio::sync::OnceCell;
@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 use crate::catalog::table_columns;
 use crate::conform::{Conformer, NanosPolicy, NulPolicy};
 use crate::copy::{CopyFlow, EncodedBatches, TupleEncoder, copy_in};
-use crate::error::{PgError, Result};
+use crate::error::{PgError, RefusedRow, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
 use crate::merge::{OnConflict, merge_sql};
 use crate::retry::RetryPolicy;
@@ -170,9 +170,23 @@ struct Writer {
     buf: bytes::BytesMut,
     in_tx: bool,
     unit_rows: u64,
-    retained: Vec<RecordBatch>,
+    /// The open unit's batches (with their rows' origins), kept to replay it after a retryable error.
+    retained: Vec<Tracked>,
     stage: Option<String>,
     truncated: bool,
+}
+
+impl Drop for Writer {
+    /// A writer dropped with a transaction open (a cancelled run: its `write` future was dropped,
+    /// possibly in the middle of a COPY) must not hand its connection back to the pool in that state:
+    /// the connection is closed instead, which rolls the transaction back.
+    fn drop(&mut self) {
+        if self.in_tx
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.close_on_drop();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -377,18 +391,19 @@ impl PgCopySink {
         Ok(())
     }
 
-    async fn copy(&self, w: &mut Writer, plan: &Plan, batches: &[RecordBatch]) -> Result<u64> {
+    async fn copy(&self, w: &mut Writer, plan: &Plan, batches: &[Tracked]) -> Result<u64> {
         let target = w.stage.clone().unwrap_or_else(|| self.quoted.clone());
         let statement = format!(
             "COPY {target} ({}) FROM STDIN (FORMAT binary)",
             column_list(plan.columns.iter().map(String::as_str))
         );
         let conn = w.conn.as_mut().expect("connection present");
+        let data: Vec<RecordBatch> = batches.iter().map(|(b, _)| b.clone()).collect();
         copy_in(
             conn,
             &statement,
             &target,
-            &mut EncodedBatches::new(&mut w.encoder, batches),
+            &mut EncodedBatches::new(&mut w.encoder, &data),
             &mut w.buf,
             &CopyFlow {
                 send_buffer: self.config.send_buffer_bytes,
@@ -397,6 +412,7 @@ impl PgCopySink {
             },
         )
         .await
+        .map_err(|e| refused_row(e, batches))
     }
 
     async fn timed<T>(&self, action: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
@@ -471,7 +487,7 @@ impl PgCopySink {
         &self,
         w: &mut Writer,
         plan: &Plan,
-        batch: Option<&RecordBatch>,
+        batch: Option<&Tracked>,
         commit: bool,
     ) -> Result<()> {
         let mut attempt = 0u32;
@@ -494,7 +510,7 @@ impl PgCopySink {
                     self.begin(w, plan).await?;
                     self.copy(w, plan, std::slice::from_ref(batch)).await?;
                     copied = true;
-                    w.unit_rows += batch.num_rows() as u64;
+                    w.unit_rows += batch.0.num_rows() as u64;
                     if self.retain() {
                         w.retained.push(batch.clone());
                     }
@@ -540,22 +556,37 @@ impl PgCopySink {
         batch: &RecordBatch,
         first_row: u64,
         ctx: &Context,
-    ) -> etlkit_core::Result<(RecordBatch, u64)> {
+    ) -> etlkit_core::Result<(Tracked, u64)> {
         let stage = |e: PgError| e.into_stage(Stage::Sink, self.name());
         if self.config.invalid_rows == InvalidRows::Fail {
-            return Ok((plan.conformer.conform(batch, first_row).map_err(stage)?, 0));
+            let conformed = plan.conformer.conform(batch, first_row).map_err(|e| match e {
+                // Name the input row (file and line) rather than the sink's own count.
+                PgError::InvalidValue { origin: None, row, column, value, reason } => PgError::InvalidValue {
+                    origin: ctx.origin((row - first_row) as usize).map(|o| o.to_string()),
+                    row,
+                    column,
+                    value,
+                    reason,
+                },
+                other => other,
+            });
+            return Ok(((conformed.map_err(stage)?, ctx.origins().cloned()), 0));
         }
         let mut keep: Vec<u32> = (0..batch.num_rows() as u32).collect();
         let mut current = batch.clone();
         let mut rejected = 0;
         loop {
             match plan.conformer.conform(&current, 1) {
-                Ok(c) => return Ok((c, rejected)),
-                Err(PgError::InvalidValue { row, column, value, reason }) => {
+                Ok(c) => {
+                    let kept: Vec<usize> = keep.iter().map(|&k| k as usize).collect();
+                    return Ok(((c, ctx.origins().map(|o| o.take(&kept))), rejected));
+                }
+                Err(PgError::InvalidValue { row, column, value, reason, .. }) => {
                     let original = keep.remove((row - 1) as usize);
+                    let at = ctx.origin(original as usize);
                     ctx.reject(Rejected {
-                        origin: self.name(),
-                        line: Some(first_row + original as u64),
+                        origin: at.map_or_else(|| self.name(), |o| o.source.to_owned()),
+                        line: Some(at.map_or(first_row + original as u64, |o| o.line)),
                         column: Some(column),
                         value: Some(value),
                         reason,
@@ -730,15 +761,69 @@ impl Sink for PgCopySink {
         for mut w in writers {
             if w.in_tx
                 && let Some(conn) = w.conn.as_mut()
-                && exec(conn, "ROLLBACK".into()).await.is_err()
             {
-                self.discard(&mut w).await;
+                match exec(conn, "ROLLBACK".into()).await {
+                    Ok(()) => w.in_tx = false,
+                    Err(_) => self.discard(&mut w).await,
+                }
             }
         }
         if let Err(e) = self.rebuild_indexes().await {
             tracing::error!(table = %self.quoted, error = %e, "could not rebuild dropped indexes after abort");
         }
     }
+}
+
+/// A batch with the origins of its rows (file and line), when known.
+type Tracked = (RecordBatch, Option<Origins>);
+
+/// A COPY error that PostgreSQL tied to one data row (its context says `COPY t, line N[, column c]`,
+/// N counting the rows of that COPY): names the input row (file and line), the column and the value.
+fn refused_row(e: PgError, batches: &[Tracked]) -> PgError {
+    let located = match &e {
+        PgError::Database { source: sqlx::Error::Database(db), .. } => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|pg| {
+                Some((pg.message().to_owned(), pg.code().to_owned(), copy_position(pg.r#where()?)?))
+            })
+        }
+        _ => None,
+    };
+    let Some((message, code, (line, column))) = located else { return e };
+    let mut row = (line - 1) as usize;
+    for (batch, origins) in batches {
+        if row >= batch.num_rows() {
+            row -= batch.num_rows();
+            continue;
+        }
+        let value = column.as_deref().and_then(|c| batch.column_by_name(c)).map(|a| {
+            let v = arrow_cast::display::array_value_to_string(a, row).unwrap_or_default();
+            let v = if v.len() > 200 { format!("{}...", &v[..v.floor_char_boundary(200)]) } else { v };
+            format!("{v:?}")
+        });
+        let origin = origins.as_ref().and_then(|o| o.get(row)).map(|o| o.to_string());
+        return PgError::RowRefused(Box::new(RefusedRow {
+            origin,
+            row: line,
+            column,
+            value,
+            message,
+            code: Some(code),
+        }));
+    }
+    e
+}
+
+/// `(line, column)` from a COPY error context such as `COPY people, line 3, column name: "..."`.
+fn copy_position(context: &str) -> Option<(u64, Option<String>)> {
+    let first = context.lines().find(|l| l.starts_with("COPY "))?;
+    let after = &first[first.find(", line ")? + ", line ".len()..];
+    let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+    let line: u64 = after[..digits].parse().ok()?;
+    let column = after[digits..].strip_prefix(", column ").map(|rest| match rest.find(": ") {
+        Some(end) => rest[..end].to_owned(),
+        None => rest.to_owned(),
+    });
+    (line >= 1).then_some((line, column))
 }
 
 /// Runs SQL built from quoted identifiers only (never values) over the simple query protocol, so

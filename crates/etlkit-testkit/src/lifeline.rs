@@ -40,7 +40,8 @@ exec 3<&- 0</dev/null
 wait "$pid"
 status=$?
 kill -KILL "$guard" 2>/dev/null
-rm -rf "$dir"
+# A server killed on purpose to be restarted (PgServer::crash_and_restart) keeps its directory.
+[ -e "$dir/.etlkit-keep" ] || rm -rf "$dir"
 exit "$status"
 "#;
 
@@ -103,6 +104,19 @@ impl Supervised {
     }
 
     /// Stops the server and waits (up to 30 s) until it is gone and its directory removed.
+    /// Waits until the supervised process has exited by itself (e.g. after a `SIGKILL`), at most
+    /// `limit`; the watchdog is reaped and the directory left alone when it holds the keep marker.
+    pub(crate) fn wait_exited(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub(crate) fn stop(&mut self) {
         drop(self.lifeline.take());
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -120,7 +134,9 @@ impl Supervised {
         }
         // The watchdog may lack permission to remove the directory entry itself (it runs as the server's
         // user); we may have it.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.join(".etlkit-keep").exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

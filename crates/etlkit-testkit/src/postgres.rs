@@ -47,12 +47,22 @@ pub struct PgServer {
     counter: AtomicU64,
 }
 
+/// How a local cluster's server process was started, to start it again on the same data directory.
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    args: Vec<OsString>,
+    dir: PathBuf,
+    log: PathBuf,
+    run_as: RunAs,
+}
+
 #[derive(Debug)]
 enum Kind {
     /// `DATABASE_URL`; databases we created, dropped (best effort) on drop.
     External { created: Mutex<Vec<String>> },
     /// Our own cluster.
-    Local { port: u16, process: Mutex<Supervised> },
+    Local { port: u16, process: Mutex<Supervised>, launch: Launch },
 }
 
 impl PgServer {
@@ -170,8 +180,8 @@ impl PgServer {
             args.push("-c".into());
             args.push(format!("{k}={v}").into());
         }
-        let mut process =
-            Supervised::spawn(&bin.join("postgres"), &args, &dir, &log, "INT", run_as, &[("LC_ALL", "C")])?;
+        let launch = Launch { bin: bin.to_owned(), args, dir: dir.clone(), log: log.clone(), run_as };
+        let mut process = launch.spawn()?;
         let url = format!("postgres://{ADMIN_USER}@127.0.0.1:{port}/postgres");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -205,9 +215,94 @@ impl PgServer {
         tracing::debug!(%url, dir = %dir.display(), "throwaway PostgreSQL started");
         Ok(PgServer {
             url,
-            kind: Kind::Local { port, process: Mutex::new(process) },
+            kind: Kind::Local { port, process: Mutex::new(process), launch },
             counter: AtomicU64::new(0),
         })
+    }
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<Supervised> {
+        Supervised::spawn(
+            &self.bin.join("postgres"),
+            &self.args,
+            &self.dir,
+            &self.log,
+            "INT",
+            self.run_as,
+            &[("LC_ALL", "C")],
+        )
+    }
+}
+
+impl PgServer {
+    /// Kills the whole server with `SIGKILL` (the postmaster, so every session is cut off mid-work and
+    /// nothing is shut down cleanly), then starts it again on the same data directory and port, which
+    /// runs PostgreSQL's crash recovery. Returns once it accepts connections again. For fault tests;
+    /// an error for `DATABASE_URL` servers. Blocking.
+    pub fn crash_and_restart(&self) -> Result<()> {
+        let Kind::Local { port, process, launch } = &self.kind else {
+            return Err(Error::Env {
+                var: "DATABASE_URL",
+                value: self.url.clone(),
+                reason: "crash_and_restart needs a throwaway cluster".into(),
+            });
+        };
+        let mut process = process.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = launch.dir.join(".etlkit-keep");
+        let io = |source| Error::Io { path: keep.clone(), source };
+        std::fs::write(&keep, b"").map_err(io)?;
+        let pid_file = launch.dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(|source| Error::Io { path: pid_file.clone(), source })?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        run(Command::new("kill").args(["-KILL", &pid]), None)?;
+        if !process.wait_exited(Duration::from_secs(30)) {
+            return Err(Error::Start {
+                server: "PostgreSQL",
+                reason: "the killed postmaster's watchdog did not exit within 30 s".into(),
+                log: launch.log.clone(),
+                log_tail: process.log_tail(30),
+            });
+        }
+        // Orphaned backends notice the postmaster's death and exit; until then a new postmaster
+        // refuses to start on the shared memory they hold, so retry for a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut next = launch.spawn()?;
+            let started = Instant::now();
+            let up = loop {
+                if next.exited().is_some() {
+                    break false;
+                }
+                if lifeline::port_open(*port) && execute(&self.url, "SELECT 1").is_ok() {
+                    break true;
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            };
+            if up {
+                *process = next;
+                std::fs::remove_file(&keep).map_err(io)?;
+                return Ok(());
+            }
+            next.wait_exited(Duration::from_secs(5));
+            if Instant::now() > deadline {
+                return Err(Error::Start {
+                    server: "PostgreSQL",
+                    reason: "did not come back after the crash within 60 s".into(),
+                    log: launch.log.clone(),
+                    log_tail: lifeline::log_tail(&launch.log, 30),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
