@@ -226,72 +226,41 @@ impl RejectSink for FileRejects {
     }
 }
 
+/// One reject record as a JSON object: exactly one of `raw` (the row's bytes as text, `null` when the
+/// stage kept none) and `raw_hex` (the bytes in hex, when they are not valid UTF-8).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    origin: &'a str,
+    line: Option<u64>,
+    column: Option<&'a str>,
+    value: Option<&'a str>,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_hex: Option<String>,
+}
+
 /// Appends `row` as one JSON object and a `\n` to `out`.
 fn encode_line(row: &Rejected, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"origin\":");
-    json_string(&row.origin, out);
-    out.extend_from_slice(b",\"line\":");
-    match row.line {
-        Some(line) => out.extend_from_slice(line.to_string().as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"column\":");
-    json_opt_string(row.column.as_deref(), out);
-    out.extend_from_slice(b",\"value\":");
-    json_opt_string(row.value.as_deref(), out);
-    out.extend_from_slice(b",\"reason\":");
-    json_string(&row.reason, out);
-    match row.raw.as_deref() {
-        None => out.extend_from_slice(b",\"raw\":null"),
-        Some(raw) => match std::str::from_utf8(raw) {
-            Ok(text) => {
-                out.extend_from_slice(b",\"raw\":");
-                json_string(text, out);
-            }
-            Err(_) => {
-                out.extend_from_slice(b",\"raw_hex\":\"");
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                for &b in raw {
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 0xf)]);
-                }
-                out.push(b'"');
-            }
+    let (raw, raw_hex) = match row.raw.as_deref() {
+        None => (Some(None), None),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(Some(text)), None),
+            Err(_) => (None, Some(bytes.iter().map(|b| format!("{b:02x}")).collect())),
         },
-    }
-    out.extend_from_slice(b"}\n");
-}
-
-fn json_opt_string(s: Option<&str>, out: &mut Vec<u8>) {
-    match s {
-        Some(s) => json_string(s, out),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A JSON string literal (RFC 8259): `"` and `\` escaped, control characters as `\n`, `\r`, `\t`,
-/// `\b`, `\f` or `\u00XX`; everything else (valid UTF-8 already) as is.
-fn json_string(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0x00..=0x1f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
+    };
+    let line = Line {
+        origin: &row.origin,
+        line: row.line,
+        column: row.column.as_deref(),
+        value: row.value.as_deref(),
+        reason: &row.reason,
+        raw,
+        raw_hex,
+    };
+    serde_json::to_writer(&mut *out, &line).expect("a Vec<u8> accepts every write");
+    out.push(b'\n');
 }
 
 #[cfg(test)]
