@@ -13,6 +13,7 @@
 //! | `hash` | `hash` — row fingerprints and de-duplication | yes |
 //! | `postgres` | `postgres` — COPY sink, upsert, source, replication | yes |
 //! | `dimcache` | `dimcache` — dimension key cache | no |
+//! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | no |
 //! | `neo4j` | `neo4j` — graph sink | no |
 //!
 //! The most used core items are also at the top level: [`Pipeline`], [`PipelineConfig`], [`Source`],
@@ -69,6 +70,8 @@ pub mod arrow {
 
 #[cfg(feature = "dimcache")]
 pub use etlkit_dimcache as dimcache;
+#[cfg(feature = "star")]
+pub use etlkit_star as star;
 #[cfg(feature = "hash")]
 pub use etlkit_hash as hash;
 #[cfg(feature = "neo4j")]
