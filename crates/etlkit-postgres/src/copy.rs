@@ -76,33 +76,57 @@ impl TupleEncoder {
 }
 
 /// How COPY data flows: message size, time limit, and a counter of messages sent.
+///
+/// ```
+/// use std::sync::atomic::AtomicU64;
+/// use std::time::Duration;
+/// use etlkit_postgres::copy_in::CopyFlow;
+///
+/// let sent = AtomicU64::new(0);
+/// let mut flow = CopyFlow::new(1 << 20); // 1 MiB messages, no time limit, not counted
+/// flow.timeout = Some(Duration::from_secs(600));
+/// flow.messages = Some(&sent);
+/// ```
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CopyFlow<'a> {
+#[non_exhaustive]
+pub struct CopyFlow<'a> {
     /// Bytes per `CopyData` message (the last one of a COPY may be shorter; none is longer).
-    pub(crate) send_buffer: usize,
+    pub send_buffer: usize,
     /// Client-side bound on the whole COPY (PostgreSQL's `statement_timeout` does not bound COPY);
     /// `None` when the caller bounds a larger unit of work itself.
-    pub(crate) timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
     /// Counts messages sent, when the caller reports them.
-    pub(crate) messages: Option<&'a AtomicU64>,
+    pub messages: Option<&'a AtomicU64>,
 }
 
-/// Where the bytes of one COPY come from: encoded Arrow batches ([`EncodedBatches`]), a ready
-/// buffer, or another server's `COPY TO` stream (replication).
-pub(crate) trait CopyData {
+impl CopyFlow<'_> {
+    /// Messages of `send_buffer` bytes, no time limit, no message counter.
+    pub fn new(send_buffer: usize) -> Self {
+        CopyFlow { send_buffer, timeout: None, messages: None }
+    }
+}
+
+/// Where the bytes of one COPY come from: encoded Arrow batches (the sinks), a ready buffer
+/// ([`ReadyBytes`]), or another server's `COPY TO` stream (`etlkit-replicate`). The bytes are the
+/// whole COPY data in the format the statement names — for `FORMAT binary`, header, tuples and
+/// trailer.
+///
+/// Implementations may write `async fn fill(...)`; the future must be `Send`.
+pub trait CopyData {
     /// Appends the next bytes to `buf` (at least `want` bytes unless the data ends first). Returns
-    /// `false` once everything, trailer included, has been appended.
-    async fn fill(&mut self, buf: &mut BytesMut, want: usize) -> Result<bool>;
+    /// `false` once everything, trailer included, has been appended. An error aborts the COPY.
+    fn fill(&mut self, buf: &mut BytesMut, want: usize) -> impl Future<Output = Result<bool>> + Send;
 }
 
-/// The one COPY-in path of this crate: the COPY sink, the star sink, the dimension store and
-/// replication all send their data through here. Starts `COPY <statement>` on `conn`, sends what
-/// `data` produces in messages of at most `flow.send_buffer` bytes (`buf` is the reusable send
-/// buffer), and returns the row count the server reports.
+/// The one COPY-in path of etlkit: the COPY sink, the star sink, the dimension store and
+/// replication (`etlkit-replicate`) all send their data through here. Starts `COPY <statement>`
+/// (e.g. `COPY "t" ("a", "b") FROM STDIN (FORMAT binary)`) on `conn`, sends what `data` produces in
+/// messages of at most `flow.send_buffer` bytes (`buf` is the reusable send buffer; `table` names
+/// the target in errors), and returns the row count the server reports.
 ///
 /// When `data` fails, the COPY is aborted (`CopyFail`) so the connection stays usable; on any error
 /// the caller rolls back its transaction (or closes a broken connection).
-pub(crate) async fn copy_in(
+pub async fn copy_in(
     conn: &mut PgConnection,
     statement: &str,
     table: &str,
@@ -154,7 +178,7 @@ pub(crate) async fn copy_in(
 
 /// Encodes rows for COPY: either already-conformed batches ([`TupleEncoder`]) or raw batches cast
 /// and checked on the way ([`CopyEncoder`]).
-pub(crate) trait EncodeRows {
+pub(crate) trait EncodeRows: Send {
     /// Appends the tuples of `batch` to `buf`.
     fn encode_rows(&mut self, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()>;
 }
@@ -215,8 +239,9 @@ impl<E: EncodeRows> CopyData for EncodedBatches<'_, E> {
     }
 }
 
-/// [`CopyData`] from bytes that are ready (header and trailer included).
-pub(crate) struct ReadyBytes<'a>(pub(crate) &'a [u8]);
+/// [`CopyData`] from bytes that are ready (header and trailer included), sent as they are.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadyBytes<'a>(pub &'a [u8]);
 
 impl CopyData for ReadyBytes<'_> {
     async fn fill(&mut self, buf: &mut BytesMut, _want: usize) -> Result<bool> {

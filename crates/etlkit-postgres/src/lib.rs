@@ -83,6 +83,14 @@ pub use source::{PgSource, PgSourceConfig, SourceQuery};
 pub use star::{PgStarConfig, PgStarSink, StarLoadMode};
 pub use table::{create_table_if_not_exists, create_table_sql, pg_type_for};
 
+/// The one COPY-in path: `COPY ... FROM STDIN` on a connection, fed by a [`CopyData`](copy_in::CopyData)
+/// producer in messages of a chosen size ([`CopyFlow`](copy_in::CopyFlow)). The COPY sink, the star
+/// sink and the dimension store send through it, and so can other crates (`etlkit-replicate` feeds
+/// it another server's `COPY TO` stream).
+pub mod copy_in {
+    pub use crate::copy::{CopyData, CopyFlow, ReadyBytes, copy_in};
+}
+
 /// Re-exported: [`CopyEncoder`] writes into `bytes::BytesMut`.
 pub use bytes;
 /// Re-exported: the sink and source take a `sqlx::PgPool`.
