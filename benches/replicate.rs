@@ -1,11 +1,11 @@
-//! Replication benchmarks (etlkit-postgres), on the Q&A schema of the replication tests
-//! (`crates/etlkit-postgres/tests/qa/*.sql`; scale `ETLKIT_REPLICATE_SCALE` users, default 20 000,
+//! Replication benchmarks (etlkit-replicate), on the Q&A schema of the replication tests
+//! (`crates/etlkit-replicate/tests/qa/*.sql`; scale `ETLKIT_REPLICATE_SCALE` users, default 20 000,
 //! i.e. 20 scale rows in total across 7 tables) in a throwaway PostgreSQL from `etlkit-testkit` (or
 //! `DATABASE_URL`; the throwaway server runs with fsync=off).
 //!
 //! - `replicate_table/byte_pipe`: the `votes` table (10 × scale rows) into a plain table (no keys or
 //!   indexes) with `pipe_table`, the transfer `replicate` uses — TRUNCATE, binary COPY bytes piped
-//!   from source to target, commit.
+//!   from source to target through etlkit-postgres's COPY-in path, commit.
 //! - `replicate_table/etlkit_source_sink`: the same through the Arrow path — `PgSource`
 //!   (binary COPY decoded into Arrow batches) → `Pipeline` → `PgCopySink` (`WriteMode::Truncate`,
 //!   re-encoded to binary COPY).
@@ -25,9 +25,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etlkit_core::{Pipeline, PipelineConfig};
 use etlkit_postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use etlkit_postgres::{
-    DatabaseUrl, PgCopySink, PgSinkConfig, PgSource, PgSourceConfig, ReplicateConfig, SourceQuery,
-    TableProgress, TableRef, WriteMode, connect, pipe_table, replicate,
+    DatabaseUrl, PgCopySink, PgSinkConfig, PgSource, PgSourceConfig, SourceQuery, TableRef, WriteMode,
+    connect,
 };
+use etlkit_replicate::{ReplicateConfig, TableProgress, pipe_table, replicate};
 
 fn scale() -> u32 {
     std::env::var("ETLKIT_REPLICATE_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000)
@@ -61,10 +62,10 @@ fn benches(c: &mut Criterion) {
         if std::env::var("ETLKIT_REPLICATE_SOURCE").is_ok() {
             return;
         }
-        exec(&source, include_str!("../crates/etlkit-postgres/tests/qa/schema.sql")).await;
+        exec(&source, include_str!("../crates/etlkit-replicate/tests/qa/schema.sql")).await;
         exec(
             &source,
-            &include_str!("../crates/etlkit-postgres/tests/qa/data.sql")
+            &include_str!("../crates/etlkit-replicate/tests/qa/data.sql")
                 .replace(":scale", &scale.to_string()),
         )
         .await;

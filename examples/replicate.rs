@@ -23,9 +23,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use etlkit_postgres::{
-    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableStatus,
-    replicate,
+use etlkit_core::Report;
+use etlkit_postgres::DatabaseUrl;
+use etlkit_replicate::{
+    ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableStatus, replicate,
 };
 
 /// Environment variables read when `--source-url` / `--target-url` are not given.
@@ -122,19 +123,13 @@ async fn main() -> ExitCode {
         Ok(r) => (r, true),
         // Everything is committed, but some tables differ: print the report (their lines say
         // `verify=MISMATCH`), then fail.
-        Err(PgError::Replication(ReplicationError::VerificationFailed { tables, report })) => {
+        Err(ReplicationError::VerificationFailed { tables, report }) => {
             eprintln!("replicate: verification failed for {}", tables.join(", "));
             (*report, false)
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
             let hint = if e.is_retryable() { "; re-run to resume" } else { "" };
-            eprintln!("replicate failed (retryable: {}{hint}): {msg}", e.is_retryable());
+            eprintln!("replicate failed (retryable: {}{hint}): {}", e.is_retryable(), Report::of(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -164,8 +159,9 @@ fn print_report(report: &ReplicationReport) {
             None => String::new(),
         };
         let secs = t.elapsed.as_secs_f64();
+        let retries = if t.retries > 0 { format!(" retries={}", t.retries) } else { String::new() };
         println!(
-            "table {} level={} {status} rows={} mib={:.1} elapsed_s={secs:.3} rows_per_s={:.0}{verify}",
+            "table {} level={} {status} rows={} mib={:.1} elapsed_s={secs:.3} rows_per_s={:.0}{retries}{verify}",
             t.table,
             t.level,
             t.rows,

@@ -11,7 +11,8 @@
 //! | (always) | [`core`] — traits, pipeline runtime, config, stats, errors | yes |
 //! | `csv`, `parquet` | `source` — streaming readers | yes |
 //! | `hash` | `hash` — row fingerprints and de-duplication | yes |
-//! | `postgres` | `postgres` — COPY sink, upsert, source, replication | yes |
+//! | `postgres` | `postgres` — COPY sink, upsert, source, dimension store, star sink | yes |
+//! | `replicate` | `replicate` — PostgreSQL → PostgreSQL schema replication | no |
 //! | `dimcache` | `dimcache` — dimension key cache | no |
 //! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | no |
 //! | `neo4j` | `neo4j` — graph sink | no |
@@ -78,6 +79,8 @@ pub use etlkit_hash as hash;
 pub use etlkit_neo4j as neo4j;
 #[cfg(feature = "postgres")]
 pub use etlkit_postgres as postgres;
+#[cfg(feature = "replicate")]
+pub use etlkit_replicate as replicate;
 #[cfg(any(feature = "csv", feature = "parquet"))]
 pub use etlkit_source as source;
 

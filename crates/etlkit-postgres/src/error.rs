@@ -105,9 +105,6 @@ pub enum PgError {
     /// `write` was called before `start` or after `finish`.
     #[error("sink used out of order: {0}")]
     Lifecycle(&'static str),
-    /// Database replication refused to start or could not finish (see `replicate`).
-    #[error(transparent)]
-    Replication(#[from] crate::replicate::ReplicationError),
 }
 
 /// A row the server refused while loading it (see [`PgError::RowRefused`]).

@@ -3,9 +3,10 @@
 //! PostgreSQL for etlkit, built on sqlx: [`PgCopySink`] loads Arrow batches by binary `COPY`
 //! (append, truncate-and-load, or staged upsert), and [`PgSource`] streams a table or query out
 //! with `COPY (query) TO STDOUT (FORMAT binary)`. [`PgDimensionStore`] keeps star-schema
-//! dimensions for `etlkit-dimcache`, [`PgStarSink`] loads a normalized table and its fact rows in
-//! one transaction per batch, and [`replicate()`] copies a whole schema to another database in
-//! foreign-key order, in parallel, with verification and resume.
+//! dimensions for `etlkit-dimcache`, and [`PgStarSink`] loads a normalized table and its fact rows in
+//! one transaction per batch. All of them write through one COPY-in path ([`copy_in`], public for
+//! crates building on this one, such as `etlkit-replicate`, which copies whole schemas) and retry
+//! by one [`RetryPolicy`].
 //!
 //! - Column types come from the target table's catalog; each Arrow column is cast to its column's
 //!   type and checked (an `Int64` going into `integer` that does not fit fails with the row, the
@@ -57,7 +58,6 @@ mod error;
 mod identifier;
 mod merge;
 mod rejects;
-mod replicate;
 mod retry;
 mod sink;
 mod source;
@@ -73,10 +73,6 @@ pub use error::{PgError, RefusedRow, Result};
 pub use identifier::{MAX_IDENTIFIER_BYTES, TableRef, quote_ident};
 pub use merge::{ChangeDetection, OnConflict};
 pub use rejects::{PgRejects, PgRejectsConfig};
-pub use replicate::{
-    Checksum, ReplicateConfig, ReplicationError, ReplicationReport, TableProgress, TableReport, TableStatus,
-    Verification, pipe_table, replicate,
-};
 pub use retry::RetryPolicy;
 pub use sink::{BulkTuning, InvalidRows, PgCopySink, PgSinkConfig, WriteMode};
 pub use source::{PgSource, PgSourceConfig, SourceQuery};

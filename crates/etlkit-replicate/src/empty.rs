@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::error::{PgError, Result};
-use crate::identifier::quote_ident;
-use crate::replicate::ReplicationError;
+use etlkit_postgres::quote_ident;
+
+use crate::error::{ReplicationError, Result, db};
 
 /// A foreign key in the target whose referenced table is in the replicated schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(crate) async fn target_foreign_keys(conn: &mut PgConnection, schema: &str) -
     .bind(schema)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| PgError::db("reading the target catalog", quote_ident(schema), e))?;
+    .map_err(|e| db("reading the target catalog", quote_ident(schema), e))?;
     Ok(rows
         .into_iter()
         .map(|r| TargetFk {
@@ -168,9 +168,7 @@ impl Emptying {
                 let found: bool = sqlx::query(AssertSqlSafe(sql))
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| {
-                        PgError::db("checking rows that reference a table to empty", child.clone(), e)
-                    })?
+                    .map_err(|e| db("checking rows that reference a table to empty", child.clone(), e))?
                     .get(0);
                 if found {
                     referenced_by.push(child);
@@ -181,8 +179,7 @@ impl Emptying {
                 return Err(ReplicationError::StillReferenced {
                     table: format!("{}.{}", quote_ident(schema), quote_ident(names[t])),
                     referenced_by,
-                }
-                .into());
+                });
             }
         }
         Ok(())

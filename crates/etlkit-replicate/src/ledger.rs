@@ -6,15 +6,15 @@ use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::error::{PgError, Result};
-use crate::identifier::TableRef;
+use crate::error::{Result, db};
+use etlkit_postgres::TableRef;
 
 /// Creates the ledger table (and its schema) when missing.
 pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result<()> {
     let q = ledger.quoted();
     let mut sql = String::new();
     if let Some(s) = &ledger.schema {
-        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", crate::identifier::quote_ident(s)));
+        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", etlkit_postgres::quote_ident(s)));
     }
     sql.push_str(&format!(
         "CREATE TABLE IF NOT EXISTS {q} (\
@@ -30,7 +30,7 @@ pub(crate) async fn ensure(conn: &mut PgConnection, ledger: &TableRef) -> Result
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(&mut *conn)
         .await
-        .map_err(|e| PgError::db("creating the ledger", q, e))?;
+        .map_err(|e| db("creating the ledger", q, e))?;
     Ok(())
 }
 
@@ -54,7 +54,7 @@ pub(crate) async fn finished(
         .bind(&q)
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| PgError::db("reading the ledger", q.clone(), e))?
+        .map_err(|e| db("reading the ledger", q.clone(), e))?
         .get(0);
     if !exists {
         return Ok(HashMap::new());
@@ -66,7 +66,7 @@ pub(crate) async fn finished(
     .bind(schema)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| PgError::db("reading the ledger", q, e))?;
+    .map_err(|e| db("reading the ledger", q, e))?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -89,7 +89,7 @@ pub(crate) async fn forget(
         .bind(tables)
         .execute(&mut *conn)
         .await
-        .map_err(|e| PgError::db("clearing the ledger", q, e))?;
+        .map_err(|e| db("clearing the ledger", q, e))?;
     Ok(())
 }
 
@@ -117,6 +117,6 @@ pub(crate) async fn record(
     .bind(fingerprint)
     .execute(&mut *conn)
     .await
-    .map_err(|e| PgError::db("recording a finished table in the ledger", q, e))?;
+    .map_err(|e| db("recording a finished table in the ledger", q, e))?;
     Ok(())
 }

@@ -7,8 +7,8 @@
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::error::{PgError, Result};
-use crate::identifier::column_list;
+use crate::column_list;
+use crate::error::{Result, db};
 
 /// Settings that make every type's text form identical on both sides.
 pub(crate) const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
@@ -36,6 +36,6 @@ pub(crate) async fn checksum(conn: &mut PgConnection, sql: &str, table: &str) ->
     let row = sqlx::query(AssertSqlSafe(sql.to_owned()))
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| PgError::db("computing the verification checksum", table, e))?;
+        .map_err(|e| db("computing the verification checksum", table, e))?;
     Ok(Checksum { rows: row.get::<i64, _>(0) as u64, sum: row.get(1) })
 }

@@ -1,379 +1,30 @@
-//! Database replication: every table of a schema (or a chosen few) streamed from one PostgreSQL
-//! database into another, in foreign-key order, tables in parallel, with verification and resume.
-//!
-//! ## What [`replicate`] does, in order
-//!
-//! 1. **Snapshot and catalog.** A coordinator session on the source opens a `REPEATABLE READ`
-//!    transaction and exports its snapshot (`pg_export_snapshot`); every table is read — and verified —
-//!    in that one snapshot, so the copy is consistent across tables even while the source is written
-//!    to (as `pg_dump -j` does). Tables, columns (types, defaults, identity, generated columns,
-//!    collations), primary keys, unique, check, exclusion and foreign-key constraints, indexes and the
-//!    sequences behind defaults are read from the catalog.
-//! 2. **Plan.** Foreign keys between the selected tables give dependency levels (topological order);
-//!    a foreign-key cycle between tables becomes one unit of the plan. A table starts once every table
-//!    it references is finished (a superset of "level by level"), biggest first, at most `workers` at a
-//!    time. So at any moment the finished tables reference only finished tables.
-//! 3. **What to copy, and checks before writing.** Every selected table is copied, except — with
-//!    [`ReplicateConfig::resume`] — the ones the ledger records as finished. A table that is copied is
-//!    emptied first, so every selected table referencing it (by a foreign key in the source or the
-//!    target) is copied too. A foreign key the target enforces inside a cycle of tables to copy is
-//!    dropped (post-data re-creates it) when an earlier run replicated the whole cycle (a re-sync);
-//!    otherwise the cycle cannot be loaded table by table and [`ReplicationError::ForeignKeyCycle`]
-//!    is returned. A table that tables outside the run reference with rows of theirs cannot be
-//!    emptied: [`ReplicationError::StillReferenced`]. Both before anything is written.
-//! 4. **Pre-data** (one transaction): the schema, sequences used by defaults and every missing table
-//!    (columns, defaults, identity, `NOT NULL`, validated `CHECK`s) are created; existing tables are
-//!    used as they are. The tables to copy are forgotten by the ledger and emptied: one `TRUNCATE`
-//!    of all of them, except tables that a table outside the run references, which are emptied with
-//!    `DELETE` afterwards, referencing tables first.
-//! 5. **Data.** Per table, one target transaction: `TRUNCATE` again (or `DELETE` when another
-//!    table's foreign key references it), `COPY ... FROM STDIN (FORMAT binary, FREEZE)` fed straight
-//!    from the source's `COPY (SELECT ...) TO STDOUT (FORMAT binary)` — bytes are forwarded, never
-//!    decoded — then the ledger row, then `COMMIT`. Memory per table in flight: about four
-//!    `chunk_bytes` buffers.
-//! 6. **Post-data**: primary keys, unique and exclusion constraints, unvalidated checks and secondary
-//!    indexes (in parallel across `workers`), then foreign keys (in parallel; deadlocks retried); each
-//!    only when the target lacks an object of that name. Building indexes and checking foreign keys
-//!    once after the load is much cheaper than maintaining them row by row — and it is what lets
-//!    cycles load. Finally sequences are set to the source's values.
-//! 7. **Verify** (optional): per table, row count and an order-independent checksum computed by each
-//!    server (see [`Checksum`]) must match. A run where any table differs fails with
-//!    [`ReplicationError::VerificationFailed`], naming those tables and carrying the whole report.
-//!
-//! ## Resume
-//!
-//! The ledger table (default `etlkit.replication_ledger` in the target: a schema of its own, not the
-//! user's `public`) records each finished table — with the row count and a content fingerprint of
-//! the rows copied — in the same transaction as its data. A run that dies midway leaves unfinished
-//! tables rolled back; the next run copies them from scratch and skips the finished ones whose
-//! source is unchanged. To know that, a resumed run reads every finished table from the source once
-//! more (binary `COPY` in its snapshot, fingerprinted in this process, nothing written — about the
-//! reading half of a copy) and compares row count and fingerprint with the ledger: a table whose
-//! source changed is copied again ([`TableStatus::Recopied`]), and so are the selected tables that
-//! reference it. The fingerprint is the sum of a 64-bit hash of every tuple's binary `COPY` bytes:
-//! independent of row order, sensitive to any value (NULLs included) — a change detector, not a
-//! cryptographic one. It sees changes to the source only; a target changed behind the ledger's back
-//! is what `verify` catches. Post-data and sequences are idempotent and run every time. With
-//! [`ReplicateConfig::resume`] set to `false`, every selected table is emptied and copied again — a
-//! full re-sync, whatever the foreign keys between the tables.
-//!
-//! ## Limits
-//!
-//! Ordinary tables only (partitioned tables are refused by name); user-defined types (enums,
-//! domains), extensions, views, functions, triggers, grants and comments are not created — create
-//! them in the target first. The target schema has the source schema's name.
-
-mod empty;
-mod ledger;
-mod pipe;
-mod plan;
-mod schema;
-mod verify;
+//! [`replicate`] and [`pipe_table`]: the phases of a run (see the crate docs).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use etlkit_postgres::{DatabaseUrl, PgError, RetryPolicy, TableRef, quote_ident};
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-use crate::connection::DatabaseUrl;
-use crate::error::{PgError, Result};
-use crate::identifier::{TableRef, column_list, quote_ident};
-
-pub use verify::Checksum;
-
-use plan::Plan;
-use schema::{PostData, SourceSchema};
-
-/// Configuration of [`replicate`]. Plain struct; start from `Default` and set what you need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicateConfig {
-    /// The database to copy from. Default: empty (must be set).
-    pub source: DatabaseUrl,
-    /// The database to copy into. Default: empty (must be set).
-    pub target: DatabaseUrl,
-    /// The schema to replicate (same name in the target). Default: `public`.
-    pub schema: String,
-    /// Tables to replicate; empty means every ordinary table of the schema. Default: empty.
-    pub tables: Vec<String>,
-    /// Tables copied at the same time (each uses one source and one target connection), and
-    /// statements run at the same time in the post-data and verify phases. Default: 4.
-    pub workers: usize,
-    /// Compare row counts and content checksums of every selected table at the end. Default: false.
-    pub verify: bool,
-    /// Skip tables the ledger records as finished, unless their source changed since (checked by
-    /// reading each of them from the source once; see the module docs). `false` empties and copies
-    /// every selected table again (a full re-sync). Default: true.
-    pub resume: bool,
-    /// Minimum time between two progress reports of one table. Default: 5 s.
-    pub progress_interval: Duration,
-    /// Bytes collected from the source before one `CopyData` message goes to the target
-    /// (8 KiB ..= 64 MiB). Default: 1 MiB.
-    pub chunk_bytes: usize,
-    /// The ledger table in the target (created when missing, with its schema). It lives in a schema
-    /// of its own, so the replicated schema holds nothing but the replicated tables. A source table
-    /// of the same schema and name (a source that was itself a replication target) is never
-    /// replicated. Default: `etlkit.replication_ledger`.
-    pub ledger: TableRef,
-    /// `application_name` of every session, to find them in `pg_stat_activity`.
-    /// Default: `etlkit-replicate`.
-    pub application_name: String,
-}
-
-impl Default for ReplicateConfig {
-    fn default() -> Self {
-        ReplicateConfig {
-            source: DatabaseUrl::new(""),
-            target: DatabaseUrl::new(""),
-            schema: "public".into(),
-            tables: Vec::new(),
-            workers: 4,
-            verify: false,
-            resume: true,
-            progress_interval: Duration::from_secs(5),
-            chunk_bytes: 1 << 20,
-            ledger: TableRef::qualified("etlkit", "replication_ledger"),
-            application_name: "etlkit-replicate".into(),
-        }
-    }
-}
-
-impl ReplicateConfig {
-    /// Checks every field.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| Err(PgError::InvalidConfig { field, reason: reason.into() });
-        if self.source.expose().trim().is_empty() {
-            return bad("source", "must be set");
-        }
-        if self.target.expose().trim().is_empty() {
-            return bad("target", "must be set");
-        }
-        if self.schema.is_empty() {
-            return bad("schema", "must not be empty");
-        }
-        if self.tables.iter().any(String::is_empty) {
-            return bad("tables", "must not contain empty names");
-        }
-        if self.tables.iter().collect::<HashSet<_>>().len() != self.tables.len() {
-            return bad("tables", "must not name a table twice");
-        }
-        if !(1..=256).contains(&self.workers) {
-            return bad("workers", "must be between 1 and 256");
-        }
-        if self.progress_interval.is_zero() {
-            return bad("progress_interval", "must be positive");
-        }
-        if !(8 << 10..=64 << 20).contains(&self.chunk_bytes) {
-            return bad("chunk_bytes", "must be between 8 KiB and 64 MiB");
-        }
-        if self.ledger.name.is_empty() {
-            return bad("ledger", "table name must not be empty");
-        }
-        if self.application_name.is_empty() {
-            return bad("application_name", "must not be empty");
-        }
-        Ok(())
-    }
-}
-
-/// Errors specific to replication (wrapped in [`PgError::Replication`]). None is retryable: they
-/// describe the schema, not a transient condition.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplicationError {
-    /// The selected tables form a foreign-key cycle and the target already enforces one of its
-    /// foreign keys, so no table of the cycle can be loaded first. Nothing was written.
-    #[error(
-        "foreign-key cycle between tables {}: the target already enforces {constraint}; drop that \
-         constraint in the target (replication re-creates it after the data) or replicate into tables \
-         without it",
-        tables.join(", ")
-    )]
-    ForeignKeyCycle {
-        /// The tables of the cycle (quoted).
-        tables: Vec<String>,
-        /// The enforced constraint (quoted table and constraint name).
-        constraint: String,
-    },
-    /// A table that cannot be replicated.
-    #[error("table {table} cannot be replicated: {reason}")]
-    UnsupportedTable {
-        /// The table (quoted).
-        table: String,
-        /// Why.
-        reason: String,
-    },
-    /// Verification found tables whose row count or checksum differs between source and target.
-    /// Everything else is done and committed (the ledger records these tables as finished, so a
-    /// resumed run skips them while their source is unchanged): copy them again with
-    /// [`ReplicateConfig::resume`] `false` and [`ReplicateConfig::tables`] set to them (and the tables
-    /// that reference them).
-    #[error(
-        "verification failed: {} differ{} between source and target: {}",
-        if tables.len() == 1 { "1 table".to_owned() } else { format!("{} tables", tables.len()) },
-        if tables.len() == 1 { "s" } else { "" },
-        tables.join(", ")
-    )]
-    VerificationFailed {
-        /// The tables that differ (quoted), in plan order.
-        tables: Vec<String>,
-        /// The whole run's report, with each table's [`Verification`].
-        report: Box<ReplicationReport>,
-    },
-    /// A table to copy cannot be emptied: rows of tables that this run does not copy reference it.
-    /// Nothing was written.
-    #[error(
-        "table {table} cannot be emptied to copy it: rows of {} (not copied by this run) reference it; \
-         select those tables too (they are then emptied first and copied again) or empty them",
-        referenced_by.join(", ")
-    )]
-    StillReferenced {
-        /// The table (quoted).
-        table: String,
-        /// The referencing tables that hold referencing rows (quoted).
-        referenced_by: Vec<String>,
-    },
-    /// A post-data statement (index, key or constraint) failed.
-    #[error("creating {object} in the target failed: {sql}")]
-    PostData {
-        /// The index or constraint (quoted).
-        object: String,
-        /// The statement.
-        sql: String,
-        /// The server's error.
-        #[source]
-        source: sqlx::Error,
-    },
-}
-
-/// Progress of one table, reported at most every [`ReplicateConfig::progress_interval`] while its
-/// data moves, and once when it is done.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TableProgress<'a> {
-    /// The table name (unquoted).
-    pub table: &'a str,
-    /// Rows sent to the target so far.
-    pub rows: u64,
-    /// COPY bytes sent so far.
-    pub bytes: u64,
-    /// Time since the table started.
-    pub elapsed: Duration,
-    /// Whether the table is committed.
-    pub done: bool,
-}
-
-impl TableProgress<'_> {
-    /// Rows per second since the table started.
-    pub fn rows_per_second(&self) -> f64 {
-        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// What happened to one table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TableStatus {
-    /// Copied by this run.
-    Copied,
-    /// Recorded as finished by an earlier run, and copied again by this resumed run: its source
-    /// changed since (row count or content fingerprint), or a table it references was copied again
-    /// (which empties the tables referencing it).
-    Recopied,
-    /// Skipped: the ledger records it as finished by an earlier run, and its source is unchanged.
-    Skipped,
-}
-
-/// Verification of one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verification {
-    /// The source's count and checksum (in the replication snapshot).
-    pub source: Checksum,
-    /// The target's count and checksum.
-    pub target: Checksum,
-}
-
-impl Verification {
-    /// Both sides agree.
-    pub fn matches(&self) -> bool {
-        self.source == self.target
-    }
-}
-
-/// The outcome for one table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableReport {
-    /// The table name (unquoted).
-    pub table: String,
-    /// Its foreign-key dependency level (0: references no other selected table).
-    pub level: usize,
-    /// Copied, copied again (resumed run) or skipped.
-    pub status: TableStatus,
-    /// Rows copied by this run (for a skipped table: rows the ledger recorded).
-    pub rows: u64,
-    /// COPY bytes moved by this run.
-    pub bytes: u64,
-    /// `CopyData` messages sent to the target by this run.
-    pub copy_messages: u64,
-    /// Time spent copying it.
-    pub elapsed: Duration,
-    /// Verification, when asked for.
-    pub verification: Option<Verification>,
-}
-
-/// The outcome of a [`replicate`] run.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ReplicationReport {
-    /// The replicated schema.
-    pub schema: String,
-    /// Table names per dependency level.
-    pub levels: Vec<Vec<String>>,
-    /// Foreign-key cycles between tables (each loaded with its foreign keys added afterwards).
-    pub cycles: Vec<Vec<String>>,
-    /// One entry per selected table, in plan order.
-    pub tables: Vec<TableReport>,
-    /// Rows copied by this run.
-    pub rows: u64,
-    /// Tables created in the target by this run.
-    pub tables_created: usize,
-    /// Indexes and constraints created in the target by this run.
-    pub objects_created: usize,
-    /// Foreign keys not created because the table they reference is neither selected nor present in
-    /// the target (quoted table and constraint name).
-    pub foreign_keys_skipped: Vec<String>,
-    /// Most tables copied at the same time.
-    pub peak_parallel_tables: usize,
-    /// Wall time of the whole run.
-    pub elapsed: Duration,
-    /// Wall time of the data phase (all tables' COPY).
-    pub data_elapsed: Duration,
-    /// Wall time of the post-data phase (keys, indexes, foreign keys, sequences).
-    pub post_data_elapsed: Duration,
-    /// Wall time of verification (zero without `verify`).
-    pub verify_elapsed: Duration,
-    /// Verification was asked for and every table matched. (When a table does not match, the run
-    /// returns [`ReplicationError::VerificationFailed`] instead of a report.)
-    pub verified: bool,
-}
-
-impl ReplicationReport {
-    /// Tables skipped because an earlier run finished them and their source is unchanged.
-    pub fn skipped(&self) -> usize {
-        self.tables.iter().filter(|t| t.status == TableStatus::Skipped).count()
-    }
-}
+use crate::config::{ReplicateConfig, check_chunk_bytes};
+use crate::error::{PostDataFailed, ReplicationError, Result, db};
+use crate::plan::Plan;
+use crate::report::{ReplicationReport, TableProgress, TableReport, TableStatus, Verification};
+use crate::schema::{PostData, SourceSchema};
+use crate::{column_list, empty, ledger, pipe, plan, schema, verify};
 
 async fn open(url: &DatabaseUrl, application_name: &str) -> Result<PgConnection> {
     let opts = PgConnectOptions::from_str(url.expose())
-        .map_err(|e| PgError::db("parsing the connection URL", url.redacted(), e))?
+        .map_err(|e| db("parsing the connection URL", url.redacted(), e))?
         .application_name(application_name);
-    PgConnection::connect_with(&opts).await.map_err(|e| PgError::db("connecting", url.redacted(), e))
+    PgConnection::connect_with(&opts).await.map_err(|e| db("connecting", url.redacted(), e))
 }
 
 async fn exec(conn: &mut PgConnection, sql: String, action: &'static str, what: &str) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(|e| PgError::db(action, what, e))?;
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(|e| db(action, what, e))?;
     Ok(())
 }
 
@@ -415,18 +66,44 @@ impl Run<'_> {
     /// would record in the ledger.
     async fn source_fingerprint(&self, index: usize) -> Result<(usize, u64, String)> {
         let qualified = self.schema.qualified(&self.schema.tables[index].name);
-        let mut source = self.source_session().await?;
-        let (rows, fingerprint) = pipe::fingerprint(&mut source, &self.copy_out(index), &qualified).await?;
-        exec(&mut source, "COMMIT".into(), "ending the source transaction", &qualified).await?;
+        let ((rows, fingerprint), _) =
+            retrying(&self.config.retry, "checking against the source", &qualified, || async {
+                let mut source = self.source_session().await?;
+                let read = pipe::fingerprint(&mut source, &self.copy_out(index), &qualified).await?;
+                exec(&mut source, "COMMIT".into(), "ending the source transaction", &qualified).await?;
+                Ok(read)
+            })
+            .await?;
         Ok((index, rows, fingerprint))
     }
 
-    async fn copy_table(&self, index: usize) -> Result<(usize, u64, u64, u64, Duration)> {
+    /// Copies a table in one target transaction, again (from the same snapshot) after a retryable
+    /// error as [`ReplicateConfig::retry`] allows, and reports it done.
+    async fn copy_table(&self, index: usize) -> Result<Copied> {
+        let t = &self.schema.tables[index];
+        let qualified = self.schema.qualified(&t.name);
+        let started = Instant::now();
+        let (moved, retries) =
+            retrying(&self.config.retry, "copying", &qualified, || self.copy_table_once(index, started))
+                .await?;
+        let elapsed = started.elapsed();
+        (self.on_progress)(&TableProgress {
+            table: &t.name,
+            rows: moved.rows,
+            bytes: moved.bytes,
+            elapsed,
+            done: true,
+        });
+        Ok(Copied { index, moved, retries, elapsed })
+    }
+
+    /// One try of [`Run::copy_table`]: new source and target sessions; nothing is left behind
+    /// when it fails (the target transaction is rolled back when its connection is dropped).
+    async fn copy_table_once(&self, index: usize, started: Instant) -> Result<pipe::Moved> {
         let t = &self.schema.tables[index];
         let qualified = self.schema.qualified(&t.name);
         let list = column_list(t.copy_columns().map(|c| c.name.as_str()));
         let cols = if list.is_empty() { String::new() } else { format!(" ({list})") };
-        let started = Instant::now();
         let mut source = self.source_session().await?;
         let mut target = open(&self.config.target, &self.config.application_name).await?;
         let referenced: bool = sqlx::query(
@@ -436,7 +113,7 @@ impl Run<'_> {
         .bind(&qualified)
         .fetch_one(&mut target)
         .await
-        .map_err(|e| PgError::db("reading the target catalog", qualified.clone(), e))?
+        .map_err(|e| db("reading the target catalog", qualified.clone(), e))?
         .get(0);
         // The pre-data transaction emptied the table already (every table referencing it too).
         // TRUNCATE again in the load transaction allows COPY FREEZE (rows written frozen, no later
@@ -483,33 +160,69 @@ impl Run<'_> {
         .await?;
         exec(&mut target, "COMMIT".into(), "committing the table", &qualified).await?;
         exec(&mut source, "COMMIT".into(), "ending the source transaction", &qualified).await?;
-        let elapsed = started.elapsed();
-        (self.on_progress)(&TableProgress {
-            table: &t.name,
-            rows: moved.rows,
-            bytes: moved.bytes,
-            elapsed,
-            done: true,
-        });
-        Ok((index, moved.rows, moved.bytes, moved.messages, elapsed))
+        Ok(moved)
     }
 
     async fn verify_table(&self, index: usize) -> Result<(usize, Verification)> {
         let t = &self.schema.tables[index];
         let qualified = self.schema.qualified(&t.name);
         let sql = verify::checksum_sql(&qualified, t.columns.iter().map(|c| c.name.as_str()));
-        let src = async {
-            let mut conn = self.source_session().await?;
-            exec(&mut conn, verify::SESSION_SETTINGS.into(), "setting up verification", &qualified).await?;
-            verify::checksum(&mut conn, &sql, &qualified).await
-        };
-        let tgt = async {
-            let mut conn = open(&self.config.target, &self.config.application_name).await?;
-            exec(&mut conn, verify::SESSION_SETTINGS.into(), "setting up verification", &qualified).await?;
-            verify::checksum(&mut conn, &sql, &qualified).await
-        };
-        let (source, target) = futures::try_join!(src, tgt)?;
-        Ok((index, Verification { source, target }))
+        let (verification, _) = retrying(&self.config.retry, "verifying", &qualified, || async {
+            let src = async {
+                let mut conn = self.source_session().await?;
+                exec(&mut conn, verify::SESSION_SETTINGS.into(), "setting up verification", &qualified)
+                    .await?;
+                verify::checksum(&mut conn, &sql, &qualified).await
+            };
+            let tgt = async {
+                let mut conn = open(&self.config.target, &self.config.application_name).await?;
+                exec(&mut conn, verify::SESSION_SETTINGS.into(), "setting up verification", &qualified)
+                    .await?;
+                verify::checksum(&mut conn, &sql, &qualified).await
+            };
+            let (source, target) = futures::try_join!(src, tgt)?;
+            Ok(Verification { source, target })
+        })
+        .await?;
+        Ok((index, verification))
+    }
+}
+
+/// A table copied by [`Run::copy_table`].
+struct Copied {
+    index: usize,
+    moved: pipe::Moved,
+    retries: u32,
+    elapsed: Duration,
+}
+
+/// Runs `work` until it succeeds or fails with an error that `policy` does not retry (not
+/// retryable, or the retries used up), waiting the policy's back-off between tries. Returns the
+/// value and the number of retries. `what` and `object` name the work in the log.
+async fn retrying<T, F, Fut>(policy: &RetryPolicy, what: &str, object: &str, mut work: F) -> Result<(T, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut retries = 0;
+    loop {
+        match work().await {
+            Ok(value) => return Ok((value, retries)),
+            Err(e) => {
+                let Some(wait) = e.next_retry(policy, retries) else { return Err(e) };
+                retries += 1;
+                tracing::warn!(
+                    what,
+                    object,
+                    retry = retries,
+                    of = policy.max_retries,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %etlkit_core::Report::of(&e),
+                    "replicate: retrying after a retryable error"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -522,7 +235,8 @@ impl Run<'_> {
 /// `NOT NULL`, checks) and empty the tables to copy, in one transaction;
 /// (5) per table, one target transaction: `TRUNCATE`, binary `COPY` piped byte for byte from the
 /// source (`FREEZE`), ledger row, `COMMIT` — a table starts once the tables it references are done,
-/// at most `workers` at a time; (6) create missing keys, unique/exclusion constraints and indexes,
+/// at most `workers` at a time, and is copied again (new transaction, same snapshot) after a
+/// retryable error, as [`ReplicateConfig::retry`] allows; (6) create missing keys, unique/exclusion constraints and indexes,
 /// then foreign keys, then set sequences; (7) with `verify`, compare counts and checksums — any
 /// difference is an error ([`ReplicationError::VerificationFailed`]) naming the tables.
 /// A re-run (resume) skips the tables the ledger records as finished, unless their source changed
@@ -533,7 +247,8 @@ impl Run<'_> {
 /// driving the copy, so it should return quickly.
 ///
 /// On error, tables already committed stay committed and recorded in the ledger; tables in flight
-/// are rolled back. [`PgError::is_retryable`] says whether running again (which resumes) can help.
+/// are rolled back. [`ReplicationError::is_retryable`] says whether running again (which resumes)
+/// can help.
 pub async fn replicate(
     config: &ReplicateConfig,
     on_progress: &(dyn Fn(&TableProgress<'_>) + Send + Sync),
@@ -555,7 +270,7 @@ pub async fn replicate(
     let snapshot: String = sqlx::query("SELECT pg_export_snapshot()")
         .fetch_one(&mut coord)
         .await
-        .map_err(|e| PgError::db("exporting the replication snapshot", src_name.clone(), e))?
+        .map_err(|e| db("exporting the replication snapshot", src_name.clone(), e))?
         .get(0);
     let ledger_here = config.ledger.schema.as_deref().unwrap_or("public") == config.schema;
     let exclude = ledger_here.then_some(config.ledger.name.as_str());
@@ -590,7 +305,7 @@ pub async fn replicate(
     .bind(&schema.schema)
     .fetch_all(&mut admin)
     .await
-    .map_err(|e| PgError::db("reading the target catalog", tgt_name.clone(), e))?
+    .map_err(|e| db("reading the target catalog", tgt_name.clone(), e))?
     .into_iter()
     .map(|r| r.get(0))
     .collect();
@@ -613,7 +328,7 @@ pub async fn replicate(
         let check_started = Instant::now();
         let recorded_tables: Vec<usize> = (0..n).filter(|&i| recorded(i)).collect();
         let now: Vec<(usize, u64, String)> =
-            futures::stream::iter(recorded_tables.iter().map(|&i| run.source_fingerprint(i)))
+            futures::stream::iter(recorded_tables.iter().copied().map(|i| run.source_fingerprint(i)))
                 .buffer_unordered(config.workers)
                 .try_collect()
                 .await?;
@@ -675,8 +390,7 @@ pub async fn replicate(
             return Err(ReplicationError::ForeignKeyCycle {
                 tables: members.iter().map(|&i| schema.qualified(names[i])).collect(),
                 constraint: format!("{} on {}", quote_ident(&fk.name), schema.qualified(&fk.table)),
-            }
-            .into());
+            });
         }
     }
     let to_empty: Vec<bool> = (0..n).map(|i| copy[i] && exists(i)).collect();
@@ -743,6 +457,7 @@ pub async fn replicate(
                 rows,
                 bytes: 0,
                 copy_messages: 0,
+                retries: 0,
                 elapsed: Duration::ZERO,
                 verification: None,
             });
@@ -764,7 +479,8 @@ pub async fn replicate(
             peak = peak.max(running.len());
         }
         let Some(done) = running.next().await else { break };
-        let (i, rows, bytes, messages, elapsed) = done?;
+        let Copied { index: i, moved, retries, elapsed } = done?;
+        let (rows, bytes) = (moved.rows, moved.bytes);
         left_in_component[plan.component_of[i]] -= 1;
         tracing::info!(
             table = names[i],
@@ -779,7 +495,8 @@ pub async fn replicate(
             status: if config.resume && recorded(i) { TableStatus::Recopied } else { TableStatus::Copied },
             rows,
             bytes,
-            copy_messages: messages,
+            copy_messages: moved.messages,
+            retries,
             elapsed,
             verification: None,
         });
@@ -803,7 +520,7 @@ pub async fn replicate(
     .bind(&run.schema.schema)
     .fetch_all(&mut admin)
     .await
-    .map_err(|e| PgError::db("reading the target catalog", tgt_name.clone(), e))?
+    .map_err(|e| db("reading the target catalog", tgt_name.clone(), e))?
     .into_iter()
     .map(|r| ((r.get(0), r.get(1)), r.get(2)))
     .collect();
@@ -842,7 +559,7 @@ pub async fn replicate(
                                 .bind(&q)
                                 .fetch_one(&mut admin)
                                 .await
-                                .map_err(|e| PgError::db("reading the target catalog", q.clone(), e))?
+                                .map_err(|e| db("reading the target catalog", q.clone(), e))?
                                 .get::<bool, _>(0)
                         }
                         None => true,
@@ -895,7 +612,7 @@ pub async fn replicate(
                     .bind(&c.name)
                     .fetch_one(&mut admin)
                     .await
-                    .map_err(|e| PgError::db("reading the target catalog", tgt_name.clone(), e))?
+                    .map_err(|e| db("reading the target catalog", tgt_name.clone(), e))?
                     .get(0);
                 if let Some(tgt) = tgt {
                     seqs.push((src_seq.clone(), tgt));
@@ -907,7 +624,7 @@ pub async fn replicate(
         let row = sqlx::query(AssertSqlSafe(format!("SELECT last_value, is_called FROM {src_seq}")))
             .fetch_one(&mut coord)
             .await
-            .map_err(|e| PgError::db("reading a source sequence", src_seq.clone(), e))?;
+            .map_err(|e| db("reading a source sequence", src_seq.clone(), e))?;
         let (last, called): (i64, bool) = (row.get(0), row.get(1));
         sqlx::query("SELECT setval($1::regclass, $2, $3)")
             .bind(&tgt_seq)
@@ -915,7 +632,7 @@ pub async fn replicate(
             .bind(called)
             .execute(&mut admin)
             .await
-            .map_err(|e| PgError::db("setting a target sequence", tgt_seq.clone(), e))?;
+            .map_err(|e| db("setting a target sequence", tgt_seq.clone(), e))?;
     }
 
     let post_data_elapsed = post_started.elapsed();
@@ -971,7 +688,7 @@ pub async fn replicate(
         .map(|t| run.schema.qualified(&t.table))
         .collect();
     if !differ.is_empty() {
-        return Err(ReplicationError::VerificationFailed { tables: differ, report: Box::new(report) }.into());
+        return Err(ReplicationError::VerificationFailed { tables: differ, report: Box::new(report) });
     }
     Ok(report)
 }
@@ -990,14 +707,9 @@ pub async fn pipe_table(
     chunk_bytes: usize,
 ) -> Result<u64> {
     if columns.is_empty() {
-        return Err(PgError::InvalidConfig { field: "columns", reason: "must not be empty".into() });
+        return Err(ReplicationError::InvalidConfig { field: "columns", reason: "must not be empty".into() });
     }
-    if !(8 << 10..=64 << 20).contains(&chunk_bytes) {
-        return Err(PgError::InvalidConfig {
-            field: "chunk_bytes",
-            reason: "must be between 8 KiB and 64 MiB".into(),
-        });
-    }
+    check_chunk_bytes(chunk_bytes)?;
     let list = column_list(columns.iter().map(String::as_str));
     let q = table.quoted();
     let copy_out = format!("COPY (SELECT {list} FROM ONLY {q}) TO STDOUT (FORMAT binary)");
@@ -1008,30 +720,48 @@ pub async fn pipe_table(
     Ok(moved.rows)
 }
 
-/// Runs post-data jobs, `workers` at a time, each on its own connection, its statements in order;
-/// deadlocks and serialization failures between concurrent `ALTER TABLE`s are retried.
+/// Runs post-data jobs, `workers` at a time, each on its own connection, its statements in order.
+/// A statement that fails with a retryable error (deadlocks and serialization failures between
+/// concurrent `ALTER TABLE`s, a lost connection) runs again on a new connection, as
+/// [`ReplicateConfig::retry`] allows.
 async fn post_data(config: &ReplicateConfig, jobs: Vec<Vec<PostData>>) -> Result<()> {
     futures::stream::iter(jobs.into_iter().filter(|j| !j.is_empty()).map(|job| async move {
-        let mut conn = open(&config.target, &config.application_name).await?;
+        let mut conn: Option<PgConnection> = None;
         for item in job {
-            let mut attempt = 0;
+            let object = format!("{} on {}", quote_ident(&item.name), quote_ident(&item.table));
+            let mut retries = 0;
             loop {
-                match sqlx::raw_sql(AssertSqlSafe(item.sql.clone())).execute(&mut conn).await {
-                    Ok(_) => break,
-                    Err(sqlx::Error::Database(db))
-                        if attempt < 5 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
-                    {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                    }
-                    Err(source) => {
-                        return Err(PgError::from(ReplicationError::PostData {
-                            object: format!("{} on {}", quote_ident(&item.name), quote_ident(&item.table)),
+                let tried = async {
+                    let c = match conn.as_mut() {
+                        Some(c) => c,
+                        None => conn.insert(open(&config.target, &config.application_name).await?),
+                    };
+                    sqlx::raw_sql(AssertSqlSafe(item.sql.clone())).execute(c).await.map_err(|source| {
+                        ReplicationError::PostData(Box::new(PostDataFailed {
                             sql: item.sql.clone(),
-                            source,
-                        }));
-                    }
+                            source: PgError::Database {
+                                action: "creating an index or constraint",
+                                table: object.clone(),
+                                source,
+                            },
+                        }))
+                    })
                 }
+                .await;
+                let Err(e) = tried else { break };
+                let Some(wait) = e.next_retry(&config.retry, retries) else { return Err(e) };
+                retries += 1;
+                tracing::warn!(
+                    object,
+                    retry = retries,
+                    of = config.retry.max_retries,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %etlkit_core::Report::of(&e),
+                    "replicate: retrying a post-data statement after a retryable error"
+                );
+                // A new session: the old one may be broken, and a deadlock victim's is no better.
+                conn = None;
+                tokio::time::sleep(wait).await;
             }
         }
         Ok(())
@@ -1046,29 +776,21 @@ async fn post_data(config: &ReplicateConfig, jobs: Vec<Vec<PostData>>) -> Result
 mod tests {
     use super::*;
 
+    fn send<T: Send>(_: &T) {}
+
     #[test]
-    fn defaults_validate_once_urls_are_set_and_bad_values_are_named() {
-        assert!(matches!(
-            ReplicateConfig::default().validate(),
-            Err(PgError::InvalidConfig { field: "source", .. })
-        ));
-        let ok = ReplicateConfig {
-            source: DatabaseUrl::new("postgres://a@h/s"),
-            target: DatabaseUrl::new("postgres://a@h/t"),
-            ..Default::default()
+    fn runs_can_be_spawned() {
+        // Never polled: only the futures' types matter.
+        let config = ReplicateConfig::default();
+        let quiet = |_: &TableProgress<'_>| {};
+        send(&replicate(&config, &quiet));
+        let connect = async {
+            let mut source = PgConnection::connect("postgres://localhost/a").await?;
+            let mut target = PgConnection::connect("postgres://localhost/b").await?;
+            Ok::<_, sqlx::Error>(
+                pipe_table(&mut source, &mut target, &TableRef::new("t"), &[], 8 << 10).await,
+            )
         };
-        ok.validate().unwrap();
-        for (cfg, field) in [
-            (ReplicateConfig { workers: 0, ..ok.clone() }, "workers"),
-            (ReplicateConfig { chunk_bytes: 100, ..ok.clone() }, "chunk_bytes"),
-            (ReplicateConfig { progress_interval: Duration::ZERO, ..ok.clone() }, "progress_interval"),
-            (ReplicateConfig { tables: vec!["a".into(), "a".into()], ..ok.clone() }, "tables"),
-            (ReplicateConfig { schema: String::new(), ..ok.clone() }, "schema"),
-        ] {
-            match cfg.validate() {
-                Err(PgError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
-                other => panic!("{field}: {other:?}"),
-            }
-        }
+        send(&connect);
     }
 }

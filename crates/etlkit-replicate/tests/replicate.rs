@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use etlkit_postgres::{
-    DatabaseUrl, PgError, ReplicateConfig, ReplicationError, TableProgress, TableRef, TableStatus,
-    pipe_table, replicate,
+use etlkit_postgres::{DatabaseUrl, TableRef};
+use etlkit_replicate::{
+    ReplicateConfig, ReplicationError, RetryPolicy, TableProgress, TableStatus, pipe_table, replicate,
 };
 use etlkit_testkit::PgServer;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
@@ -139,7 +139,7 @@ async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
     // Tamper with the target: a re-run skips every table (ledger) and verification catches it.
     exec(&target, "DELETE FROM users WHERE id = 301; DELETE FROM votes WHERE id = 3001; UPDATE votes SET weight = 42 WHERE id = 7").await;
     let err = replicate(&cfg, &no_progress).await.unwrap_err();
-    let PgError::Replication(ReplicationError::VerificationFailed { tables, report }) = err else {
+    let ReplicationError::VerificationFailed { tables, report } = err else {
         panic!("expected a verification error, got {err:?}");
     };
     assert_eq!(tables, ["\"public\".\"votes\""]);
@@ -165,29 +165,34 @@ async fn qa_schema_replicates_in_foreign_key_order_and_verifies() {
     assert_eq!(replicated, BTreeSet::from(QA_TABLES));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
-    let source = qa_source(300).await;
-    let target = fresh().await;
-    let app = "etlkit-crash-test";
-    let cfg = ReplicateConfig {
-        workers: 1,
-        chunk_bytes: 8 << 10,
-        progress_interval: Duration::from_nanos(1),
-        application_name: app.into(),
-        verify: true,
-        ..config(&source, &target)
-    };
-    let killed = AtomicBool::new(false);
-    let terminated = AtomicU64::new(0);
-    let mid_table_events = AtomicU64::new(0);
-    let kill = |p: &TableProgress<'_>| {
-        if !p.done {
-            mid_table_events.fetch_add(1, Ordering::Relaxed);
+/// Terminates, once, the target session loading `votes` (application `app`) while its COPY is
+/// mid-stream: the first progress report of `votes` with rows sent. Counts the terminated sessions
+/// and the progress reports made before a table was done.
+struct KillVotesOnce {
+    target: String,
+    app: &'static str,
+    killed: AtomicBool,
+    terminated: AtomicU64,
+    mid_table_events: AtomicU64,
+}
+
+impl KillVotesOnce {
+    fn new(target: &str, app: &'static str) -> Self {
+        KillVotesOnce {
+            target: target.to_owned(),
+            app,
+            killed: AtomicBool::new(false),
+            terminated: AtomicU64::new(0),
+            mid_table_events: AtomicU64::new(0),
         }
-        if p.table == "votes" && !p.done && p.rows > 0 && !killed.swap(true, Ordering::SeqCst) {
-            // Terminate the loader's target session while its COPY is mid-stream.
-            let target = target.clone();
+    }
+
+    fn on_progress(&self, p: &TableProgress<'_>) {
+        if !p.done {
+            self.mid_table_events.fetch_add(1, Ordering::Relaxed);
+        }
+        if p.table == "votes" && !p.done && p.rows > 0 && !self.killed.swap(true, Ordering::SeqCst) {
+            let (target, app) = (self.target.clone(), self.app);
             let n = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
@@ -206,9 +211,29 @@ async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
             })
             .join()
             .unwrap();
-            terminated.store(n as u64, Ordering::SeqCst);
+            self.terminated.store(n as u64, Ordering::SeqCst);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
+    let source = qa_source(300).await;
+    let target = fresh().await;
+    let app = "etlkit-crash-test";
+    let cfg = ReplicateConfig {
+        workers: 1,
+        chunk_bytes: 8 << 10,
+        progress_interval: Duration::from_nanos(1),
+        application_name: app.into(),
+        verify: true,
+        // No retries: the lost connection fails the run (the next test retries it).
+        retry: RetryPolicy::NONE,
+        ..config(&source, &target)
     };
+    let probe = KillVotesOnce::new(&target, app);
+    let kill = |p: &TableProgress<'_>| probe.on_progress(p);
+    let (terminated, mid_table_events) = (&probe.terminated, &probe.mid_table_events);
     let err = replicate(&cfg, &kill).await.unwrap_err();
     assert_eq!(terminated.load(Ordering::SeqCst), 1);
     assert!(err.is_retryable(), "{err:?}");
@@ -236,6 +261,40 @@ async fn killed_target_connection_fails_retryably_and_rerun_resumes() {
     assert!(votes.copy_messages <= votes.bytes / (8 << 10) + 1, "{votes:?}");
     assert!(votes.copy_messages >= votes.bytes / ((8 << 10) + 200), "{votes:?}");
     assert_eq!(report.peak_parallel_tables, 1);
+    let ledger = strings(&target, "SELECT table_name FROM etlkit.replication_ledger ORDER BY 1").await;
+    assert_eq!(ledger, QA_TABLES);
+    assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_target_connection_is_retried_by_the_retry_policy_to_exact_counts() {
+    let source = qa_source(300).await;
+    let target = fresh().await;
+    let app = "etlkit-retry-test";
+    let cfg = ReplicateConfig {
+        workers: 1,
+        chunk_bytes: 8 << 10,
+        progress_interval: Duration::from_nanos(1),
+        application_name: app.into(),
+        verify: true,
+        retry: RetryPolicy {
+            max_retries: 1,
+            initial_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        },
+        ..config(&source, &target)
+    };
+    let probe = KillVotesOnce::new(&target, app);
+    let report = replicate(&cfg, &|p: &TableProgress<'_>| probe.on_progress(p)).await.unwrap();
+    assert_eq!(probe.terminated.load(Ordering::SeqCst), 1);
+    assert!(report.verified, "{report:#?}");
+    for t in &report.tables {
+        assert_eq!(t.status, TableStatus::Copied, "{}", t.table);
+        assert_eq!(t.retries, u32::from(t.table == "votes"), "{}", t.table);
+    }
+    let votes = report.tables.iter().find(|t| t.table == "votes").unwrap();
+    assert_eq!(votes.rows, 3000);
+    assert_eq!(scalar(&target, "SELECT count(*) FROM votes").await, 3000);
     let ledger = strings(&target, "SELECT table_name FROM etlkit.replication_ledger ORDER BY 1").await;
     assert_eq!(ledger, QA_TABLES);
     assert_eq!(definitions(&source, "public").await, definitions(&target, "public").await);
@@ -284,7 +343,7 @@ async fn foreign_key_cycle_loads_with_keys_after_data_or_is_refused_before_writi
     exec(&enforced, ddl).await;
     let err = replicate(&config(&source, &enforced), &no_progress).await.unwrap_err();
     match &err {
-        PgError::Replication(ReplicationError::ForeignKeyCycle { tables, constraint }) => {
+        ReplicationError::ForeignKeyCycle { tables, constraint } => {
             assert_eq!(tables, &["\"public\".\"a\"", "\"public\".\"b\""].map(String::from));
             assert!(constraint.contains("a_b_fk") || constraint.contains("b_a_id_fkey"), "{constraint}");
         }
@@ -405,7 +464,7 @@ async fn a_run_whose_verification_fails_returns_an_error_naming_the_tables() {
     }
     assert!(!err.is_retryable(), "{err:?}");
     match err {
-        PgError::Replication(ReplicationError::VerificationFailed { tables, report }) => {
+        ReplicationError::VerificationFailed { tables, report } => {
             assert_eq!(tables, ["\"public\".\"comments\"", "\"public\".\"votes\""]);
             let comments = report.tables.iter().find(|t| t.table == "comments").unwrap();
             let v = comments.verification.as_ref().unwrap();
@@ -475,7 +534,7 @@ async fn re_copying_a_parent_without_the_tables_that_reference_it_is_refused_nam
     }
     assert!(!err.is_retryable(), "{err:?}");
     match &err {
-        PgError::Replication(ReplicationError::StillReferenced { table, referenced_by }) => {
+        ReplicationError::StillReferenced { table, referenced_by } => {
             assert_eq!(table, "\"public\".\"users\"");
             let expected = ["badges", "comments", "posts", "votes"].map(|t| format!("\"public\".\"{t}\""));
             assert_eq!(referenced_by, &expected);
@@ -528,7 +587,7 @@ async fn a_rerun_over_a_foreign_key_cycle_resumes_and_a_full_resync_works() {
 }
 
 /// Status of each table of a report, by name.
-fn statuses(report: &etlkit_postgres::ReplicationReport) -> Vec<(String, TableStatus)> {
+fn statuses(report: &etlkit_replicate::ReplicationReport) -> Vec<(String, TableStatus)> {
     report.tables.iter().map(|t| (t.table.clone(), t.status)).collect()
 }
 

@@ -1,19 +1,25 @@
 //! The byte pipe: `COPY ... TO STDOUT (FORMAT binary)` on the source streamed straight into
-//! `COPY ... FROM STDIN (FORMAT binary)` on the target. Nothing is decoded; the stream is only walked
+//! `COPY ... FROM STDIN (FORMAT binary)` on the target, through `etlkit-postgres`'s one COPY-in
+//! path ([`copy_in`], fed by [`SourceChunks`]). Nothing is decoded; the stream is only walked
 //! to count tuples (for progress, and to check the target loaded exactly what the source sent) and
 //! to fingerprint them ([`TupleCounter::fingerprint`]: what the ledger records, so a resumed run can
 //! tell whether a finished table's source changed since).
 //!
 //! Memory is bounded: the reader fills buffers of `chunk_bytes`, at most two wait in a channel while
-//! the writer sends one, so a table in flight holds about four chunks whatever its size.
+//! the COPY-in path sends from its own buffer, so a table in flight holds about five chunks whatever
+//! its size.
 
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use etlkit_postgres::PgError;
+use etlkit_postgres::copy_in::{CopyData, CopyFlow, copy_in};
 use futures::StreamExt;
 use sqlx::PgConnection;
+use tokio::sync::mpsc;
 
-use crate::error::{PgError, Result};
+use crate::error::{ReplicationError, Result, db};
 
 /// Counts and fingerprints tuples in a binary COPY stream fed in arbitrary pieces.
 #[derive(Debug, Clone)]
@@ -245,80 +251,129 @@ pub(crate) struct Moved {
     pub fingerprint: String,
 }
 
-/// Streams `copy_out` on `source` into `copy_in` on `target` (both connections already inside their
-/// transactions). `progress(rows, bytes, done)` is called at most every `interval` while data moves.
+/// What the source side hands the target side: a chunk of the COPY stream (with the tuples
+/// counted up to its end), or the end of a complete stream.
+enum Piece {
+    Chunk(Bytes, u64),
+    End,
+}
+
+/// [`CopyData`] for `etlkit-postgres`'s COPY-in path: the chunks of the source's `COPY TO STDOUT`
+/// stream as the reader hands them over, forwarded unchanged (header and trailer included). The
+/// channel closing before [`Piece::End`] (the reader failed) is an error, so the target's COPY is
+/// aborted instead of finished with part of the rows.
+struct SourceChunks<'a> {
+    rx: mpsc::Receiver<Piece>,
+    /// Tuples and bytes handed to the COPY so far.
+    rows: u64,
+    bytes: u64,
+    copy_out: &'a str,
+    interval: Duration,
+    last: Instant,
+    progress: &'a mut (dyn FnMut(u64, u64) + Send),
+}
+
+impl CopyData for SourceChunks<'_> {
+    async fn fill(&mut self, buf: &mut BytesMut, _want: usize) -> etlkit_postgres::Result<bool> {
+        // Everything handed over before was sent (copy_in fills again only after sending).
+        if self.rows > 0 && self.last.elapsed() >= self.interval {
+            (self.progress)(self.rows, self.bytes);
+            self.last = Instant::now();
+        }
+        match self.rx.recv().await {
+            // Each chunk but the last holds at least `chunk_bytes` (= `want`).
+            Some(Piece::Chunk(chunk, rows)) => {
+                buf.extend_from_slice(&chunk);
+                self.bytes += chunk.len() as u64;
+                self.rows = rows;
+                Ok(true)
+            }
+            Some(Piece::End) => Ok(false),
+            // The reader failed; its error is the one reported.
+            None => Err(PgError::Decode {
+                query: self.copy_out.to_owned(),
+                reason: "the source's COPY stream stopped before its end".into(),
+            }),
+        }
+    }
+}
+
+/// Streams `copy_out` on `source` into `copy_in_sql` on `target` (both connections already inside
+/// their transactions) through `etlkit-postgres`'s COPY-in path, in messages of `chunk_bytes`.
+/// Reading and sending overlap: the reader fills chunks of `chunk_bytes`, at most two wait while
+/// one is sent. `progress(rows, bytes)` is called at most every `interval` while data moves.
 /// Returns what the target's `COPY` reported, checked against the tuples the source sent.
+///
+/// On error the target's COPY is aborted (or the connection is broken); the caller rolls back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pipe(
     source: &mut PgConnection,
     copy_out: &str,
     target: &mut PgConnection,
-    copy_in: &str,
+    copy_in_sql: &str,
     table: &str,
     chunk_bytes: usize,
     interval: Duration,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Moved> {
-    let mut writer =
-        target.copy_in_raw(copy_in).await.map_err(|e| PgError::db("starting COPY FROM STDIN", table, e))?;
-    let mut reader =
-        source.copy_out_raw(copy_out).await.map_err(|e| PgError::db("starting COPY TO STDOUT", table, e))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, u64)>(2);
+    let (tx, rx) = mpsc::channel::<Piece>(2);
 
     let read = async move {
+        let mut reader =
+            source.copy_out_raw(copy_out).await.map_err(|e| db("starting COPY TO STDOUT", table, e))?;
         let mut counter = TupleCounter::default();
         let mut buf = BytesMut::with_capacity(chunk_bytes);
         while let Some(piece) = reader.next().await {
-            let piece = piece.map_err(|e| PgError::db("reading COPY TO STDOUT from the source", table, e))?;
-            counter.feed(&piece).map_err(|reason| PgError::Decode { query: copy_out.to_owned(), reason })?;
+            let piece = piece.map_err(|e| db("reading COPY TO STDOUT from the source", table, e))?;
+            counter.feed(&piece).map_err(|reason| stream_error(table, reason))?;
             buf.extend_from_slice(&piece);
             if buf.len() >= chunk_bytes {
                 let full = std::mem::replace(&mut buf, BytesMut::with_capacity(chunk_bytes)).freeze();
-                if tx.send((full, counter.tuples())).await.is_err() {
-                    // The writer failed; its error is the one to report.
-                    return Ok(counter);
+                if tx.send(Piece::Chunk(full, counter.tuples())).await.is_err() {
+                    // The target side failed; its error is the one to report.
+                    return Ok(None);
                 }
             }
         }
-        if !buf.is_empty() {
-            let _ = tx.send((buf.freeze(), counter.tuples())).await;
-        }
         if !counter.finished() {
-            return Err(PgError::Decode {
-                query: copy_out.to_owned(),
-                reason: "stream ended without trailer".into(),
-            });
+            return Err(stream_error(table, "the stream ended without its trailer".into()));
         }
-        Ok::<_, PgError>(counter)
+        if !buf.is_empty() {
+            let _ = tx.send(Piece::Chunk(buf.freeze(), counter.tuples())).await;
+        }
+        let _ = tx.send(Piece::End).await;
+        Ok::<_, ReplicationError>(Some(counter))
     };
 
+    let messages = AtomicU64::new(0);
+    let mut flow = CopyFlow::new(chunk_bytes);
+    flow.messages = Some(&messages);
     let write = async {
-        let mut moved = Moved::default();
-        let mut last = Instant::now();
-        while let Some((chunk, rows)) = rx.recv().await {
-            moved.bytes += chunk.len() as u64;
-            moved.messages += 1;
-            moved.rows = rows;
-            writer.send(chunk).await.map_err(|e| PgError::db("COPY FROM STDIN into the target", table, e))?;
-            if last.elapsed() >= interval {
-                progress(moved.rows, moved.bytes);
-                last = Instant::now();
-            }
-        }
-        Ok::<_, PgError>((writer, moved))
+        // Owned here, so the channel closes (and the reader stops) as soon as the COPY ends.
+        let mut data =
+            SourceChunks { rx, rows: 0, bytes: 0, copy_out, interval, last: Instant::now(), progress };
+        let mut buf = BytesMut::new();
+        let loaded = copy_in(target, copy_in_sql, table, &mut data, &mut buf, &flow).await;
+        (loaded, data.bytes)
     };
 
-    let (counter, (writer, mut moved)) = futures::try_join!(read, write)?;
-    let loaded = writer.finish().await.map_err(|e| PgError::db("finishing COPY FROM STDIN", table, e))?;
+    let (read, (loaded, bytes)) = futures::join!(read, write);
+    let counter = read?;
+    let loaded = loaded?;
+    let Some(counter) = counter else {
+        return Err(stream_error(table, "the target stopped reading before the end of the stream".into()));
+    };
     if loaded != counter.tuples() {
-        return Err(PgError::Decode {
-            query: copy_out.to_owned(),
-            reason: format!("source sent {} tuples but the target loaded {loaded}", counter.tuples()),
-        });
+        return Err(stream_error(
+            table,
+            format!("the source sent {} tuples but the target loaded {loaded}", counter.tuples()),
+        ));
     }
-    moved.rows = loaded;
-    moved.fingerprint = counter.fingerprint();
-    Ok(moved)
+    Ok(Moved { rows: loaded, bytes, messages: messages.into_inner(), fingerprint: counter.fingerprint() })
+}
+
+fn stream_error(table: &str, reason: String) -> ReplicationError {
+    ReplicationError::CopyStream { table: table.to_owned(), reason }
 }
 
 /// Reads `copy_out` on `source` (inside its transaction) to the end, sending nothing anywhere;
@@ -329,17 +384,14 @@ pub(crate) async fn fingerprint(
     table: &str,
 ) -> Result<(u64, String)> {
     let mut reader =
-        source.copy_out_raw(copy_out).await.map_err(|e| PgError::db("starting COPY TO STDOUT", table, e))?;
+        source.copy_out_raw(copy_out).await.map_err(|e| db("starting COPY TO STDOUT", table, e))?;
     let mut counter = TupleCounter::default();
     while let Some(piece) = reader.next().await {
-        let piece = piece.map_err(|e| PgError::db("reading COPY TO STDOUT from the source", table, e))?;
-        counter.feed(&piece).map_err(|reason| PgError::Decode { query: copy_out.to_owned(), reason })?;
+        let piece = piece.map_err(|e| db("reading COPY TO STDOUT from the source", table, e))?;
+        counter.feed(&piece).map_err(|reason| stream_error(table, reason))?;
     }
     if !counter.finished() {
-        return Err(PgError::Decode {
-            query: copy_out.to_owned(),
-            reason: "stream ended without trailer".into(),
-        });
+        return Err(stream_error(table, "the stream ended without its trailer".into()));
     }
     Ok((counter.tuples(), counter.fingerprint()))
 }

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use sqlx::{PgConnection, Row};
 
-use crate::error::{PgError, Result};
-use crate::identifier::quote_ident;
+use etlkit_postgres::quote_ident;
+
+use crate::error::{ReplicationError, Result, db};
 
 /// One column of a replicated table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub(crate) async fn read_schema(
     selected: &[String],
     exclude: Option<&str>,
 ) -> Result<SourceSchema> {
-    let db = |e| PgError::db("reading the source catalog", quote_ident(schema), e);
+    let db = |e| db("reading the source catalog", quote_ident(schema), e);
     let rows = sqlx::query(
         "SELECT c.oid::int8, c.relname::text, c.relkind::text, c.relpersistence::text, \
                 c.relispartition, pg_total_relation_size(c.oid)::int8 \
@@ -124,12 +125,11 @@ pub(crate) async fn read_schema(
         let kind: String = r.get(2);
         let is_partition: bool = r.get(4);
         if kind == "p" || is_partition {
-            return Err(crate::replicate::ReplicationError::UnsupportedTable {
+            return Err(ReplicationError::UnsupportedTable {
                 table: format!("{}.{}", quote_ident(schema), quote_ident(&name)),
                 reason: "partitioned tables and partitions are not replicated (select the other tables)"
                     .into(),
-            }
-            .into());
+            });
         }
         oids.push(r.get::<i64, _>(0));
         tables.push(Table {
@@ -143,7 +143,7 @@ pub(crate) async fn read_schema(
     }
     for want in &wanted {
         if !tables.iter().any(|t| t.name == *want) {
-            return Err(PgError::TableNotFound {
+            return Err(ReplicationError::TableNotFound {
                 table: format!("{}.{}", quote_ident(schema), quote_ident(want)),
             });
         }
