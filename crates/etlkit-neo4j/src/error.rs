@@ -67,11 +67,14 @@ pub enum GraphError {
     },
     /// A key (or relationship identity) column is NULL and the configuration says to fail.
     #[error(
-        "{spec}: row {row}, column `{column}` is NULL, but it is a key: NULL keys are never merged (set `on_null_key: NullKeyPolicy::Reject` to send such rows to the reject output)"
+        "{spec}: {}, column `{column}` is NULL, but it is a key: NULL keys are never merged (set `on_null_key: NullKeyPolicy::Reject` to send such rows to the reject output)",
+        origin.clone().unwrap_or_else(|| format!("row {row}"))
     )]
     NullKey {
         /// The mapping.
         spec: String,
+        /// Where the input row came from (`file:line`), when known: what the message names.
+        origin: Option<String>,
         /// 1-based row number within the batch handed to the sink.
         row: usize,
         /// The key column.

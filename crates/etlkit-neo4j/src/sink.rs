@@ -99,15 +99,26 @@ impl GraphSink {
         for (spec, cols) in &key_cols {
             for (row, col) in null_rows(&batch, cols) {
                 if self.writer.config().on_null_key == NullKeyPolicy::Fail {
-                    return Err(GraphError::NullKey { spec: spec.clone(), row: row + 1, column: col });
+                    return Err(GraphError::NullKey {
+                        spec: spec.clone(),
+                        origin: ctx.origin(row).map(|o| o.to_string()),
+                        row: row + 1,
+                        column: col,
+                    });
                 }
                 if seen.insert(row) {
-                    ctx.reject(null_key_reject(spec, row, &col)).map_err(GraphError::Reject)?;
+                    ctx.reject(null_key_reject(spec, row, &col, ctx)).map_err(GraphError::Reject)?;
                     bad.push((row, col));
                 }
             }
         }
-        let batch = if bad.is_empty() { batch } else { drop_rows(&batch, &bad)? };
+        let (batch, kept_ctx) = if bad.is_empty() {
+            (batch, None)
+        } else {
+            let (b, c) = drop_rows(&batch, &bad, ctx)?;
+            (b, Some(c))
+        };
+        let ctx = kept_ctx.as_ref().unwrap_or(ctx);
         for n in &self.mapping.nodes {
             self.writer.write_nodes_counted(n, &batch, ctx, Some(&self.run)).await?;
         }

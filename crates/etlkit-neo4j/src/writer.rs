@@ -355,12 +355,13 @@ impl GraphWriter {
                     NullKeyPolicy::Fail => {
                         return Err(GraphError::NullKey {
                             spec: spec.to_owned(),
+                            origin: ctx.origin(i).map(|o| o.to_string()),
                             row: i + 1,
                             column: column.into(),
                         });
                     }
                     NullKeyPolicy::Reject => {
-                        ctx.reject(null_key_reject(spec, i, column)).map_err(GraphError::Reject)?;
+                        ctx.reject(null_key_reject(spec, i, column, ctx)).map_err(GraphError::Reject)?;
                         continue;
                     }
                 }
@@ -660,11 +661,13 @@ fn literal(v: &BoltType) -> String {
     }
 }
 
-/// The reject record for a row whose key column is NULL.
-pub(crate) fn null_key_reject(spec: &str, row: usize, column: &str) -> Rejected {
+/// The reject record for a row whose key column is NULL: the input row's file and line when the
+/// context knows them, else the mapping and the row within the batch.
+pub(crate) fn null_key_reject(spec: &str, row: usize, column: &str, ctx: &Context) -> Rejected {
+    let at = ctx.origin(row);
     Rejected {
-        origin: format!("neo4j {spec}"),
-        line: Some(row as u64 + 1),
+        origin: at.map_or_else(|| format!("neo4j {spec}"), |o| o.source.to_owned()),
+        line: Some(at.map_or(row as u64 + 1, |o| o.line)),
         column: Some(column.to_owned()),
         value: None,
         reason: "key column is NULL; NULL keys are never merged".to_owned(),
@@ -685,12 +688,23 @@ pub(crate) fn null_rows(batch: &RecordBatch, columns: &[&str]) -> Vec<(usize, St
 }
 
 /// `batch` without the given rows.
-pub(crate) fn drop_rows(batch: &RecordBatch, rows: &[(usize, String)]) -> Result<RecordBatch> {
+/// `batch` without `rows`, and a context whose origins follow the rows kept (so later errors still
+/// name the input rows).
+pub(crate) fn drop_rows(
+    batch: &RecordBatch,
+    rows: &[(usize, String)],
+    ctx: &Context,
+) -> Result<(RecordBatch, Context)> {
     let mut keep = vec![true; batch.num_rows()];
     for (i, _) in rows {
         keep[*i] = false;
     }
-    Ok(arrow_select::filter::filter_record_batch(batch, &BooleanArray::from(keep))?)
+    let keep = BooleanArray::from(keep);
+    let kept_ctx = match ctx.origins() {
+        Some(o) => ctx.for_batch(o.filter(&keep)),
+        None => ctx.clone(),
+    };
+    Ok((arrow_select::filter::filter_record_batch(batch, &keep)?, kept_ctx))
 }
 
 #[cfg(test)]

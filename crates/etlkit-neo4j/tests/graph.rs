@@ -161,11 +161,26 @@ async fn null_keys_fail_or_go_to_the_reject_output_and_are_never_merged() {
     let sink = GraphSink::connect(cfg, mapping).unwrap();
     let rejects = Arc::new(MemoryRejects::new());
     let ctx = Context::with_rejects(rejects.clone());
-    assert_eq!(sink.write(batch, &ctx).await.unwrap(), 1);
+    assert_eq!(sink.write(batch.clone(), &ctx).await.unwrap(), 1);
     let rows = rejects.rows();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!((rows[0].line, rows[0].column.as_deref()), (Some(2), Some("pid")));
     assert_eq!((rows[1].line, rows[1].column.as_deref()), (Some(3), Some("company")));
+
+    // With the rows' origins known (as in a pipeline from a file), rejects and errors name the input
+    // file and line, not the row within the batch.
+    let rejects = Arc::new(MemoryRejects::new());
+    let lines = etlkit_core::Origins::lines("people.csv", [10, 12, 15]);
+    let ctx = Context::with_rejects(rejects.clone()).for_batch(lines.clone());
+    assert_eq!(sink.write(batch.clone(), &ctx).await.unwrap(), 1);
+    let rows = rejects.rows();
+    assert_eq!((rows[0].origin.as_str(), rows[0].line), ("people.csv", Some(12)));
+    assert_eq!((rows[1].origin.as_str(), rows[1].line), ("people.csv", Some(15)));
+    let failing =
+        GraphSink::connect(config(2, 10), GraphMapping { nodes: vec![person()], relationships: vec![] })
+            .unwrap();
+    let err = failing.write(batch, &Context::default().for_batch(lines)).await.unwrap_err();
+    assert!(err.to_string().contains("people.csv:12, column `pid` is NULL"), "{err}");
     assert_eq!(scalar(&w, "MATCH (n:Person) RETURN count(n) AS c").await, 1);
     assert_eq!(scalar(&w, "MATCH (n:Person) WHERE n.id IS NULL RETURN count(n) AS c").await, 0);
     assert_eq!(scalar(&w, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS c").await, 1);
