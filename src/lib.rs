@@ -16,6 +16,8 @@
 //! | `dimcache` | `dimcache` — dimension key cache | no |
 //! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | no |
 //! | `neo4j` | `neo4j` — graph sink | no |
+//! | `transform` | `transform` — `DedupByKey`, `Explode`, `RowNumbers` | no |
+//! | `graph` | `graph` — the graph job from any source (implies `neo4j`, `transform`) | no |
 //!
 //! The most used core items are also at the top level: [`Pipeline`], [`PipelineConfig`], [`Source`],
 //! [`Transform`], [`Sink`], [`LoadStats`], [`Error`].
@@ -71,6 +73,8 @@ pub mod arrow {
 
 #[cfg(feature = "dimcache")]
 pub use etlkit_dimcache as dimcache;
+#[cfg(feature = "graph")]
+pub use etlkit_graph as graph;
 #[cfg(feature = "star")]
 pub use etlkit_star as star;
 #[cfg(feature = "hash")]
@@ -79,6 +83,8 @@ pub use etlkit_hash as hash;
 pub use etlkit_neo4j as neo4j;
 #[cfg(feature = "postgres")]
 pub use etlkit_postgres as postgres;
+#[cfg(feature = "transform")]
+pub use etlkit_transform as transform;
 #[cfg(feature = "replicate")]
 pub use etlkit_replicate as replicate;
 #[cfg(any(feature = "csv", feature = "parquet"))]
