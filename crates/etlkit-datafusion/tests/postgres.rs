@@ -1,0 +1,384 @@
+//! PostgreSQL as a DataFusion table, against a real throwaway server (etlkit-testkit; `DATABASE_URL`
+//! reused when set): partitioned snapshot scans equal PgSource, INSERT INTO counts and contents are
+//! exact, and a failing partition leaves the target unchanged and no staging table behind.
+
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, UInt64Array};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use etlkit_core::Source;
+use etlkit_datafusion::{DfError, PgConnector, PgTable, PgTableOptions, datafusion};
+use etlkit_hash::{Algorithm, RowHasher};
+use etlkit_postgres::sqlx::{self, AssertSqlSafe, PgPool, Row};
+use etlkit_postgres::{DatabaseUrl, PgSource, PgSourceConfig, SourceQuery, TableRef, connect};
+use etlkit_testkit::PgServer;
+use futures::TryStreamExt;
+
+async fn fresh() -> (PgPool, String) {
+    static PG: std::sync::LazyLock<Arc<PgServer>> =
+        std::sync::LazyLock::new(|| PgServer::start().expect("test PostgreSQL"));
+    let url = tokio::task::spawn_blocking(|| PG.fresh_database()).await.unwrap().expect("test PostgreSQL");
+    let pool = connect(&DatabaseUrl::new(url.clone()), 4, "df-test").await.unwrap();
+    (pool, url)
+}
+
+async fn exec(pool: &PgPool, sql: &str) {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap().get(0)
+}
+
+fn ctx(partitions: usize) -> SessionContext {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    etlkit_datafusion::register_functions(&ctx);
+    ctx
+}
+
+async fn register(ctx: &SessionContext, url: &str, table: &str, options: PgTableOptions) -> Arc<PgTable> {
+    let connector = PgConnector::new("default", DatabaseUrl::new(url), 8);
+    let t = Arc::new(PgTable::new(connector, TableRef::new(table), options).await.unwrap());
+    ctx.register_table(table, t.clone()).unwrap();
+    t
+}
+
+/// Multiset of row digests (digest → count) over every column of the batches.
+fn digests(batches: &[RecordBatch]) -> BTreeMap<Vec<u8>, usize> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let h = RowHasher::all_columns(Algorithm::Sha256).hash_batch(b).unwrap();
+        for i in 0..h.len() {
+            *out.entry(h.value(i).to_vec()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+async fn pg_source_rows(pool: &PgPool, table: &str) -> Vec<RecordBatch> {
+    let source = PgSource::new(
+        pool.clone(),
+        PgSourceConfig { query: SourceQuery::Table(TableRef::new(table)), batch_size: 1000 },
+    )
+    .await
+    .unwrap();
+    Box::new(source).into_stream(Default::default()).try_collect().await.unwrap()
+}
+
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id bigint PRIMARY KEY, small smallint, n integer NOT NULL, f real, d double precision,
+    amount numeric(12,2), big numeric, name text, code varchar(5), flag boolean, day date,
+    at time, ts timestamp, tz timestamptz, raw bytea, u uuid, js jsonb, tags text[], nums int8[])";
+
+async fn fill_typed(pool: &PgPool, rows: i64) {
+    exec(pool, TYPES_TABLE).await;
+    exec(
+        pool,
+        &format!(
+            "INSERT INTO typed SELECT i, (i % 100)::int2, i::int4 * 3, i / 7.0, i / 3.0, (i * 1.25)::numeric(12,2),
+                (i::numeric * 1000000000000.123), 'name ' || i, substr(md5(i::text), 1, 5), i % 2 = 0,
+                date '2024-01-01' + (i % 400)::int, time '10:00' + (i % 60) * interval '1 minute',
+                timestamp '2024-01-01' + i * interval '1 second', timestamptz '2024-01-01 00:00+00' + i * interval '1 hour',
+                decode(md5(i::text), 'hex'), md5(i::text)::uuid, jsonb_build_object('i', i), ARRAY['a' || i, NULL],
+                ARRAY[i, i * 2]
+             FROM generate_series(1, {rows}) i"
+        ),
+    )
+    .await;
+    // Some NULLs in every nullable column.
+    exec(
+        pool,
+        "UPDATE typed SET small = NULL, f = NULL, d = NULL, amount = NULL, big = NULL, name = NULL, code = NULL,
+           flag = NULL, day = NULL, at = NULL, ts = NULL, tz = NULL, raw = NULL, u = NULL, js = NULL, tags = NULL,
+           nums = NULL WHERE id % 17 = 0",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_scan_equals_pg_source_by_key_and_by_ctid() {
+    let (pool, url) = fresh().await;
+    fill_typed(&pool, 20_000).await;
+    // The same rows in a table without a primary key: ctid page ranges.
+    exec(&pool, "CREATE TABLE heap AS SELECT * FROM typed").await;
+    let want = digests(&pg_source_rows(&pool, "typed").await);
+    assert_eq!(want.values().sum::<usize>(), 20_000);
+    for (table, partitioning) in [("typed", "primary-key ranges"), ("heap", "ctid page ranges")] {
+        for partitions in [1, 3, 7] {
+            let ctx = ctx(partitions);
+            let t = register(&ctx, &url, table, PgTableOptions::default()).await;
+            assert_eq!(t.partitioning(), partitioning);
+            let df = ctx.sql(&format!("SELECT * FROM {table}")).await.unwrap();
+            let plan = df.clone().create_physical_plan().await.unwrap();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+            assert!(shown.contains(&format!("partitions={partitions}")), "{shown}");
+            let got = df.collect().await.unwrap();
+            assert_eq!(got[0].schema(), t.schema_ref_for_test(), "catalog types");
+            assert_eq!(digests(&got), want, "{table} in {partitions} partitions");
+        }
+    }
+}
+
+trait SchemaRefForTest {
+    fn schema_ref_for_test(&self) -> datafusion::arrow::datatypes::SchemaRef;
+}
+impl SchemaRefForTest for PgTable {
+    fn schema_ref_for_test(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        datafusion::datasource::TableProvider::schema(self)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scan_reads_one_snapshot_projection_and_limit_are_pushed_down() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE s (id int PRIMARY KEY, v text)").await;
+    exec(&pool, "INSERT INTO s SELECT i, 'v' || i FROM generate_series(1, 10000) i").await;
+    let ctx = ctx(4);
+    register(&ctx, &url, "s", PgTableOptions::default()).await;
+    // Plan (exports the snapshot), then change the table, then run: the scan sees the planned state.
+    let plan = ctx.sql("SELECT id FROM s").await.unwrap().create_physical_plan().await.unwrap();
+    exec(&pool, "DELETE FROM s WHERE id <= 5000; INSERT INTO s VALUES (20000, 'late')").await;
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 10_000, "every partition read the exported snapshot");
+    assert_eq!(batches[0].num_columns(), 1);
+    let df = ctx.sql("SELECT v FROM s LIMIT 7").await.unwrap();
+    let plan = df.clone().create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    assert!(shown.contains("columns=[v]") && shown.contains("limit=7"), "{shown}");
+    let rows: usize = df.collect().await.unwrap().iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 7);
+    let out = ctx.sql("SELECT count(*) FROM s").await.unwrap().collect().await.unwrap();
+    let n =
+        out[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+    assert_eq!(n, 5001);
+    // No scan connection is left open once the query is done.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let open = scalar(
+        &pool,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlkit-datafusion' AND state LIKE 'idle in%'",
+    )
+    .await;
+    assert_eq!(open, 0);
+}
+
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches[0].column(0).as_any().downcast_ref::<UInt64Array>().unwrap().value(0)
+}
+
+async fn staging_tables(pool: &PgPool) -> i64 {
+    scalar(pool, "SELECT count(*) FROM pg_class WHERE relname LIKE 'etlkit\\_stage\\_%'").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_into_appends_overwrites_and_upserts_exactly() {
+    let (pool, url) = fresh().await;
+    fill_typed(&pool, 5_000).await;
+    exec(&pool, &TYPES_TABLE.replace("CREATE TABLE typed", "CREATE TABLE copy")).await;
+    let ctx = ctx(4);
+    register(&ctx, &url, "typed", PgTableOptions::default()).await;
+    register(&ctx, &url, "copy", PgTableOptions::default()).await;
+    // PostgreSQL to PostgreSQL through DataFusion: scan partitions feed write partitions.
+    let plan =
+        ctx.sql("INSERT INTO copy SELECT * FROM typed").await.unwrap().create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    assert!(shown.contains("PgCommitExec") && shown.contains("PgWriteExec"), "{shown}");
+    let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+    assert_eq!(count_of(&out), 5_000);
+    // Unconstrained `numeric` goes through etlkit-postgres's conform as Decimal128(38, 10), like
+    // PgCopySink: the same values, but a display scale of 10 (1.5 reads back as 1.5000000000).
+    let differ = scalar(
+        &pool,
+        "SELECT count(*) FROM typed t JOIN copy c USING (id) WHERE t.big IS DISTINCT FROM c.big",
+    )
+    .await;
+    assert_eq!(differ, 0, "numeric values");
+    let all_but_big = "id, small, n, f, d, amount, name, code, flag, day, at, ts, tz, raw, u, js, tags, nums";
+    for col in all_but_big.split(", ") {
+        let differ = scalar(
+            &pool,
+            &format!("SELECT count(*) FROM typed t JOIN copy c USING (id) WHERE t.{col}::text IS DISTINCT FROM c.{col}::text"),
+        )
+        .await;
+        assert_eq!(differ, 0, "column {col} differs after the copy");
+    }
+    let read = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let q = SourceQuery::Query(format!("SELECT {all_but_big} FROM {table}"));
+            let source = PgSource::new(pool, PgSourceConfig { query: q, batch_size: 1000 }).await.unwrap();
+            let batches: Vec<RecordBatch> =
+                Box::new(source).into_stream(Default::default()).try_collect().await.unwrap();
+            digests(&batches)
+        }
+    };
+    assert!(read("copy").await == read("typed").await, "row-hash multisets of the copy and the source");
+    assert_eq!(staging_tables(&pool).await, 0);
+
+    // Append the same rows again into a key-less table, then overwrite.
+    exec(&pool, "CREATE TABLE log (id bigint, name text)").await;
+    register(&ctx, &url, "log", PgTableOptions::default()).await;
+    for _ in 0..2 {
+        let out =
+            ctx.sql("INSERT INTO log SELECT id, name FROM typed").await.unwrap().collect().await.unwrap();
+        assert_eq!(count_of(&out), 5_000);
+    }
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM log").await, 10_000);
+    let out = ctx
+        .sql("INSERT OVERWRITE log SELECT id, name FROM typed WHERE id <= 10")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count_of(&out), 10);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM log").await, 10);
+    assert_eq!(scalar(&pool, "SELECT sum(id)::int8 FROM log").await, 55);
+
+    // Upsert on the key: existing rows updated, new rows inserted.
+    let up = ctx.clone();
+    let upsert = PgTableOptions { upsert_key: vec!["id".into()], ..Default::default() };
+    up.deregister_table("copy").unwrap();
+    register(&up, &url, "copy", upsert).await;
+    let out = up
+        .sql("INSERT INTO copy (id, n, name) SELECT id + 4000, -1, 'upserted' FROM typed WHERE id <= 2000")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count_of(&out), 2000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM copy").await, 6_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM copy WHERE name = 'upserted'").await, 2000);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM copy WHERE n = -1 AND id BETWEEN 4001 AND 5000").await,
+        1000
+    );
+    assert_eq!(staging_tables(&pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_from_memory_in_many_partitions_is_exact() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE t (id bigint PRIMARY KEY, name varchar(20), amount numeric(10,2))").await;
+    let ctx = ctx(4);
+    register(&ctx, &url, "t", PgTableOptions::default()).await;
+    let parts: Vec<Vec<RecordBatch>> = (0..6)
+        .map(|p| {
+            (0..3)
+                .map(|b| {
+                    let base = p * 30_000 + b * 10_000;
+                    RecordBatch::try_from_iter([
+                        (
+                            "id",
+                            Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                                base..base + 10_000,
+                            )) as ArrayRef,
+                        ),
+                        (
+                            "name",
+                            Arc::new(datafusion::arrow::array::StringArray::from_iter_values(
+                                (base..base + 10_000).map(|i| format!("n{i}")),
+                            )) as ArrayRef,
+                        ),
+                        (
+                            "amount",
+                            Arc::new(datafusion::arrow::array::Float64Array::from_iter_values(
+                                (base..base + 10_000).map(|i| i as f64 / 4.0),
+                            )) as ArrayRef,
+                        ),
+                    ])
+                    .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let schema = parts[0][0].schema();
+    ctx.register_table("mem", Arc::new(MemTable::try_new(schema, parts).unwrap())).unwrap();
+    let out =
+        ctx.sql("INSERT INTO t SELECT id, name, amount FROM mem").await.unwrap().collect().await.unwrap();
+    assert_eq!(count_of(&out), 180_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 180_000);
+    assert_eq!(scalar(&pool, "SELECT count(DISTINCT id) FROM t").await, 180_000);
+    assert_eq!(scalar(&pool, "SELECT (sum(amount) * 4)::int8 FROM t").await, (0..180_000i64).sum::<i64>());
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t WHERE name <> 'n' || id").await, 0);
+    // The row hash in SQL on what was loaded equals RowHasher on the source rows.
+    let out = ctx.sql("SELECT etlkit_row_hash(id, name) AS h FROM t").await.unwrap().collect().await.unwrap();
+    let mut got: Vec<Vec<u8>> = out
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap().clone();
+            (0..a.len()).map(move |i| a.value(i).to_vec())
+        })
+        .collect();
+    got.sort();
+    let mem = ctx.sql("SELECT id, name FROM mem").await.unwrap().collect().await.unwrap();
+    let mut want: Vec<Vec<u8>> = digests(&mem).into_keys().collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(staging_tables(&pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_partition_leaves_the_target_unchanged_and_no_staging_table() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE t (id bigint PRIMARY KEY, code varchar(3))").await;
+    exec(&pool, "INSERT INTO t VALUES (-1, 'old'), (-2, 'old')").await;
+    let ctx = ctx(4);
+    register(&ctx, &url, "t", PgTableOptions::default()).await;
+    // Four partitions of 50 000 rows; one row of partition 2 is too long for varchar(3).
+    let parts: Vec<Vec<RecordBatch>> = (0..4i64)
+        .map(|p| {
+            let ids = p * 50_000..(p + 1) * 50_000;
+            let codes = ids
+                .clone()
+                .map(|i| if i == 130_000 { "much too long".to_string() } else { "ok".to_string() });
+            vec![
+                RecordBatch::try_from_iter([
+                    ("id", Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(ids)) as ArrayRef),
+                    (
+                        "code",
+                        Arc::new(datafusion::arrow::array::StringArray::from_iter_values(codes)) as ArrayRef,
+                    ),
+                ])
+                .unwrap(),
+            ]
+        })
+        .collect();
+    ctx.register_table("mem", Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap())).unwrap();
+    for sql in ["INSERT INTO t SELECT id, code FROM mem", "INSERT OVERWRITE t SELECT id, code FROM mem"] {
+        let err =
+            ctx.sql(sql).await.unwrap().collect().await.expect_err("a value too long must fail the query");
+        let report = format!("{err}");
+        let df = DfError::find(&err);
+        let mut chain = String::new();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = cur {
+            chain.push_str(&format!(" / {e}"));
+            cur = e.source();
+        }
+        assert!(df.is_some(), "{report}");
+        assert!(chain.contains("too long"), "{chain}");
+        assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 2, "{sql}: target unchanged");
+        assert_eq!(scalar(&pool, "SELECT count(*) FROM t WHERE code = 'old'").await, 2);
+        assert_eq!(staging_tables(&pool).await, 0, "{sql}: no staging table left");
+    }
+    // A bad value that fails in the commit step (a duplicate key across partitions) is rolled back too.
+    let out = ctx.sql("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await.unwrap().collect().await.unwrap();
+    assert_eq!(count_of(&out), 2);
+    let err = ctx.sql("INSERT INTO t VALUES (3, 'c'), (1, 'dup')").await.unwrap().collect().await;
+    assert!(err.is_err());
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 4);
+    assert_eq!(staging_tables(&pool).await, 0);
+}
+
+#[tokio::test]
+async fn connector_debug_hides_the_password() {
+    let c = PgConnector::new("default", DatabaseUrl::new("postgres://u:s3cret-pw@127.0.0.1/db"), 1);
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+}
