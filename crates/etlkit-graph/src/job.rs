@@ -197,8 +197,9 @@ pub struct GraphJobConfig {
     /// Batches buffered between pipeline stages (bounds memory with `batch_size`). Default: 2.
     pub channel_capacity: usize,
     /// Name of a `UInt64` column appended to every source row with its 1-based row number
-    /// ([`RowNumbers`]), for errors and rejects of transforms (point `ExplodeConfig::row_column` at
-    /// it). `None`: no row numbers. Default: `Some("_etlkit_row")`.
+    /// ([`RowNumbers`]). Not needed to name input rows in errors and rejects: the pipeline carries
+    /// each row's origin (file and line for CSV and Parquet sources) to every transform and the sink.
+    /// Useful as data, or for transforms used outside a pipeline. Default: `None`.
     pub row_column: Option<String>,
     /// Write relationships with node-disjoint colouring ([`RelPartition::BothEnds`]) whenever the
     /// writer has more than one worker, whatever the relationship specs say, so parallel relationship
@@ -214,7 +215,7 @@ impl Default for GraphJobConfig {
             sink_workers: 1,
             transform_concurrency: 1,
             channel_capacity: 2,
-            row_column: Some("_etlkit_row".to_owned()),
+            row_column: None,
             colour_relationships: true,
         }
     }
@@ -483,13 +484,14 @@ impl Transform for SkipNullKeys {
         Ok(input.clone())
     }
 
-    fn apply(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
         let cols: Vec<_> = self.columns.iter().filter_map(|c| batch.column_by_name(c)).collect();
         if cols.iter().all(|c| c.null_count() == 0) {
             return Ok(vec![batch]);
         }
         let keep: BooleanArray =
             (0..batch.num_rows()).map(|i| Some(cols.iter().all(|c| c.is_valid(i)))).collect();
+        ctx.keep_rows(&keep);
         Ok(vec![arrow_select::filter::filter_record_batch(&batch, &keep)?])
     }
 }

@@ -87,7 +87,7 @@ fn city_key() -> Vec<Property> {
 type Transforms = etlkit_core::Result<Vec<Arc<dyn Transform>>>;
 
 fn by_person() -> Arc<dyn Transform> {
-    Arc::new(DedupByKey::new(["id"]).row_column("_etlkit_row"))
+    Arc::new(DedupByKey::new(["id"]))
 }
 
 fn skills(path: &Path) -> impl Fn() -> Transforms + Send + Sync + 'static + Clone {
@@ -101,7 +101,6 @@ fn skills(path: &Path) -> impl Fn() -> Transforms + Send + Sync + 'static + Clon
                 element: Some("skill".into()),
                 distinct: vec!["skill".into()],
                 origin: origin.clone(),
-                row_column: Some("_etlkit_row".into()),
                 ..Default::default()
             })?),
         ])
@@ -121,7 +120,6 @@ fn jobs(path: &Path) -> impl Fn() -> Transforms + Send + Sync + 'static + Clone 
                 ],
                 distinct: vec!["company".into()],
                 origin: origin.clone(),
-                row_column: Some("_etlkit_row".into()),
                 ..Default::default()
             })?),
         ])
@@ -248,23 +246,23 @@ async fn messy_csv_loads_exactly_with_disjoint_parallel_writes_and_a_rerun_creat
 async fn a_malformed_json_list_names_file_row_column_and_value_or_is_rejected_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.csv");
-    std::fs::write(&path, "id,name,city,country,skills,jobs,friend\np1,Ann,,,,[],p1\np2,Bob,,,,\"[{\"\"company\"\": \"\"Acme\"\"\",p2\n").unwrap();
+    std::fs::write(&path, "id,name,city,country,skills,jobs,friend\np1,\"Ann\nOn two lines\",,,,[],p1\np2,Bob,,,,\"[{\"\"company\"\": \"\"Acme\"\"\",p2\n").unwrap();
     let writer = Arc::new(GraphWriter::connect(graph_config(1)).unwrap());
     let job = GraphJob::new(writer.clone(), model(&path), csv_input(csv(&path)));
     let err = job.run(|_| {}).await.unwrap_err();
     assert!(matches!(err, GraphJobError::Pass { ref pass, .. } if pass == "companies"), "{err:?}");
     let core: etlkit_core::Error = err.into();
-    let Some(TransformError::Malformed { origin, row, column, value, .. }) =
+    let Some(TransformError::Malformed { origin, line, column, value, .. }) =
         core.find_source::<TransformError>()
     else {
         panic!("{core:?}")
     };
     assert_eq!(
-        (origin.as_str(), *row, column.as_str(), value.as_str()),
-        (path.to_str().unwrap(), Some(2), "jobs", "[{\"company\": \"Acme\"")
+        (origin.as_str(), *line, column.as_str(), value.as_str()),
+        (path.to_str().unwrap(), Some(4), "jobs", "[{\"company\": \"Acme\"")
     );
     let text = core.report().to_string();
-    assert!(text.contains(&format!("{} row 2", path.display())) && text.contains("`jobs`"), "{text}");
+    assert!(text.contains(&format!("{}:4", path.display())) && text.contains("`jobs`"), "{text}");
 
     // Under the reject policy the row is rejected once (not once per pass) and the rest loads.
     let rejects = Arc::new(MemoryRejects::new());
@@ -281,7 +279,6 @@ async fn a_malformed_json_list_names_file_row_column_and_value_or_is_rejected_on
                 ],
                 on_error: etlkit_transform::OnBadList::Reject,
                 origin: origin.clone(),
-                row_column: Some("_etlkit_row".into()),
                 ..Default::default()
             })?),
         ])
@@ -296,7 +293,7 @@ async fn a_malformed_json_list_names_file_row_column_and_value_or_is_rejected_on
     assert_eq!(report.rows_rejected, 1);
     let r = rejects.rows();
     assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!((r[0].line, r[0].column.as_deref()), (Some(2), Some("jobs")));
+    assert_eq!((r[0].line, r[0].column.as_deref()), (Some(4), Some("jobs")));
     assert_eq!(count(&writer, "MATCH (p:Person) RETURN count(p)").await, 2);
     assert_eq!(count(&writer, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r)").await, 0);
 }

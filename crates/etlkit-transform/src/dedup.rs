@@ -30,7 +30,10 @@ const MAX_CONFLICT_WARNINGS: u64 = 20;
 ///   the keys and the [`ignoring`](Self::ignoring) columns) is kept; a repeat whose other columns
 ///   hash differently is a *conflicting* duplicate: still dropped (the first row wins), counted in
 ///   [`conflicts`](Self::conflicts) and logged at `warn` (target `etlkit::transform`, the first 20
-///   one by one with key and row number when a [row number column](Self::row_column) is set).
+///   one by one with key and the input file and line of the repeat — from
+///   [`Context::origin`](etlkit_core::Context::origin), else a [row number column](Self::row_column)).
+/// - Dropped rows are declared with [`Context::keep_rows`], so later stages keep naming the right
+///   input lines.
 /// - **Which row is first.** By default the first in *input order*: the transform declares itself
 ///   order-sensitive ([`TransformProperties::ORDERED`]), so a pipeline runs it with
 ///   `transform_concurrency = 1` (it rejects any other value). [`first_arrival`](Self::first_arrival)
@@ -163,7 +166,7 @@ impl DedupByKey {
         Ok(self.codec.get().expect("just set"))
     }
 
-    fn dedup(&self, batch: RecordBatch) -> Result<(RecordBatch, u64)> {
+    fn dedup(&self, batch: RecordBatch, ctx: &Context) -> Result<(RecordBatch, u64)> {
         let codec = self.codec(&batch.schema())?;
         if batch.schema().fields() != codec.schema.fields() {
             return Err(TransformError::InvalidConfig {
@@ -202,7 +205,7 @@ impl DedupByKey {
                     keep.push(false);
                     dropped += 1;
                     if first != other {
-                        self.conflict(&batch, &key_cols, i);
+                        self.conflict(&batch, ctx, &key_cols, i);
                     }
                 }
                 None => {
@@ -225,12 +228,14 @@ impl DedupByKey {
         if dropped == 0 {
             return Ok((batch, 0));
         }
-        let out = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
+        let keep = BooleanArray::from(keep);
+        ctx.keep_rows(&keep);
+        let out = arrow_select::filter::filter_record_batch(&batch, &keep)
             .map_err(TransformError::arrow(&self.name))?;
         Ok((out, dropped))
     }
 
-    fn conflict(&self, batch: &RecordBatch, key_cols: &[ArrayRef], i: usize) {
+    fn conflict(&self, batch: &RecordBatch, ctx: &Context, key_cols: &[ArrayRef], i: usize) {
         let n = self.conflicts.fetch_add(1, Ordering::Relaxed) + 1;
         if n > MAX_CONFLICT_WARNINGS {
             return;
@@ -239,13 +244,14 @@ impl DedupByKey {
             .iter()
             .map(|c| arrow_cast::display::array_value_to_string(c, i).unwrap_or_else(|_| "?".into()))
             .collect::<Vec<_>>();
-        let row = self
-            .row_column
-            .as_deref()
-            .and_then(|c| batch.column_by_name(c))
-            .and_then(|c| arrow_cast::display::array_value_to_string(c, i).ok())
-            .map(|r| format!(" (row {r})"))
-            .unwrap_or_default();
+        let row = match ctx.origin(i) {
+            Some(o) => format!(" at {o}"),
+            None => (self.row_column.as_deref())
+                .and_then(|c| batch.column_by_name(c))
+                .and_then(|c| arrow_cast::display::array_value_to_string(c, i).ok())
+                .map(|r| format!(" (row {r})"))
+                .unwrap_or_default(),
+        };
         tracing::warn!(
             target: "etlkit::transform",
             "{}: key ({}) = {:?}{row} repeats with different values in its other columns; keeping the first row",
@@ -283,7 +289,7 @@ impl Transform for DedupByKey {
     }
 
     fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
-        let (out, dropped) = self.dedup(batch)?;
+        let (out, dropped) = self.dedup(batch, ctx)?;
         if dropped > 0 {
             ctx.record_deduplicated(dropped);
             self.deduplicated.fetch_add(dropped, Ordering::Relaxed);

@@ -42,15 +42,16 @@ pub enum TransformError {
         /// What the transform reads.
         expected: &'static str,
     },
-    /// A value could not be read (e.g. a malformed JSON list): names where the row came from, the
-    /// column and the value.
-    #[error("{origin}{}: column `{column}`, value {value:?}: {reason}", at(*row))]
+    /// A value could not be read (e.g. a malformed JSON list): names where the row came from (file
+    /// and line), the column and the value.
+    #[error("{origin}{}: column `{column}`, value {value:?}: {reason}", at(*line))]
     Malformed {
-        /// Where the row came from (the configured origin, e.g. a file path or source name).
+        /// Where the row came from: the file (or source name) of the row's origin as the pipeline
+        /// tracks it ([`Context::origin`](etlkit_core::Context::origin)), else the configured origin.
         origin: String,
-        /// 1-based row number in that origin (rows as the source yields them, e.g. CSV records after
-    /// the header; see [`RowNumbers`](crate::RowNumbers)), when known.
-        row: Option<u64>,
+        /// The 1-based physical line in that file (header = line 1), or the 1-based row number for
+        /// sources without lines; `None` when unknown.
+        line: Option<u64>,
         /// The column.
         column: String,
         /// The offending value (cut to 200 characters).
@@ -73,7 +74,7 @@ pub enum TransformError {
 }
 
 fn at(row: Option<u64>) -> String {
-    row.map(|r| format!(" row {r}")).unwrap_or_default()
+    row.map(|r| format!(":{r}")).unwrap_or_default()
 }
 
 impl TransformError {

@@ -83,6 +83,10 @@ pub struct ExplodeConfig {
     pub fields: Vec<ExtractField>,
     /// Keep the list column in the output. Default: `false` (it is removed).
     pub keep_column: bool,
+    /// The other input columns repeated on each output row, in input order; `None`: all of them.
+    /// Naming only the columns needed downstream keeps exploded batches small (every carried column
+    /// is copied once per element). Default: `None`.
+    pub carry: Option<Vec<String>>,
     /// Trim white space around delimited elements. Default: `true`.
     pub trim: bool,
     /// Skip empty elements (`a;;b`, and JSON `null` or `""` elements). Default: `true`.
@@ -93,10 +97,13 @@ pub struct ExplodeConfig {
     pub distinct: Vec<String>,
     /// Fail or reject on a malformed list. Default: [`OnBadList::Fail`].
     pub on_error: OnBadList,
-    /// Where the rows come from, for errors and rejects (e.g. the input file). Default: `"input"`.
+    /// Where the rows come from, for errors and rejects, when the pipeline does not know the row's
+    /// origin ([`Context::origin`]; pipelines over CSV and Parquet sources always do, and then the
+    /// file and line win). Default: `"input"`.
     pub origin: String,
-    /// An integer column with each row's 1-based row or line number in `origin` (see
-    /// [`RowNumbers`](crate::RowNumbers)), named in errors and rejects. Default: `None`.
+    /// An integer column with each row's 1-based row number in `origin` (see
+    /// [`RowNumbers`](crate::RowNumbers)), used for errors and rejects when the context has no origin.
+    /// Default: `None`.
     pub row_column: Option<String>,
 }
 
@@ -108,6 +115,7 @@ impl Default for ExplodeConfig {
             element: None,
             fields: Vec::new(),
             keep_column: false,
+            carry: None,
             trim: true,
             skip_empty: true,
             distinct: Vec::new(),
@@ -183,8 +191,10 @@ enum Val {
 /// (Utf8) and each extracted field, all nullable. An input row with a NULL, blank or empty list
 /// produces no row (counted as filtered by the pipeline); a malformed list (not a JSON array, an
 /// element that is not an object when fields are extracted, a field of the wrong type, a required
-/// field missing) fails the run with [`TransformError::Malformed`] naming origin, row, column and
-/// value, or — with [`OnBadList::Reject`] — goes to [`Context::reject`] with the same details.
+/// field missing) fails the run with [`TransformError::Malformed`] naming file, line, column and
+/// value (from [`Context::origin`], else the configured `origin` and `row_column`), or — with
+/// [`OnBadList::Reject`] — goes to [`Context::reject`] with the same details. The output rows'
+/// origins are declared with [`Context::take_rows`], so later stages name the input line too.
 /// Stateless ([`TransformProperties::PARALLEL`](etlkit_core::TransformProperties::PARALLEL)):
 /// output order within a batch follows the input.
 #[derive(Debug)]
@@ -221,12 +231,11 @@ impl Explode {
                 expected: "Utf8, LargeUtf8 or Utf8View",
             });
         }
-        let mut fields: Vec<Field> = input
-            .fields()
-            .iter()
-            .filter(|f| c.keep_column || f.name() != &c.column)
-            .map(|f| f.as_ref().clone())
-            .collect();
+        if let Some(missing) = c.carry.iter().flatten().find(|n| input.index_of(n).is_err()) {
+            return Err(TransformError::missing(&self.name, missing, input));
+        }
+        let mut fields: Vec<Field> =
+            input.fields().iter().filter(|f| self.carried(f.name())).map(|f| f.as_ref().clone()).collect();
         let new = c
             .element
             .iter()
@@ -243,6 +252,15 @@ impl Explode {
             fields.push(f);
         }
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+    }
+
+    /// Whether input column `name` is in the output.
+    fn carried(&self, name: &str) -> bool {
+        let c = &self.config;
+        if name == c.column {
+            return c.keep_column;
+        }
+        c.carry.as_ref().is_none_or(|keep| keep.iter().any(|k| k == name))
     }
 
     /// The elements of one list value, each a row of output values.
@@ -292,6 +310,14 @@ impl Explode {
         }
     }
 
+    /// Where input row `i` came from: the tracked origin, else the configured origin and row column.
+    fn origin(&self, batch: &RecordBatch, ctx: &Context, i: usize) -> (String, Option<u64>) {
+        match ctx.origin(i) {
+            Some(o) => (o.source.to_owned(), Some(o.line)),
+            None => (self.config.origin.clone(), self.row_number(batch, i)),
+        }
+    }
+
     fn row_number(&self, batch: &RecordBatch, i: usize) -> Option<u64> {
         let col = batch.column_by_name(self.config.row_column.as_deref()?)?;
         if col.is_null(i) {
@@ -323,13 +349,13 @@ impl Explode {
             let elements = match self.parse(text) {
                 Ok(e) => e,
                 Err(reason) => {
-                    let row = self.row_number(&batch, i);
+                    let (origin, line) = self.origin(&batch, ctx, i);
                     let value: String = text.chars().take(200).collect();
                     match c.on_error {
                         OnBadList::Fail => {
                             return Err(TransformError::Malformed {
-                                origin: c.origin.clone(),
-                                row,
+                                origin,
+                                line,
                                 column: c.column.clone(),
                                 value,
                                 reason,
@@ -337,8 +363,8 @@ impl Explode {
                         }
                         OnBadList::Reject => {
                             ctx.reject(Rejected {
-                                origin: c.origin.clone(),
-                                line: row,
+                                origin,
+                                line,
                                 column: Some(c.column.clone()),
                                 value: Some(value),
                                 reason,
@@ -365,10 +391,11 @@ impl Explode {
         if dropped > 0 {
             ctx.record_deduplicated(dropped);
         }
+        ctx.take_rows(&take.iter().map(|&i| i as usize).collect::<Vec<_>>());
         let idx = UInt32Array::from(take);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
-            if c.keep_column || f.name() != &c.column {
+            if self.carried(f.name()) {
                 columns.push(
                     arrow_select::take::take(col, &idx, None).map_err(TransformError::arrow(&self.name))?,
                 );

@@ -1,11 +1,10 @@
 //! [`RowNumbers`]: a [`Source`] adaptor appending each row's 1-based number in the source.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::{RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use etlkit_core::{BatchStream, Context, Error, Source, Stage};
+use etlkit_core::{BatchStream, Context, Error, Source, Stage, TrackedStream};
 use futures::StreamExt;
 
 /// Wraps any [`Source`] and appends a non-nullable `UInt64` column holding each row's 1-based
@@ -13,8 +12,10 @@ use futures::StreamExt;
 /// down can then name the input row ([`ExplodeConfig::row_column`](crate::ExplodeConfig::row_column),
 /// [`DedupByKey::row_column`](crate::DedupByKey::row_column)).
 ///
-/// For a single CSV file with a header and no line breaks inside quoted fields, row `n` is on line
-/// `n + 1`; rows the source rejected are not numbered (the numbers count rows yielded).
+/// Rows the source rejected are not numbered (the numbers count rows yielded). The inner source's
+/// own row origins (file and physical line, see [`Source::into_tracked_stream`]) are passed on
+/// unchanged; they are what errors name when the pipeline has them — the row number is for sources
+/// without origins and for the data itself.
 pub struct RowNumbers {
     inner: Box<dyn Source>,
     column: String,
@@ -59,18 +60,24 @@ impl Source for RowNumbers {
     }
 
     fn into_stream(self: Box<Self>, ctx: Context) -> BatchStream {
+        self.into_tracked_stream(ctx).map(|r| r.map(|(batch, _)| batch)).boxed()
+    }
+
+    /// Forwards the inner source's row origins (file and line) unchanged.
+    fn into_tracked_stream(self: Box<Self>, ctx: Context) -> TrackedStream {
         let RowNumbers { inner, schema, .. } = *self;
-        let next = Arc::new(AtomicU64::new(1));
+        let mut next = 1u64;
         inner
-            .into_stream(ctx)
-            .map(move |b| {
-                let b = b?;
+            .into_tracked_stream(ctx)
+            .map(move |r| {
+                let (b, origins) = r?;
                 let n = b.num_rows() as u64;
-                let first = next.fetch_add(n, Ordering::Relaxed);
                 let mut cols = b.columns().to_vec();
-                cols.push(Arc::new(UInt64Array::from_iter_values(first..first + n)));
-                RecordBatch::try_new(schema.clone(), cols)
-                    .map_err(|e| Error::stage(Stage::Source, "row_numbers", false, e))
+                cols.push(Arc::new(UInt64Array::from_iter_values(next..next + n)));
+                next += n;
+                let b = RecordBatch::try_new(schema.clone(), cols)
+                    .map_err(|e| Error::stage(Stage::Source, "row_numbers", false, e))?;
+                Ok((b, origins))
             })
             .boxed()
     }

@@ -134,12 +134,14 @@ fn explode_delimited_lists_trims_and_skips_empty_elements() {
         element: Some("skill".into()),
         distinct: vec!["skill".into()],
         keep_column: true,
+        carry: Some(vec![]),
         ..Default::default()
     })
     .unwrap();
     let out = e.apply(b, &Context::default()).unwrap().remove(0);
     assert_eq!(col(&out, "skill"), [Some("Rust".into()), Some("SQL".into())]);
     assert_eq!(col(&out, "skills")[0].as_deref(), Some(" Rust ; SQL;;Rust"));
+    assert!(out.column_by_name("id").is_none(), "not carried");
 }
 
 #[test]
@@ -173,16 +175,16 @@ fn a_malformed_list_names_origin_row_column_and_value() {
         let e = Explode::new(jobs_config()).unwrap();
         let err = e.apply(b, &Context::default()).unwrap_err();
         let inner = err.find_source::<TransformError>().expect("a TransformError");
-        let TransformError::Malformed { origin, row, column, value: v, reason: r } = inner else {
+        let TransformError::Malformed { origin, line, column, value: v, reason: r } = inner else {
             panic!("{inner:?}")
         };
         assert_eq!(
-            (origin.as_str(), *row, column.as_str(), v.as_str()),
+            (origin.as_str(), *line, column.as_str(), v.as_str()),
             ("people.csv", Some(7), "jobs", value)
         );
         assert!(r.contains(reason), "{r:?} should contain {reason:?}");
         let text = err.report().to_string();
-        assert!(text.contains("people.csv row 7") && text.contains("`jobs`") && text.contains(reason), "{text}");
+        assert!(text.contains("people.csv:7") && text.contains("`jobs`") && text.contains(reason), "{text}");
     }
 }
 
@@ -225,7 +227,7 @@ async fn in_a_pipeline_bad_lists_are_rejected_with_their_row_and_duplicates_coun
     assert_eq!(r.len(), 1);
     assert_eq!(
         (r[0].origin.as_str(), r[0].line, r[0].column.as_deref(), r[0].value.as_deref()),
-        ("people.csv", Some(4), Some("jobs"), Some("[oops"))
+        ("memory", Some(4), Some("jobs"), Some("[oops"))
     );
     // The order-sensitive dedup refuses parallel transforms instead of silently serialising.
     let b = strings(&[("id", vec![Some("x")])]);
