@@ -338,7 +338,6 @@ pub(crate) fn write_learners(out: &std::path::Path, rows: usize, seed: u64) -> s
     Ok(distinct)
 }
 
-#[allow(dead_code)] // unused when benches/graph.rs includes this file as a module
 fn main() -> etlkit_core::Reported {
     run().into()
 }
