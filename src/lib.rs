@@ -18,8 +18,6 @@
 //! | `neo4j` | `neo4j` — graph sink | no |
 //! | `transform` | `transform` — `DedupByKey`, `Explode`, `RowNumbers` | no |
 //! | `graph` | `graph` — the graph job from any source (implies `neo4j`, `transform`) | no |
-//! | `transform` | `transform` — `DedupByKey`, `Explode`, `RowNumbers` | no |
-//! | `graph` | `graph` — the graph job from any source (implies `neo4j`, `transform`) | no |
 //!
 //! The most used core items are also at the top level: [`Pipeline`], [`PipelineConfig`], [`Source`],
 //! [`Transform`], [`Sink`], [`LoadStats`], [`Error`].
@@ -77,8 +75,6 @@ pub mod arrow {
 pub use etlkit_dimcache as dimcache;
 #[cfg(feature = "graph")]
 pub use etlkit_graph as graph;
-#[cfg(feature = "graph")]
-pub use etlkit_graph as graph;
 #[cfg(feature = "star")]
 pub use etlkit_star as star;
 #[cfg(feature = "hash")]
@@ -87,8 +83,6 @@ pub use etlkit_hash as hash;
 pub use etlkit_neo4j as neo4j;
 #[cfg(feature = "postgres")]
 pub use etlkit_postgres as postgres;
-#[cfg(feature = "transform")]
-pub use etlkit_transform as transform;
 #[cfg(feature = "transform")]
 pub use etlkit_transform as transform;
 #[cfg(feature = "replicate")]
