@@ -14,7 +14,7 @@ use etlkit_postgres::{
     DatabaseUrl, PgDimensionConfig, PgDimensionStore, PgStarConfig, PgStarSink, RetryPolicy, StarLoadMode,
     TableRef, connect, pg_type_for, quote_ident,
 };
-use etlkit_source::{OpenOptions, list_inputs, open_file};
+use etlkit_source::{OpenOptions, list_inputs, open_file, run_each};
 
 use crate::bulk::{self, BulkGate, BulkPolicy, Gated, LEDGER_DDL, LoadLock, Tables};
 use crate::dedup::{DedupStrategy, RowHash, pass_config, seed};
@@ -583,20 +583,19 @@ impl StarJob {
         dedup: Option<&Arc<Dedup>>,
         quiet_rejects: bool,
     ) -> Result<LoadStats> {
-        let mut total = LoadStats::default();
-        for p in planned {
+        let files: Vec<PathBuf> = planned.iter().map(|p| p.file.clone()).collect();
+        // One pipeline run per file (files may name their columns differently), stats summed.
+        run_each(&files, |file| async move {
+            let p = planned.iter().find(|p| p.file == file).expect("a planned file");
             let outside_before = dedup.map_or(0, |d| d.outside_partition());
-            let stats = self
-                .load_file(load, p, dedup, quiet_rejects)
-                .await
-                .map_err(|e| StarError::Load { file: p.file.clone(), source: Box::new(e) })?;
+            let stats = self.load_file(load, p, dedup, quiet_rejects).await?;
             let outside = dedup.map_or(0, |d| d.outside_partition()) - outside_before;
             if stats.rows_filtered != outside {
                 return Err(StarError::Accounting(format!(
-                    "{}: {} rows filtered, {outside} of them left to another de-duplication pass",
-                    p.file.display(),
+                    "{} rows filtered, {outside} of them left to another de-duplication pass",
                     stats.rows_filtered
-                )));
+                ))
+                .into());
             }
             tracing::info!(
                 file = %p.file.display(),
@@ -608,9 +607,17 @@ impl StarJob {
                 elapsed = ?stats.elapsed,
                 "file loaded"
             );
-            total.merge(&stats);
-        }
-        Ok(total)
+            Ok(stats)
+        })
+        .await
+        .map_err(|e| {
+            // `run_each` names the file as the failed stage.
+            let file = match &e {
+                etlkit_core::Error::Stage { name, .. } => PathBuf::from(name),
+                _ => PathBuf::new(),
+            };
+            StarError::Load { file, source: Box::new(e) }
+        })
     }
 
     async fn load_file(

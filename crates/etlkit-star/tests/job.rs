@@ -213,3 +213,27 @@ async fn bad_values_are_rejected_with_their_line_and_counted() {
     let r = &rejects.rows()[0];
     assert_eq!((r.line, r.column.as_deref(), r.value.as_deref()), (Some(4), Some("qty"), Some("3000000000")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_never_shows_in_errors_or_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write_orders(dir.path());
+    // Nothing listens on port 1: the run fails connecting, with the cause kept.
+    let url = etlkit_star::DatabaseUrl::new("postgres://etl:s3cr3t-pw@127.0.0.1:1/shop");
+    let job = StarJob::new(retail_job(dir.path(), true)).unwrap();
+    let err = job.run(&url).await.unwrap_err();
+    let core = etlkit_core::Error::from(
+        StarJob::new(retail_job(dir.path(), true)).unwrap().run(&url).await.unwrap_err(),
+    );
+    for text in [
+        err.to_string(),
+        format!("{err:?}"),
+        core.report().to_string(),
+        format!("{core:?}"),
+        format!("{job:?}"),
+        format!("{url:?} {url}"),
+    ] {
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+    assert!(core.report().to_string().to_lowercase().contains("refused"), "{}", core.report());
+}
