@@ -75,20 +75,20 @@ pub mod arrow {
 pub use etlkit_dimcache as dimcache;
 #[cfg(feature = "graph")]
 pub use etlkit_graph as graph;
-#[cfg(feature = "star")]
-pub use etlkit_star as star;
 #[cfg(feature = "hash")]
 pub use etlkit_hash as hash;
 #[cfg(feature = "neo4j")]
 pub use etlkit_neo4j as neo4j;
 #[cfg(feature = "postgres")]
 pub use etlkit_postgres as postgres;
-#[cfg(feature = "transform")]
-pub use etlkit_transform as transform;
 #[cfg(feature = "replicate")]
 pub use etlkit_replicate as replicate;
 #[cfg(any(feature = "csv", feature = "parquet"))]
 pub use etlkit_source as source;
+#[cfg(feature = "star")]
+pub use etlkit_star as star;
+#[cfg(feature = "transform")]
+pub use etlkit_transform as transform;
 
 /// The README's code blocks, compiled and run as doctests so the README stays true.
 #[cfg(doctest)]
