@@ -22,8 +22,8 @@ const MAX_CONFLICT_WARNINGS: u64 = 20;
 /// - **Exact keys.** The key columns are encoded with Arrow's row format (`arrow-row`), which is
 ///   unambiguous for any types and any number of columns: `("A|B", "C")` and `("A", "B|C")` are two
 ///   keys, as are `("1", 2)` and `("12", NULL)`. The encoded keys of the run are kept in one byte
-///   arena with a hash table of offsets (about 30 bytes per distinct short key), so memory grows with
-///   the number of *distinct* keys only.
+///   arena with a hash table of 16-byte entries (offset and length, hash of the other columns): about
+///   30–40 bytes per distinct short key, so memory grows with the number of *distinct* keys only.
 /// - **NULL keys.** A row with a NULL in any key column is passed through untouched and never
 ///   de-duplicated (the sink decides what a NULL key means: the graph sink fails or rejects it).
 /// - **Conflicting duplicates.** For each key a 64-bit hash of the first row's other columns (all but
@@ -74,7 +74,8 @@ impl std::fmt::Debug for Codec {
 #[derive(Default)]
 struct Seen {
     arena: Vec<u8>,
-    table: HashTable<(usize, u32, u64)>,
+    /// `(offset << 24 | length, other-columns hash)`: 16 bytes per key.
+    table: HashTable<(u64, u64)>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
@@ -199,7 +200,7 @@ impl DedupByKey {
             let key = key.as_ref();
             let other = others.as_ref().map_or(0, |o| hasher.hash_one(o.row(i).as_ref()));
             let h = hasher.hash_one(key);
-            let found = table.find(h, |&(at, len, _)| &arena[at..at + len as usize] == key).map(|e| e.2);
+            let found = table.find(h, |&(span, _)| slice(arena, span) == key).map(|e| e.1);
             match found {
                 Some(first) => {
                     keep.push(false);
@@ -209,16 +210,21 @@ impl DedupByKey {
                     }
                 }
                 None => {
-                    let at = arena.len();
+                    let (at, len) = (arena.len() as u64, key.len() as u64);
+                    if len > MAX_KEY_BYTES || at > MAX_ARENA_BYTES {
+                        return Err(TransformError::InvalidConfig {
+                            transform: self.name.clone(),
+                            field: "keys",
+                            reason: format!(
+                                "a key of {len} bytes or more than {} bytes of distinct keys: keys are limited to 16 MiB each and 1 TiB in all",
+                                at
+                            ),
+                        });
+                    }
                     arena.extend_from_slice(key);
-                    let len = u32::try_from(key.len()).map_err(|_| TransformError::InvalidConfig {
-                        transform: self.name.clone(),
-                        field: "keys",
-                        reason: "a key is larger than 4 GiB".into(),
-                    })?;
                     let (arena, hasher) = (&*arena, &*hasher);
-                    table.insert_unique(h, (at, len, other), |&(a, l, _)| {
-                        hasher.hash_one(&arena[a..a + l as usize])
+                    table.insert_unique(h, (at << 24 | len, other), |&(span, _)| {
+                        hasher.hash_one(slice(arena, span))
                     });
                     keep.push(true);
                 }
@@ -260,6 +266,17 @@ impl DedupByKey {
             key
         );
     }
+}
+
+/// Longest encoded key (24 bits of length).
+const MAX_KEY_BYTES: u64 = (1 << 24) - 1;
+/// Largest arena offset (40 bits).
+const MAX_ARENA_BYTES: u64 = (1 << 40) - 1;
+
+/// The encoded key a packed `offset << 24 | length` points at.
+fn slice(arena: &[u8], span: u64) -> &[u8] {
+    let (at, len) = ((span >> 24) as usize, (span & MAX_KEY_BYTES) as usize);
+    &arena[at..at + len]
 }
 
 impl Transform for DedupByKey {
