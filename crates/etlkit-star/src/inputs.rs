@@ -335,3 +335,49 @@ impl Transform for Conform {
         Ok(if kept.num_rows() == 0 { Vec::new() } else { vec![kept] })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::TimestampMicrosecondArray;
+
+    fn schema(names: &[&str]) -> Schema {
+        Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn columns_match_by_name_or_alias_ignoring_case_and_underscores() {
+        let cols = [
+            TargetColumn::new("PULocationID", DataType::Int32).aliases(["pickup_location_id"]),
+            TargetColumn::new("fare", DataType::Float64),
+            TargetColumn::new("tip", DataType::Float64).optional(),
+        ];
+        let m = map_file(
+            Path::new("a.csv"),
+            &schema(&["x", "Pickup_Location_ID", "FARE"]),
+            &cols,
+            NameMatching::Loose,
+        )
+        .unwrap();
+        assert_eq!((m.inputs, m.missing), (vec![Some(1), Some(2), None], vec!["tip".to_owned()]));
+        let exact =
+            map_file(Path::new("a.csv"), &schema(&["pulocationid", "fare"]), &cols, NameMatching::Exact);
+        assert!(matches!(exact, Err(StarError::MissingColumn { column, .. }) if column == "PULocationID"));
+        let twice = map_file(
+            Path::new("b.csv"),
+            &schema(&["fare", "f_a_r_e", "PULocationID"]),
+            &cols,
+            NameMatching::Loose,
+        );
+        assert!(matches!(twice, Err(StarError::AmbiguousColumn { column, .. }) if column == "fare"));
+    }
+
+    #[test]
+    fn dates_of_timestamps_round_down_before_1970_too() {
+        let day = 86_400_000_000i64;
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![0, day - 1, -1, 19_723 * day + 5]));
+        let d = to_date(&ts).unwrap();
+        let d = d.as_primitive::<arrow_array::types::Date32Type>();
+        assert_eq!(d.values().to_vec(), vec![0, 0, -1, 19_723]);
+    }
+}
