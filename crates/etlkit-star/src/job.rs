@@ -392,6 +392,15 @@ impl StarJob {
             }
             _ => Ok(()),
         };
+        // The lock session ended before the rebuild: another run may hold the lock now; the next
+        // run restores the table.
+        let restored = match restored {
+            Err(e) if !lock.is_held().await => Err(StarError::LoadLockLost {
+                table: tables.key_table.quoted(),
+                source: Box::new(etlkit_core::Error::from(e)),
+            }),
+            other => other,
+        };
         drop(gate);
         if let Ok(lock) = Arc::try_unwrap(lock) {
             lock.release().await;
