@@ -277,7 +277,8 @@ async fn bad_values_fail_with_row_column_and_value_and_nothing_is_committed() {
     assert!(!err.is_retryable());
     assert_eq!(
         pg_error(&err).to_string(),
-        "row 2, column `n`: value \"3000000000\" does not fit column type `integer`"
+        // The input row is named by its origin: row 2 of the (memory) source.
+        "memory:2, column `n`: value \"3000000000\" does not fit column type `integer`"
     );
     // NUL byte in text: rejected by default, naming row and column...
     let err = run(
@@ -288,14 +289,14 @@ async fn bad_values_fail_with_row_column_and_value_and_nothing_is_committed() {
     .await
     .unwrap_err();
     let msg = pg_error(&err).to_string();
-    assert!(msg.starts_with("row 2, column `s`: value") && msg.contains("NUL byte"), "{msg}");
+    assert!(msg.starts_with("memory:2, column `s`: value") && msg.contains("NUL byte"), "{msg}");
     // ...nanoseconds rejected by default...
     let err =
         run(Arc::new(sink(&pool, "t", WriteMode::Append)), vec![batch(vec![1], vec!["x"], vec![1_500])], 1)
             .await
             .unwrap_err();
     let msg = pg_error(&err).to_string();
-    assert!(msg.starts_with("row 1, column `at`: value") && msg.contains("nanoseconds"), "{msg}");
+    assert!(msg.starts_with("memory:1, column `at`: value") && msg.contains("nanoseconds"), "{msg}");
     assert_eq!(count(&pool, "t").await, 0, "failed runs leave nothing behind");
 
     // ...or replaced / truncated when configured.
