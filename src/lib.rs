@@ -14,7 +14,7 @@
 //! | `postgres` | `postgres` — COPY sink, upsert, source, dimension store, star sink | yes |
 //! | `replicate` | `replicate` — PostgreSQL → PostgreSQL schema replication | no |
 //! | `dimcache` | `dimcache` — dimension key cache | no |
-//! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | no |
+//! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | yes |
 //! | `neo4j` | `neo4j` — graph sink | no |
 //! | `transform` | `transform` — `DedupByKey`, `Explode`, `RowNumbers` | no |
 //! | `graph` | `graph` — the graph job from any source (implies `neo4j`, `transform`) | no |
