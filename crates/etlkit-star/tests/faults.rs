@@ -233,3 +233,50 @@ async fn a_copy_connection_terminated_during_a_bulk_load_is_retried_to_exact_cou
     assert_eq!((report.rows_read, report.inserted, report.duplicates), (720, 550, 170));
     assert_exact(&p).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_bulk_load_is_recovered_by_the_next_run_with_exact_counts() {
+    // A server of its own: the whole PostgreSQL server is killed with SIGKILL and restarted.
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(etlkit_testkit::PgServer::start_dedicated).await.unwrap().unwrap(),
+    );
+    if server.is_external() {
+        return; // needs a throwaway cluster
+    }
+    let url = {
+        let s = server.clone();
+        etlkit_star::DatabaseUrl::new(
+            tokio::task::spawn_blocking(move || s.fresh_database()).await.unwrap().unwrap(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), &url).await;
+    let p = pool(&url).await;
+    install_pause(&p, 300).await;
+    // The throwaway server runs with synchronous_commit=off: make the set-up durable before the crash.
+    exec(&p, "CHECKPOINT").await;
+    let mut pause = p.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(PAUSE).execute(&mut *pause).await.unwrap();
+
+    let run = tokio::spawn({
+        let (url, job) = (url.clone(), StarJob::new(cfg.clone()).unwrap());
+        async move { job.run(&url).await }
+    });
+    wait_for(&p, PAUSED).await;
+    // What is committed so far (the bulk state, the first batches) survives, as on a durable server.
+    exec(&p, "CHECKPOINT").await;
+    drop(pause);
+    drop(p);
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.crash_and_restart()).await.unwrap().unwrap();
+    assert!(run.await.unwrap().is_err(), "the run cannot survive the server's death");
+
+    let p = pool(&url).await;
+    exec(&p, "DELETE FROM pause_gate").await;
+    let report = StarJob::new(cfg).unwrap().run(&url).await.unwrap();
+    assert!(report.recovered, "the crashed bulk load's state is recovered");
+    let before = 600 - report.inserted as i64;
+    assert!((50..600).contains(&before), "rows kept from before the crash: {before}");
+    assert_eq!(report.rows_read, 720);
+    assert_exact(&p).await;
+}
