@@ -25,6 +25,9 @@ pub enum DfError {
     /// Row hashing failed (an unsupported column type).
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// etlkit-neo4j failed (mapping, Bolt, Cypher).
+    #[error(transparent)]
+    Graph(#[from] etlkit_neo4j::GraphError),
     /// An etlkit pipeline stage (the PostgreSQL source) failed.
     #[error(transparent)]
     Core(#[from] etlkit_core::Error),
@@ -65,6 +68,7 @@ impl DfError {
         match self {
             DfError::Postgres(e) => e.is_retryable(),
             DfError::Core(e) => e.is_retryable(),
+            DfError::Graph(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -28,6 +28,7 @@
 
 mod connector;
 mod error;
+mod graph;
 mod scan;
 mod table;
 pub mod udf;
@@ -35,6 +36,7 @@ mod write;
 
 pub use connector::{PgConnector, url_variable};
 pub use error::DfError;
+pub use graph::{GraphInsertExec, GraphTable};
 pub use scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 pub use table::{PgTable, PgTableOptions};
 pub use udf::{register_row_hash, row_hash_blake3_udf, row_hash_udf};

@@ -245,20 +245,23 @@ async fn write_partition(
     let stage = target.stage(partition);
     let pool = target.connector.pool().await?;
     let mut conn = pool.acquire().await.map_err(|e| DfError::db("connecting", stage.quoted(), e))?;
-    exec(
-        &mut conn,
-        format!("CREATE UNLOGGED TABLE {} (LIKE {table} INCLUDING DEFAULTS)", stage.quoted()),
-        "creating a staging table",
-        &table,
-    )
-    .await?;
     let schema = input.schema();
     let mut data_failure = None;
+    // Created and filled in one transaction: `COPY ... FREEZE` writes the rows frozen and all-visible
+    // (no hint-bit pass when the commit step reads them), and a failure rolls the table away with it.
     let result: Result<u64> = async {
+        exec(&mut conn, "BEGIN".into(), "staging", &table).await?;
+        exec(
+            &mut conn,
+            format!("CREATE UNLOGGED TABLE {} (LIKE {table} INCLUDING DEFAULTS)", stage.quoted()),
+            "creating a staging table",
+            &table,
+        )
+        .await?;
         let mut encoder =
             CopyEncoder::new(&target.columns, &schema, NanosPolicy::default(), NulPolicy::default())?;
         let statement = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            "COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)",
             stage.quoted(),
             encoder.column_names().iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
         );
@@ -281,11 +284,14 @@ async fn write_partition(
         )
         .await;
         data_failure = data.failure.take();
-        Ok(r?)
+        let rows = r?;
+        exec(&mut conn, "COMMIT".into(), "committing a staging table", &table).await?;
+        Ok(rows)
     }
     .await;
     match result {
         Ok(rows) => {
+            tracing::debug!(stage = %stage, rows, "staged");
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(vec![stage.name.clone()])),
                 Arc::new(UInt64Array::from(vec![rows])),
@@ -294,8 +300,13 @@ async fn write_partition(
                 .map_err(|source| DfError::Arrow { what: "staged rows".into(), source }.into())
         }
         Err(e) => {
+            // Rolling back drops the staging table created in the same transaction.
             let drop_sql = format!("DROP TABLE IF EXISTS {}", stage.quoted());
-            if exec(&mut conn, drop_sql.clone(), "dropping a staging table", &table).await.is_err() {
+            let rolled_back =
+                exec(&mut conn, "ROLLBACK".into(), "rolling back a staging table", &table).await.is_ok();
+            if !rolled_back
+                || exec(&mut conn, drop_sql.clone(), "dropping a staging table", &table).await.is_err()
+            {
                 conn.close_on_drop();
                 drop(conn);
                 if let Ok(mut c) = pool.acquire().await {
@@ -442,6 +453,7 @@ async fn commit(target: &WriteTarget, staged: &[String]) -> Result<u64> {
         }
         _ => String::new(),
     };
+    let started = std::time::Instant::now();
     let work = async {
         exec(&mut conn, "BEGIN".into(), "starting the commit", &table).await?;
         if target.mode == WriteMode::Overwrite {
@@ -470,7 +482,10 @@ async fn commit(target: &WriteTarget, staged: &[String]) -> Result<u64> {
         Ok::<u64, DfError>(rows)
     };
     match work.await {
-        Ok(rows) => Ok(rows),
+        Ok(rows) => {
+            tracing::debug!(table = %target.table, rows, staged = staged.len(), seconds = started.elapsed().as_secs_f64(), "committed");
+            Ok(rows)
+        }
         Err(e) => {
             if exec(&mut conn, "ROLLBACK".into(), "rolling back", &table).await.is_err() {
                 conn.close_on_drop();

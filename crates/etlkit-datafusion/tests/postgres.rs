@@ -382,3 +382,91 @@ async fn connector_debug_hides_the_password() {
     let shown = format!("{c:?}");
     assert!(!shown.contains("s3cret-pw"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn star_schema_sql_from_the_docs() {
+    let (pool, url) = fresh().await;
+    exec(
+        &pool,
+        "CREATE TABLE dim_vendor (vendor_key bytea PRIMARY KEY, vendor_id integer NOT NULL);
+         CREATE TABLE dim_zone   (zone_key bytea PRIMARY KEY, location_id integer NOT NULL);
+         CREATE TABLE fact_trip  (trip_key bytea PRIMARY KEY, vendor_key bytea NOT NULL,
+                                  pickup_zone bytea NOT NULL, dropoff_zone bytea NOT NULL,
+                                  pickup_at timestamp NOT NULL, fare numeric(10,2) NOT NULL)",
+    )
+    .await;
+    let ctx = ctx(3);
+    let raw = etlkit_testkit::taxi::yellow_trips_batches(20_000, 4096, 7, 0.05);
+    ctx.register_table("raw", Arc::new(MemTable::try_new(raw[0].schema(), vec![raw]).unwrap())).unwrap();
+    for (t, key) in [("dim_vendor", "vendor_key"), ("dim_zone", "zone_key"), ("fact_trip", "trip_key")] {
+        register(&ctx, &url, t, PgTableOptions { upsert_key: vec![key.into()], ..Default::default() }).await;
+    }
+    let sql =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/datafusion.md")).unwrap();
+    let block = sql.split("```sql\n-- PostgreSQL (once):").nth(1).unwrap().split("```").next().unwrap();
+    let statements: Vec<String> = block
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(statements.len(), 3);
+    for round in 0..2 {
+        for s in &statements {
+            ctx.sql(s)
+                .await
+                .unwrap_or_else(|e| panic!("{s}: {e}"))
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        let distinct = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                out[0]
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .unwrap()
+                    .value(0)
+            }
+        };
+        assert_eq!(
+            scalar(&pool, "SELECT count(*) FROM dim_vendor").await,
+            distinct("SELECT count(DISTINCT \"VendorID\") FROM raw").await,
+            "round {round}"
+        );
+        assert_eq!(
+            scalar(&pool, "SELECT count(*) FROM dim_zone").await,
+            distinct("SELECT count(*) FROM (SELECT \"PULocationID\" FROM raw UNION SELECT \"DOLocationID\" FROM raw)").await
+        );
+        let trips = distinct(
+            "SELECT count(*) FROM (SELECT DISTINCT \"VendorID\", tpep_pickup_datetime, tpep_dropoff_datetime, \
+             \"PULocationID\", \"DOLocationID\", fare_amount FROM raw)",
+        )
+        .await;
+        assert!(trips < 20_000, "planted duplicates collapse");
+        assert_eq!(scalar(&pool, "SELECT count(*) FROM fact_trip").await, trips);
+        // Every fact row finds its dimensions.
+        assert_eq!(
+            scalar(
+                &pool,
+                "SELECT count(*) FROM fact_trip f JOIN dim_vendor v USING (vendor_key) \
+                 JOIN dim_zone p ON p.zone_key = f.pickup_zone JOIN dim_zone d ON d.zone_key = f.dropoff_zone"
+            )
+            .await,
+            trips
+        );
+    }
+    // The de-duplication query of the docs runs too.
+    let dedup = sql.split("De-duplication in SQL:\n\n```sql\n").nth(1).unwrap().split("```").next().unwrap();
+    let rows: usize =
+        ctx.sql(dedup).await.unwrap().collect().await.unwrap().iter().map(RecordBatch::num_rows).sum();
+    assert!(rows > 0 && rows < 20_000);
+    assert_eq!(staging_tables(&pool).await, 0);
+}
