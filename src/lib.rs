@@ -13,6 +13,7 @@
 //! | `hash` | `hash` — row fingerprints and de-duplication | yes |
 //! | `postgres` | `postgres` — COPY sink, upsert, source, dimension store, star sink | yes |
 //! | `replicate` | `replicate` — PostgreSQL → PostgreSQL schema replication | no |
+//! | `datafusion` | `datafusion` — PostgreSQL as a DataFusion table, the row hash as SQL functions | no |
 //! | `dimcache` | `dimcache` — dimension key cache | no |
 //! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | yes |
 //! | `neo4j` | `neo4j` — graph sink | no |
@@ -71,6 +72,8 @@ pub mod arrow {
     pub use etlkit_core::arrow_schema as schema;
 }
 
+#[cfg(feature = "datafusion")]
+pub use etlkit_datafusion as datafusion;
 #[cfg(feature = "dimcache")]
 pub use etlkit_dimcache as dimcache;
 #[cfg(feature = "graph")]
