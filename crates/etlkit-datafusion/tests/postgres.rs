@@ -470,3 +470,32 @@ async fn star_schema_sql_from_the_docs() {
     assert!(rows > 0 && rows < 20_000);
     assert_eq!(staging_tables(&pool).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plans_and_errors_never_show_the_password() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE p (id bigint PRIMARY KEY, code varchar(2))").await;
+    // The throwaway server trusts local connections: the password is sent and ignored.
+    let secret = "pw-s3cret-9f2c";
+    let with_password = url.replacen("postgres://postgres@", &format!("postgres://postgres:{secret}@"), 1);
+    assert!(with_password.contains(secret), "{}", etlkit_postgres::redact(&with_password));
+    let ctx = ctx(3);
+    register(&ctx, &with_password, "p", PgTableOptions::default()).await;
+    let mut shown = String::new();
+    for sql in ["SELECT * FROM p", "INSERT INTO p VALUES (1, 'a'), (2, 'b')"] {
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        shown.push_str(&format!("{plan:?}\n"));
+        shown.push_str(&datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string());
+        shown.push_str(&datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string());
+    }
+    assert!(shown.contains("PgCommitExec") && shown.contains("PgScanExec"), "{shown}");
+    let err = ctx.sql("INSERT INTO p VALUES (3, 'too long')").await.unwrap().collect().await.unwrap_err();
+    let mut chain = format!("{err:?}");
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = cur {
+        chain.push_str(&format!(" / {e}"));
+        cur = e.source();
+    }
+    shown.push_str(&chain);
+    assert!(!shown.contains(secret), "the password leaked: {shown}");
+}
