@@ -29,6 +29,8 @@ pub type TransformFactory = Arc<dyn Fn() -> etlkit_core::Result<Vec<Arc<dyn Tran
 pub enum Phase {
     /// 0: uniqueness constraints of every node kind.
     Constraints,
+    /// 0b: with [`GraphJobConfig::first_row_per`], the pre-pass finding the first row of each record.
+    FirstRows,
     /// 1: shared entities (skills, companies, ...), de-duplicated by key.
     Entities,
     /// 2: the main nodes (one per input record).
@@ -41,6 +43,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Phase::Constraints => "constraints",
+            Phase::FirstRows => "first-rows",
             Phase::Entities => "entities",
             Phase::Main => "main",
             Phase::Relationships => "relationships",
@@ -206,7 +209,16 @@ pub struct GraphJobConfig {
     /// writes cannot deadlock (Neo4j) or conflict on a node (ArcadeDB). `false`: each spec's own
     /// `partition`. Default: `true`.
     pub colour_relationships: bool,
+    /// Key columns of one input record (e.g. `learner_id`). When not empty, a pre-pass reads the input
+    /// once, keeps the first row of each key (an exact [`DedupByKey`], in input order) and records the
+    /// kept rows' numbers in a bitmap (1 bit per input row); every pass then reads only those rows
+    /// (the others count as de-duplicated). The key set lives during the pre-pass only, instead of
+    /// one per pass in each pass's `prepare`. Default: empty (no pre-pass).
+    pub first_row_per: Vec<String>,
 }
+
+/// The row-number column of the first-rows bitmap (added and removed by the job).
+const FIRST_ROW: &str = "_etlkit_first_row";
 
 impl Default for GraphJobConfig {
     fn default() -> Self {
@@ -217,6 +229,7 @@ impl Default for GraphJobConfig {
             channel_capacity: 2,
             row_column: None,
             colour_relationships: true,
+            first_row_per: Vec::new(),
         }
     }
 }
@@ -233,6 +246,9 @@ impl GraphJobConfig {
             if v == 0 {
                 return Err(GraphJobError::config(field, "must be at least 1"));
             }
+        }
+        if self.row_column.as_deref() == Some(FIRST_ROW) {
+            return Err(GraphJobError::config("row_column", format!("`{FIRST_ROW}` is the job's own")));
         }
         if self.row_column.as_deref() == Some("") {
             return Err(GraphJobError::config(
@@ -373,6 +389,15 @@ impl GraphJob {
         self.writer.create_schema(&specs).await?;
 
         let mut report = GraphReport::default();
+        let first = if self.config.first_row_per.is_empty() {
+            None
+        } else {
+            let (bitmap, stats) = self.first_rows(rejects.clone()).await?;
+            let r = PassReport { phase: Phase::FirstRows, name: "first_rows".into(), stats };
+            on_pass(&r);
+            report.passes.push(r);
+            Some(Arc::new(bitmap))
+        };
         let colour = self.config.colour_relationships && self.writer.config().workers > 1;
         let phases = [
             (Phase::Entities, &self.model.entities),
@@ -381,7 +406,7 @@ impl GraphJob {
         ];
         for (phase, passes) in phases {
             for pass in passes {
-                let stats = self.run_pass(phase, pass, colour, rejects.clone()).await?;
+                let stats = self.run_pass(phase, pass, colour, first.clone(), rejects.clone()).await?;
                 let r = PassReport { phase, name: pass.name.clone(), stats };
                 tracing::info!(
                     target: "etlkit::graph",
@@ -417,6 +442,7 @@ impl GraphJob {
         phase: Phase,
         pass: &Pass,
         colour: bool,
+        first: Option<Arc<Vec<u64>>>,
         rejects: Arc<OnceRejects>,
     ) -> Result<LoadStats> {
         let wrap = |source| GraphJobError::Source { phase, pass: pass.name.clone(), source };
@@ -425,10 +451,14 @@ impl GraphJob {
             source = Box::new(RowNumbers::new(source, col.clone()).map_err(wrap)?);
         }
         let failed = |source| GraphJobError::Pass { phase, pass: pass.name.clone(), source };
-        let mut transforms: Vec<Arc<dyn Transform>> = match &pass.prepare {
-            Some(f) => f().map_err(failed)?,
-            None => Vec::new(),
-        };
+        let mut transforms: Vec<Arc<dyn Transform>> = Vec::new();
+        if let Some(bitmap) = first {
+            source = Box::new(RowNumbers::new(source, FIRST_ROW).map_err(wrap)?);
+            transforms.push(Arc::new(KeepFirstRows { bitmap }));
+        }
+        if let Some(f) = &pass.prepare {
+            transforms.extend(f().map_err(failed)?);
+        }
         if pass.skip_null_keys {
             transforms.push(Arc::new(SkipNullKeys {
                 name: format!("skip_null_keys({})", pass.name),
@@ -462,6 +492,111 @@ impl GraphJob {
             pipeline = pipeline.transform_arc(t);
         }
         pipeline.run().await.map_err(failed)
+    }
+}
+
+impl GraphJob {
+    /// The pre-pass of [`GraphJobConfig::first_row_per`]: the numbers of the rows that are the first
+    /// of their key, as a bitmap.
+    async fn first_rows(&self, rejects: Arc<OnceRejects>) -> Result<(Vec<u64>, LoadStats)> {
+        let (phase, pass) = (Phase::FirstRows, "first_rows".to_owned());
+        let source =
+            (self.source)().map_err(|source| GraphJobError::Source { phase, pass: pass.clone(), source })?;
+        let source = RowNumbers::new(source, FIRST_ROW).map_err(|source| GraphJobError::Source {
+            phase,
+            pass: pass.clone(),
+            source,
+        })?;
+        let sink = Arc::new(BitmapSink::default());
+        let stats = Pipeline::new(source, sink.clone())
+            .rejects(rejects)
+            .transform(DedupByKey::new(self.config.first_row_per.iter().cloned()))
+            .config(PipelineConfig {
+                batch_size: self.config.batch_size,
+                workers: 1,
+                transform_concurrency: 1,
+                channel_capacity: self.config.channel_capacity,
+                ..Default::default()
+            })
+            .run()
+            .await
+            .map_err(|source| GraphJobError::Pass { phase, pass, source })?;
+        let bitmap = std::mem::take(&mut *sink.bits.lock().expect("bitmap poisoned"));
+        Ok((bitmap, stats))
+    }
+}
+
+/// Sets bit `n - 1` for each row number `n` it is given.
+#[derive(Default)]
+struct BitmapSink {
+    bits: Mutex<Vec<u64>>,
+}
+
+#[async_trait::async_trait]
+impl etlkit_core::Sink for BitmapSink {
+    fn name(&self) -> String {
+        "first_rows".to_owned()
+    }
+
+    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
+        let rows = row_numbers(&batch)?;
+        let mut bits = self.bits.lock().expect("bitmap poisoned");
+        for &n in rows.values() {
+            let i = (n - 1) as usize;
+            if bits.len() <= i / 64 {
+                bits.resize(i / 64 + 1, 0);
+            }
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Ok(batch.num_rows() as u64)
+    }
+}
+
+fn row_numbers(batch: &RecordBatch) -> etlkit_core::Result<&arrow_array::UInt64Array> {
+    batch
+        .column_by_name(FIRST_ROW)
+        .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+        .ok_or_else(|| etlkit_core::Error::InvalidConfig {
+            field: "first_row_per",
+            reason: format!("`{FIRST_ROW}` missing"),
+        })
+}
+
+/// Keeps the rows whose number is set in the first-rows bitmap (the others count as
+/// de-duplicated) and removes the row-number column.
+struct KeepFirstRows {
+    bitmap: Arc<Vec<u64>>,
+}
+
+impl Transform for KeepFirstRows {
+    fn name(&self) -> &str {
+        "keep_first_rows"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        let fields: Vec<_> = input.fields().iter().filter(|f| f.name() != FIRST_ROW).cloned().collect();
+        Ok(Arc::new(arrow_schema::Schema::new_with_metadata(fields, input.metadata().clone())))
+    }
+
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let rows = row_numbers(&batch)?;
+        let bit = |n: u64| {
+            let i = (n - 1) as usize;
+            self.bitmap.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        };
+        let keep: BooleanArray = rows.values().iter().map(|&n| Some(bit(n))).collect();
+        let dropped = keep.false_count() as u64;
+        let batch = if dropped == 0 {
+            batch
+        } else {
+            ctx.keep_rows(&keep);
+            ctx.record_deduplicated(dropped);
+            arrow_select::filter::filter_record_batch(&batch, &keep)?
+        };
+        let idx = batch.schema().index_of(FIRST_ROW)?;
+        let mut batch = batch;
+        batch.remove_column(idx);
+        Ok(vec![batch])
     }
 }
 

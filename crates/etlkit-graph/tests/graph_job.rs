@@ -297,3 +297,45 @@ async fn a_malformed_json_list_names_file_row_column_and_value_or_is_rejected_on
     assert_eq!(count(&writer, "MATCH (p:Person) RETURN count(p)").await, 2);
     assert_eq!(count(&writer, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r)").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_row_per_record_is_found_once_and_every_pass_reads_only_those_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("people.csv");
+    std::fs::write(&path, MESSY).unwrap();
+    let writer = Arc::new(GraphWriter::connect(graph_config(2)).unwrap());
+    // No DedupByKey in any pass: the job's first-rows pre-pass does it once for all.
+    let city = NodeSpec { labels: vec!["City".into()], keys: city_key(), properties: vec![] };
+    let person = || Endpoint::new("Person", "id", "id");
+    let model = GraphModel {
+        entities: vec![Pass::node("cities", city).optional()],
+        main: vec![Pass::node("people", people())],
+        relationships: vec![
+            Pass::rel("knows", RelSpec::new("KNOWS", person(), Endpoint::new("Person", "id", "friend"))),
+            Pass::rel(
+                "lives_in",
+                RelSpec::new(
+                    "LIVES_IN",
+                    person(),
+                    Endpoint { labels: vec!["City".into()], keys: city_key() },
+                ),
+            )
+            .optional(),
+        ],
+    };
+    let config = GraphJobConfig { batch_size: 3, first_row_per: vec!["id".into()], ..Default::default() };
+    let job = GraphJob::new(writer.clone(), model, csv_input(csv(&path))).config(config);
+    let report = job.run(|_| {}).await.unwrap();
+    let w = &*writer;
+    assert_eq!(report.passes[0].name, "first_rows");
+    assert_eq!(report.passes[0].stats.rows_deduplicated, 2, "p1 repeated, p2 conflicting");
+    assert_eq!(report.pass("people").unwrap().stats.rows_deduplicated, 2);
+    assert_eq!(report.pass("people").unwrap().stats.rows_written, 6);
+    assert_eq!(count(w, "MATCH (p:Person) RETURN count(p)").await, 6);
+    let bob = w.query_rows("MATCH (p:Person {id: 'p2'}) RETURN p.name AS n").await.unwrap();
+    assert_eq!(bob[0].get::<String>("n").unwrap(), "Bob");
+    assert_eq!(count(w, "MATCH (c:City) RETURN count(c)").await, 3, "the conflicting row's city is skipped");
+    assert_eq!(count(w, "MATCH (:Person)-[r:KNOWS]->(:Person) RETURN count(r)").await, 6);
+    assert_eq!(count(w, "MATCH (:Person)-[r:LIVES_IN]->(:City) RETURN count(r)").await, 5);
+    assert_eq!((report.nodes_created, report.relationships_created), (9, 11));
+}
