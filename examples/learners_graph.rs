@@ -18,8 +18,8 @@
 //! (`learners` = distinct learners in the input; per-pass progress, and the process's peak RSS
 //! `VmHWM` from `/proc/self/status`, go to stderr).
 //!
-//! The CSV is streamed once per pass (`CsvSource`); the first row of each `learner_id` wins
-//! (`DedupByKey`, later repeats are de-duplicated, conflicting ones logged). Graph: `(:Learner {id,
+//! The CSV is streamed once per pass (`CsvSource`); the first row of each `learner_id` wins (found
+//! once, `first_row_per`; repeats de-duplicated, conflicting ones logged). Graph: `(:Learner {id,
 //! full_name, gender, snapshot_date})`, `(:Skill {name})`, `(:Company {name})`, `(:Program {name})`,
 //! `(:Country {name})`, `(:City {name, country})` (composite key; `country` is `""` when the input has
 //! none), `(:LearningState {name})`, `(:ProfessionalStatus {name})`; `HAS_SKILL` (skills
@@ -39,7 +39,7 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, cast::AsArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etlkit_core::{Context, Transform};
-use etlkit_graph::{GraphJob, GraphModel, Pass, csv_input};
+use etlkit_graph::{GraphJob, GraphJobConfig, GraphModel, Pass, csv_input};
 use etlkit_neo4j::{Endpoint, GraphConfig, GraphWriter, NodeSpec, Property, RelSpec};
 use etlkit_source::{CsvSourceConfig, Input};
 use etlkit_transform::{DedupByKey, Explode, ExplodeConfig, ExtractField, ListFormat};
@@ -103,15 +103,15 @@ fn list(input: &str, column: &str, fields: &str) -> Option<ExplodeConfig> {
     })
 }
 
-/// The first row of each learner (`DedupByKey`), then `explode` (if any), then `derive`, then a
-/// first-arrival `DedupByKey` on `distinct` (if any).
+/// Transforms of a pass over the first row of each learner (the job's `first_row_per`): `explode` (if
+/// any), then `derive`, then a first-arrival `DedupByKey` on `distinct` (if any).
 fn learners(
     explode: Option<ExplodeConfig>,
     derive: &'static [Derived],
     distinct: &'static [&'static str],
 ) -> impl Fn() -> Transforms + Send + Sync + 'static {
     move || {
-        let mut t: Vec<Arc<dyn Transform>> = vec![Arc::new(DedupByKey::new(["learner_id"]))];
+        let mut t: Vec<Arc<dyn Transform>> = Vec::new();
         if let Some(e) = &explode {
             t.push(Arc::new(Explode::new(e.clone())?));
         }
@@ -274,7 +274,9 @@ fn run() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let writer = Arc::new(GraphWriter::connect(config)?);
-        let job = GraphJob::new(writer, model(&input.display().to_string()), csv_input(csv(&input)));
+        let config = GraphJobConfig { first_row_per: vec!["learner_id".into()], ..Default::default() };
+        let job =
+            GraphJob::new(writer, model(&input.display().to_string()), csv_input(csv(&input))).config(config);
         for _ in 0..repeat.max(1) {
             let t = Instant::now();
             let report = job
