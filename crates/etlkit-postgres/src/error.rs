@@ -135,6 +135,26 @@ impl std::fmt::Display for RefusedRow {
     }
 }
 
+impl PgError {
+    /// Names the input row of a conversion error by its origin: `row` counts from `first_row` within
+    /// the batch `ctx` describes (see `etlkit_core::Context::origin`).
+    pub(crate) fn at_origin(self, ctx: &etlkit_core::Context, first_row: u64) -> PgError {
+        match self {
+            PgError::InvalidValue { origin: None, row, column, value, reason } => PgError::InvalidValue {
+                origin: row
+                    .checked_sub(first_row)
+                    .and_then(|i| ctx.origin(i as usize))
+                    .map(|o| o.to_string()),
+                row,
+                column,
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// `file:line` when the row's origin is known, else `row N` (N in the sink's own order).
 fn row_label(origin: Option<&str>, row: u64) -> String {
     match origin {

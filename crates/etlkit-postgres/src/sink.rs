@@ -559,17 +559,8 @@ impl PgCopySink {
     ) -> etlkit_core::Result<(Tracked, u64)> {
         let stage = |e: PgError| e.into_stage(Stage::Sink, self.name());
         if self.config.invalid_rows == InvalidRows::Fail {
-            let conformed = plan.conformer.conform(batch, first_row).map_err(|e| match e {
-                // Name the input row (file and line) rather than the sink's own count.
-                PgError::InvalidValue { origin: None, row, column, value, reason } => PgError::InvalidValue {
-                    origin: ctx.origin((row - first_row) as usize).map(|o| o.to_string()),
-                    row,
-                    column,
-                    value,
-                    reason,
-                },
-                other => other,
-            });
+            // Name the input row (file and line) rather than the sink's own count.
+            let conformed = plan.conformer.conform(batch, first_row).map_err(|e| e.at_origin(ctx, first_row));
             return Ok(((conformed.map_err(stage)?, ctx.origins().cloned()), 0));
         }
         let mut keep: Vec<u32> = (0..batch.num_rows() as u32).collect();

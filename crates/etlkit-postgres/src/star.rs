@@ -631,13 +631,16 @@ impl Sink for PgStarSink {
         Ok(())
     }
 
-    async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
+    async fn write(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<u64> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
         let plan = self.plan(&batch.schema()).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
         let fact = self.star.fact_batch(&batch).await?;
-        self.write_batch(plan, batch, fact).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))
+        // Conversion errors count rows from 1 within the batch: name the input row instead.
+        self.write_batch(plan, batch, fact)
+            .await
+            .map_err(|e| e.at_origin(ctx, 1).into_stage(Stage::Sink, self.name()))
     }
 
     async fn finish(&self) -> etlkit_core::Result<LoadStats> {

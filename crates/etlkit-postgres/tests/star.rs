@@ -175,3 +175,25 @@ async fn a_bulk_batch_whose_connection_is_terminated_is_copied_again_without_the
     assert_eq!(scalar(&pool, "SELECT count(DISTINCT row_hash) FROM orders").await, 120);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM fact_order").await, 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_fact_table_cannot_hold_names_the_input_row() {
+    let (pool, _) = fresh().await;
+    exec(
+        &pool,
+        "CREATE TABLE fact_order (sold_at_key bigint NOT NULL, shipped_from_key bigint NOT NULL, \
+         amount integer, row_hash bytea NOT NULL)",
+    )
+    .await;
+    let (star, batch) = fixture(&pool).await;
+    // Row 56 of the source (in the third 20-row batch) holds an amount no integer column can hold.
+    let mut amounts: Vec<f64> = (0..batch.num_rows()).map(|i| i as f64).collect();
+    amounts[55] = 3e9;
+    let mut columns = batch.columns().to_vec();
+    columns[2] = Arc::new(Float64Array::from(amounts));
+    let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let config =
+        PgStarConfig { rows_table: None, fact_table: TableRef::new("fact_order"), ..Default::default() };
+    let err = load(&pool, star, batch, config).await.unwrap_err();
+    assert!(err.to_string().contains("memory:56, column `amount`"), "{}", err.report());
+}
