@@ -2,8 +2,7 @@
 //! `NullSink`, across `batch_size` × `workers` (the same job as `examples/pipeline_throughput.rs`,
 //! which runs 10 M rows and prints rows/s).
 
-#[path = "../examples/support/user_records.rs"]
-mod user_records;
+use etlkit_testkit::users as user_records;
 
 use std::sync::Arc;
 

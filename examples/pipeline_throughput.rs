@@ -10,8 +10,7 @@
 //! timed; the pipeline re-batches it to each `batch_size`, runs the transform on
 //! `transform_concurrency` (= number of CPUs) threads and hands batches to `workers` sink writers.
 
-#[path = "support/user_records.rs"]
-mod user_records;
+use etlkit_testkit::users as user_records;
 
 use std::sync::Arc;
 

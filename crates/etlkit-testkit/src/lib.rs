@@ -64,6 +64,7 @@ mod error;
 mod lifeline;
 pub mod postgres;
 pub mod taxi;
+pub mod users;
 
 pub use bolt::{
     BoltDatabase, BoltServer, DEFAULT_DATABASE as BOLT_DEFAULT_DATABASE, DEFAULT_HEAP as BOLT_DEFAULT_HEAP,

@@ -1,4 +1,4 @@
-//! A typical user-record job, shared by `examples/pipeline_throughput.rs` and `benches/pipeline.rs`:
+//! A typical user-record job, used by `examples/pipeline_throughput.rs` and `benches/pipeline.rs`:
 //! records with id, username, email, age, location id and a few counters come in; a display name and
 //! two computed metrics go out.
 
@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etlkit_core::{Context, Transform};
 
 /// Schema of the incoming user records.
-pub(crate) fn input_schema() -> SchemaRef {
+pub fn input_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("username", DataType::Utf8, false),
@@ -25,7 +25,7 @@ pub(crate) fn input_schema() -> SchemaRef {
 }
 
 /// `rows` user records in batches of `batch_rows`, deterministic.
-pub(crate) fn user_batches(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
+pub fn user_batches(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
     let schema = input_schema();
     let mut out = Vec::new();
     let mut start = 0;
@@ -61,13 +61,19 @@ pub(crate) fn user_batches(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
 
 /// Appends `display_name` ("username <email>"), `engagement` (posts * 3 + comments) / (logins + 1)
 /// and `age_norm` (age / 100, null stays null).
-pub(crate) struct EnrichUsers {
+pub struct EnrichUsers {
     output: SchemaRef,
+}
+
+impl Default for EnrichUsers {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EnrichUsers {
     /// The transform for [`input_schema`] input.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let mut fields: Vec<Field> = input_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("display_name", DataType::Utf8, false));
         fields.push(Field::new("engagement", DataType::Float64, false));
