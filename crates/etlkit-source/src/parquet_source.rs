@@ -90,9 +90,13 @@ pub struct ParquetSourceConfig {
     /// `on_error`. (Floats going to a decimal type are rounded to its scale, as Arrow does.) A name that is not an output column, or a conversion Arrow
     /// cannot do at all, fails [`ParquetSource::open`]. Default: empty (columns keep their file type).
     pub column_types: Vec<(String, DataType)>,
-    /// What to do with a row whose value does not convert to its `column_types` type: fail the read,
-    /// or send it to [`Context::reject`] and go on. Default: [`OnError::Fail`].
+    /// What to do with a row whose value does not convert to its `column_types` type, or whose text
+    /// holds a NUL byte: fail the read, or send it to [`Context::reject`] and go on. Default:
+    /// [`OnError::Fail`].
     pub on_error: OnError,
+    /// Keep NUL bytes in text values instead of calling such rows bad (PostgreSQL `text` cannot store
+    /// them; other destinations may). Default: `false`.
+    pub allow_nul_in_text: bool,
 }
 
 impl Default for ParquetSourceConfig {
@@ -111,6 +115,7 @@ impl Default for ParquetSourceConfig {
             allow_missing_columns: false,
             column_types: Vec::new(),
             on_error: OnError::Fail,
+            allow_nul_in_text: false,
         }
     }
 }
@@ -498,6 +503,7 @@ struct Shared {
     /// In first-finished mode, workers send `Done` after each row group.
     send_done: bool,
     on_error: OnError,
+    allow_nul_in_text: bool,
 }
 
 impl Shared {
@@ -574,6 +580,18 @@ impl Shared {
             };
             let col = batch.column(*i);
             if col.data_type() == field.data_type() {
+                if !self.allow_nul_in_text {
+                    // PostgreSQL text cannot hold a NUL byte: such a row is bad here, naming its row.
+                    for row in nul_rows(col) {
+                        bad.resize(rows, None);
+                        if bad[row].is_none() {
+                            let value =
+                                arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
+                            let name = file_schema.field(*i).name().clone();
+                            bad[row] = Some((name, value, NUL_IN_TEXT.to_owned()));
+                        }
+                    }
+                }
                 columns.push(Arc::clone(col));
                 continue;
             }
@@ -635,6 +653,41 @@ impl Shared {
         }
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow_err)?;
         Ok((batch, origins, rejects))
+    }
+}
+
+/// Why a text value holding a NUL byte is bad (unless `allow_nul_in_text`).
+const NUL_IN_TEXT: &str = "NUL byte in text (PostgreSQL text cannot store it)";
+
+/// Rows of a text column whose value holds a NUL byte (none for other types; one scan of the values
+/// finds the common case of no NUL at all).
+fn nul_rows(col: &ArrayRef) -> Vec<usize> {
+    use arrow_array::cast::AsArray;
+    let rows = |values: &[u8], offset: &dyn Fn(usize) -> (usize, usize)| -> Vec<usize> {
+        if !values.contains(&0) {
+            return Vec::new();
+        }
+        (0..col.len())
+            .filter(|&r| {
+                col.is_valid(r) && {
+                    let (a, b) = offset(r);
+                    values[a..b].contains(&0)
+                }
+            })
+            .collect()
+    };
+    match col.data_type() {
+        DataType::Utf8 => {
+            let s = col.as_string::<i32>();
+            let o = s.value_offsets();
+            rows(s.value_data(), &|r| (o[r] as usize, o[r + 1] as usize))
+        }
+        DataType::LargeUtf8 => {
+            let s = col.as_string::<i64>();
+            let o = s.value_offsets();
+            rows(s.value_data(), &|r| (o[r] as usize, o[r + 1] as usize))
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -841,6 +894,7 @@ impl Source for ParquetSource {
             cancelled: AtomicBool::new(false),
             send_done: !config.preserve_order,
             on_error: config.on_error,
+            allow_nul_in_text: config.allow_nul_in_text,
         });
         let (work_tx, work_rx) = async_channel::unbounded::<Job>();
         let threads = config.workers.min(this.tasks.len().max(1));

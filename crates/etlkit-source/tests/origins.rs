@@ -91,3 +91,47 @@ async fn parquet_rows_carry_file_and_row_number_within_the_file() {
         .collect();
     assert_eq!(got, expect);
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_parquet_text_is_a_bad_row_naming_file_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.parquet");
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from_iter_values(0..4)) as ArrayRef),
+        ("note", Arc::new(arrow_array::StringArray::from(vec!["a", "b", "N\0", "d"])) as ArrayRef),
+    ])
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let open = |on_error| {
+        ParquetSource::open(ParquetSourceConfig {
+            input: Input::File(path.clone()),
+            on_error,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    // Reject: the row goes to the rejects naming file, row 3, column and value; the others keep
+    // their row numbers.
+    let rejects = Arc::new(MemoryRejects::new());
+    let got = tracked(Box::new(open(OnError::Reject)), Context::with_rejects(rejects.clone())).await;
+    let p = path.display().to_string();
+    assert_eq!(got, vec![(0, format!("{p}:1")), (1, format!("{p}:2")), (3, format!("{p}:4"))]);
+    let r = &rejects.rows()[0];
+    assert_eq!((r.origin.as_str(), r.line, r.column.as_deref()), (p.as_str(), Some(3), Some("note")));
+    assert!(r.reason.contains("NUL"), "{r}");
+    // Fail: the read ends with an error naming them.
+    let mut stream = Box::new(open(OnError::Fail)).into_stream(Context::default());
+    let mut err = None;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            err = Some(e);
+            break;
+        }
+    }
+    let text = err.expect("a NUL byte fails the read").report().to_string();
+    assert!(text.contains(&format!("{p}:3")) && text.contains("note") && text.contains("NUL"), "{text}");
+}
