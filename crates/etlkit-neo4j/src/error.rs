@@ -154,6 +154,8 @@ pub struct MissingNode {
     pub key: Vec<(String, String)>,
     /// 1-based row (in the batch handed to the writer) of the first row that needs this node.
     pub row: usize,
+    /// Where that row came from (`file:line`), when the pipeline knows it: what the message names.
+    pub origin: Option<String>,
     /// How many rows of the transaction need it.
     pub rows: usize,
 }
@@ -165,7 +167,10 @@ impl std::fmt::Display for MissingNode {
         for (i, (name, value)) in self.key.iter().enumerate() {
             write!(f, "{}{name}: {value}", if i == 0 { "" } else { ", " })?;
         }
-        write!(f, "}}) ({} node of row {}", self.end, self.row)?;
+        match &self.origin {
+            Some(o) => write!(f, "}}) ({} node of {o}", self.end)?,
+            None => write!(f, "}}) ({} node of row {}", self.end, self.row)?,
+        }
         match self.rows {
             0 | 1 => f.write_str(")"),
             2 => f.write_str(" and 1 more row)"),
@@ -259,6 +264,7 @@ mod tests {
             labels: vec!["Course".into()],
             key: vec![("org".into(), "\"uni\"".into()), ("code".into(), i.to_string())],
             row: i,
+            origin: None,
             rows: if i == 1 { 3 } else { 1 },
         };
         let e = GraphError::MissingEndpoints {

@@ -92,6 +92,8 @@ enum Kind<'a> {
 /// loader phase) whose counters it also adds to, and where each node's key sits in a row (node kind,
 /// positions in the row's list) for the [`TxnObserver`].
 struct Job<'a> {
+    /// The origins of the batch's rows (file and line), to name rows in errors.
+    origins: Option<&'a etlkit_core::Origins>,
     spec: &'a str,
     cypher: &'a str,
     kind: Kind<'a>,
@@ -284,7 +286,7 @@ impl GraphWriter {
         let n = rows.len() as u64;
         let (name, cypher, kind) = (spec.name(), spec.merge_cypher(), labels(&spec.labels));
         let ends = vec![(kind.clone(), 0..spec.keys.len())];
-        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Nodes, run, ends };
+        let job = Job { origins: ctx.origins(), spec: &name, cypher: &cypher, kind: Kind::Nodes, run, ends };
         self.run_partitioned(&job, rows, self.config.workers, &kind).await?;
         Ok(n)
     }
@@ -318,7 +320,8 @@ impl GraphWriter {
         let (name, cypher) = (spec.name(), spec.write_cypher());
         let (from, to) = (labels(&spec.from.labels), labels(&spec.to.labels));
         let ends = vec![(from.clone(), 0..nf), (to.clone(), nf..nf + nt)];
-        let job = Job { spec: &name, cypher: &cypher, kind: Kind::Rels(spec), run, ends };
+        let job =
+            Job { origins: ctx.origins(), spec: &name, cypher: &cypher, kind: Kind::Rels(spec), run, ends };
         match spec.partition {
             RelPartition::BothEnds => self.run_coloured(&job, rows, &from, &to).await?,
             RelPartition::StartNode => self.run_partitioned(&job, rows, w, &from).await?,
@@ -544,7 +547,15 @@ impl GraphWriter {
                 if matched != n {
                     // Name what is missing: look every endpoint key up in the same transaction.
                     let nodes = match missing_nodes(&mut txn, rel, rows, lines).await {
-                        Ok(nodes) => nodes,
+                        Ok(mut nodes) => {
+                            for n in &mut nodes {
+                                n.origin = job
+                                    .origins
+                                    .and_then(|o| o.get(n.row.checked_sub(1)?))
+                                    .map(|o| o.to_string());
+                            }
+                            nodes
+                        }
                         Err(e) => {
                             tracing::debug!(target: "etlkit::neo4j", "{spec}: finding the missing endpoints failed: {e}");
                             Vec::new()
@@ -634,7 +645,14 @@ async fn missing_nodes(
                 Some(&at) => out[at].rows += 1,
                 None => {
                     index.insert(key.clone(), out.len());
-                    out.push(MissingNode { end, labels: endpoint.labels.clone(), key, row: line, rows: 1 });
+                    out.push(MissingNode {
+                        end,
+                        labels: endpoint.labels.clone(),
+                        key,
+                        row: line,
+                        origin: None,
+                        rows: 1,
+                    });
                 }
             }
         }

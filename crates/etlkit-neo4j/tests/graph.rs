@@ -611,6 +611,11 @@ async fn a_missing_endpoint_error_names_the_key() {
         ]
     );
     assert_eq!(scalar(&w, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS c").await, 0, "rolled back");
+    // With the rows' origins known (a pipeline from a file), the message names file and line.
+    let ctx = Context::default().for_batch(etlkit_core::Origins::lines("jobs.csv", [4, 6, 9, 11, 12]));
+    let text = w.write_rels(&spec, &rels, &ctx).await.unwrap_err().to_string();
+    assert!(text.contains("(end node of jobs.csv:6 and 1 more row)"), "{text}");
+    assert!(text.contains("(start node of jobs.csv:9)"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
