@@ -14,6 +14,7 @@
 //! | `postgres` | `postgres` — COPY sink, upsert, source, dimension store, star sink | yes |
 //! | `replicate` | `replicate` — PostgreSQL → PostgreSQL schema replication | no |
 //! | `datafusion` | `datafusion` — PostgreSQL as a DataFusion table, the row hash as SQL functions | no |
+//! | `ballista` | `ballista` — the same on an Apache Ballista cluster (implies `datafusion`) | no |
 //! | `dimcache` | `dimcache` — dimension key cache | no |
 //! | `star` | `star` — star-schema jobs: files into dimensions and a fact table (the API for applications) | yes |
 //! | `neo4j` | `neo4j` — graph sink | no |
@@ -72,6 +73,8 @@ pub mod arrow {
     pub use etlkit_core::arrow_schema as schema;
 }
 
+#[cfg(feature = "ballista")]
+pub use etlkit_ballista as ballista;
 #[cfg(feature = "datafusion")]
 pub use etlkit_datafusion as datafusion;
 #[cfg(feature = "dimcache")]

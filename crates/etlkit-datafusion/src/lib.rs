@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 mod connector;
 mod error;
 mod graph;

@@ -24,7 +24,7 @@ use crate::connector::PgConnector;
 use crate::error::DfError;
 
 /// How the rows of a scan are split into partitions: one predicate per partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScanPartitioning {
     /// One partition, the whole table.
     Whole,
@@ -95,6 +95,12 @@ impl fmt::Debug for SnapshotHolder {
 impl SnapshotHolder {
     pub(crate) fn new(conn: PgConnection, id: String) -> Arc<Self> {
         Arc::new(SnapshotHolder { id, conn: Mutex::new(Some(conn)), pending: AtomicUsize::new(usize::MAX) })
+    }
+
+    /// A snapshot exported by another process (a decoded plan): partitions import `id`; the
+    /// exporting transaction is the other process's to keep open.
+    pub(crate) fn exported_elsewhere(id: String) -> Arc<Self> {
+        Arc::new(SnapshotHolder { id, conn: Mutex::new(None), pending: AtomicUsize::new(usize::MAX) })
     }
 
     /// The exported snapshot's id.
@@ -180,6 +186,10 @@ impl PgScanExec {
     /// Rows per batch.
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+    /// The snapshot every partition imports, if any.
+    pub fn snapshot_id(&self) -> Option<&str> {
+        self.snapshot.as_ref().map(|s| s.id())
     }
 
     /// The `SELECT` partition `i` runs inside `COPY (...) TO STDOUT (FORMAT binary)`.

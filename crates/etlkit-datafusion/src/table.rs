@@ -17,7 +17,7 @@ use etlkit_postgres::{PgSource, PgSourceConfig, PgType, SourceQuery, TableColumn
 use crate::connector::PgConnector;
 use crate::error::{DfError, Result};
 use crate::scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
-use crate::write::{PgCommitExec, PgWriteExec, WriteMode, WriteTarget, run_id};
+use crate::write::{PgCommitExec, PgWriteExec, WriteMode, WriteTarget, open_run, run_id};
 
 /// How a [`PgTable`] reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct PgTable {
     int_key: Option<String>,
     schema: SchemaRef,
     options: PgTableOptions,
+    /// Decoded from a plan sent by another process (a Ballista scheduler): scans are one stream.
+    remote: bool,
 }
 
 impl PgTable {
@@ -113,12 +115,60 @@ impl PgTable {
             PgSource::new(pool, PgSourceConfig { query: SourceQuery::Table(table.clone()), batch_size: 1 })
                 .await?;
         let schema = etlkit_core::Source::schema(&source);
-        Ok(PgTable { connector, table, namespace, columns, primary_key, int_key, schema, options })
+        Ok(PgTable {
+            connector,
+            table,
+            namespace,
+            columns,
+            primary_key,
+            int_key,
+            schema,
+            options,
+            remote: false,
+        })
+    }
+
+    /// A table from parts already read (a decoded plan: see [`crate::codec`]). Its scans are one
+    /// stream: a distributed engine splits only the leaf types it knows among its tasks (Ballista
+    /// 55: files, memory, its own shuffle reads) and would run every partition of an unknown leaf in
+    /// every task; the engine repartitions the stream for the stages after it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        connector: Arc<PgConnector>,
+        table: TableRef,
+        namespace: String,
+        columns: Vec<TableColumn>,
+        primary_key: Vec<String>,
+        int_key: Option<String>,
+        schema: SchemaRef,
+        options: PgTableOptions,
+    ) -> Self {
+        PgTable { connector, table, namespace, columns, primary_key, int_key, schema, options, remote: true }
     }
 
     /// The table.
     pub fn table(&self) -> &TableRef {
         &self.table
+    }
+
+    /// The connector the table reads and writes through.
+    pub fn connector(&self) -> &Arc<PgConnector> {
+        &self.connector
+    }
+
+    /// The schema (namespace) holding the table.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The single-column integer primary key scans split on, if any.
+    pub fn int_key(&self) -> Option<&str> {
+        self.int_key.as_deref()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &PgTableOptions {
+        &self.options
     }
 
     /// The table's columns as the catalog describes them.
@@ -225,6 +275,7 @@ impl TableProvider for PgTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let partitions = match self.options.scan_partitions {
+            _ if self.remote => 1,
             0 => state.config().target_partitions(),
             n => n,
         };
@@ -237,7 +288,13 @@ impl TableProvider for PgTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let schema = Arc::new(self.schema.project(&indices)?);
-        let (snapshot, ranges) = self.plan_scan(partitions, limit).await?;
+        // One stream needs no shared snapshot: its own transaction is consistent.
+        let (snapshot, ranges) = if partitions <= 1 || limit.is_some() {
+            (None, ScanPartitioning::Whole)
+        } else {
+            let (snapshot, ranges) = self.plan_scan(partitions, limit).await?;
+            (Some(snapshot), ranges)
+        };
         Ok(Arc::new(PgScanExec::new(
             self.connector.clone(),
             self.table.clone(),
@@ -245,7 +302,7 @@ impl TableProvider for PgTable {
             ranges,
             limit,
             batch_size,
-            Some(snapshot),
+            snapshot,
         )))
     }
 
@@ -264,6 +321,7 @@ impl TableProvider for PgTable {
             run: run_id(),
             send_buffer: self.options.send_buffer,
         });
+        open_run(&target).await?;
         let write: Arc<dyn ExecutionPlan> = Arc::new(PgWriteExec::new(input, target.clone()));
         let staged: Arc<dyn ExecutionPlan> = if write.properties().output_partitioning().partition_count() > 1
         {

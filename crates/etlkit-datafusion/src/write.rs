@@ -30,7 +30,7 @@ use crate::connector::PgConnector;
 use crate::error::{DfError, Result};
 
 /// How the commit step moves staged rows into the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WriteMode {
     /// `INSERT INTO table SELECT * FROM staging`.
     Append,
@@ -58,7 +58,7 @@ pub struct WriteTarget {
     pub columns: Vec<TableColumn>,
     /// How rows are committed.
     pub mode: WriteMode,
-    /// Names this query's staging tables: `etlkit_stage_<run>_<partition>`.
+    /// Names this query's staging tables: `etlkit_stage_<run>_<partition>_<unique>`.
     pub run: String,
     /// Bytes per COPY message.
     pub send_buffer: usize,
@@ -69,8 +69,12 @@ impl WriteTarget {
         format!("etlkit_stage_{}_", self.run)
     }
 
+    /// A staging table for one execution of `partition`. The name is unique per execution, not
+    /// just per partition: a distributed engine may run a partition twice (a retried task), or
+    /// number each task's only partition 0 (Ballista does).
     fn stage(&self, partition: usize) -> TableRef {
-        TableRef::qualified(self.namespace.clone(), format!("{}{partition}", self.stage_prefix()))
+        let unique = &run_id()[..8];
+        TableRef::qualified(self.namespace.clone(), format!("{}{partition}_{unique}", self.stage_prefix()))
     }
 
     fn column_list(&self) -> String {
@@ -232,6 +236,85 @@ async fn exec(conn: &mut PgConnection, sql: String, action: &'static str, table:
         .map_err(|e| DfError::db(action, table.to_owned(), e))
 }
 
+/// The run ledger: a row per `INSERT INTO` that may still commit. Partitions may run in other
+/// processes (Ballista executors), where no in-memory state reaches them, so the database decides:
+/// - [`open_run`] writes the row when the query is planned;
+/// - a partition commits its staging table only while holding a share lock on the row
+///   ([`hold_open_run`], inside its staging transaction);
+/// - a failure deletes the row ([`close_run`]; that waits for partitions committing at that moment)
+///   and then drops every staging table of the run, so no partition can leave one behind later;
+/// - the commit step deletes the row in its own transaction, and finds nothing to commit if a
+///   failure got there first.
+const LEDGER: &str = "etlkit.datafusion_runs";
+
+/// Records `run` as open (creating the ledger when missing) and forgets runs planned more than 7
+/// days ago that never ran.
+pub(crate) async fn open_run(target: &WriteTarget) -> Result<()> {
+    let table = target.table.quoted();
+    let pool = target.connector.pool().await?;
+    let mut conn = pool.acquire().await.map_err(|e| DfError::db("connecting", table.clone(), e))?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('etlkit.datafusion_runs') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| DfError::db("reading the run ledger", table.clone(), e))?;
+    if !exists {
+        exec(
+            &mut conn,
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS etlkit; CREATE TABLE IF NOT EXISTS {LEDGER} \
+                 (run text PRIMARY KEY, target text NOT NULL, planned timestamptz NOT NULL DEFAULT now())"
+            ),
+            "creating the run ledger",
+            &table,
+        )
+        .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH stale AS (DELETE FROM {LEDGER} WHERE planned < now() - interval '7 days') \
+         INSERT INTO {LEDGER} (run, target) VALUES ($1, $2)"
+    )))
+    .bind(&target.run)
+    .bind(&table)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| DfError::db("recording the run", table, e))?;
+    Ok(())
+}
+
+/// Inside a partition's staging transaction, before its `COMMIT`: share-locks the run's ledger row,
+/// or fails when the run is no longer open (another partition failed, or it was committed).
+async fn hold_open_run(conn: &mut PgConnection, target: &WriteTarget) -> Result<()> {
+    let table = target.table.quoted();
+    let open = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {LEDGER} WHERE run = $1 FOR SHARE")))
+        .bind(&target.run)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| DfError::db("checking the run", table.clone(), e))?;
+    match open {
+        Some(_) => Ok(()),
+        None => Err(DfError::Aborted { table }),
+    }
+}
+
+/// Ends the run after a failure: no partition commits a staging table after this returns, and
+/// then every staging table of the run is dropped.
+async fn close_run(target: &WriteTarget) {
+    let table = target.table.quoted();
+    let closed = async {
+        let pool = target.connector.pool().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {LEDGER} WHERE run = $1")))
+            .bind(&target.run)
+            .execute(&pool)
+            .await
+            .map_err(|e| DfError::db("closing the run", table.clone(), e))?;
+        sweep(target).await
+    }
+    .await;
+    if let Err(e) = closed {
+        tracing::warn!(table = %target.table, error = %e, "staging tables may be left behind");
+    }
+}
+
 async fn write_partition(
     target: Arc<WriteTarget>,
     state: Arc<RunState>,
@@ -285,6 +368,7 @@ async fn write_partition(
         .await;
         data_failure = data.failure.take();
         let rows = r?;
+        hold_open_run(&mut conn, &target).await?;
         exec(&mut conn, "COMMIT".into(), "committing a staging table", &table).await?;
         Ok(rows)
     }
@@ -313,6 +397,7 @@ async fn write_partition(
                     let _ = exec(&mut c, drop_sql, "dropping a staging table", &table).await;
                 }
             }
+            close_run(&target).await;
             Err(data_failure.unwrap_or_else(|| e.into()))
         }
     }
@@ -456,6 +541,16 @@ async fn commit(target: &WriteTarget, staged: &[String]) -> Result<u64> {
     let started = std::time::Instant::now();
     let work = async {
         exec(&mut conn, "BEGIN".into(), "starting the commit", &table).await?;
+        // The run must still be open: a partition that failed (in any process) has closed it.
+        let open = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {LEDGER} WHERE run = $1")))
+            .bind(&target.run)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| DfError::db("closing the run", table.clone(), e))?
+            .rows_affected();
+        if open != 1 {
+            return Err(DfError::Aborted { table: table.clone() });
+        }
         if target.mode == WriteMode::Overwrite {
             exec(&mut conn, format!("TRUNCATE {table}"), "truncating", &table).await?;
         }
@@ -577,9 +672,7 @@ impl ExecutionPlan for PgCommitExec {
                     if let Some(state) = &state {
                         state.abort_and_wait().await;
                     }
-                    if let Err(sweep_error) = sweep(&target).await {
-                        tracing::warn!(table = %target.table, error = %sweep_error, "staging tables left behind");
-                    }
+                    close_run(&target).await;
                     Err(e)
                 }
             }

@@ -87,6 +87,36 @@ impl PgType {
         })
     }
 
+    /// The type's OID and `atttypmod`: the inverse of [`PgType::from_oid`] (text-like types map to
+    /// `text`), so a column's type can be written down and read back, e.g. in a serialized plan.
+    pub fn oid_typmod(&self) -> (u32, i32) {
+        match self {
+            PgType::Bool => (16, -1),
+            PgType::Int2 => (21, -1),
+            PgType::Int4 => (23, -1),
+            PgType::Int8 => (20, -1),
+            PgType::Float4 => (700, -1),
+            PgType::Float8 => (701, -1),
+            PgType::Numeric { precision_scale: Some((p, s)) } => {
+                (1700, (((*p as i32) << 16) | (*s as u8 as i32)) + 4)
+            }
+            PgType::Numeric { precision_scale: None } => (1700, -1),
+            PgType::Text => (25, -1),
+            PgType::Bytea => (17, -1),
+            PgType::Date => (1082, -1),
+            PgType::Time => (1083, -1),
+            PgType::Timestamp => (1114, -1),
+            PgType::Timestamptz => (1184, -1),
+            PgType::Uuid => (2950, -1),
+            PgType::Json => (114, -1),
+            PgType::Jsonb => (3802, -1),
+            PgType::Int2Array => (1005, -1),
+            PgType::Int4Array => (1007, -1),
+            PgType::Int8Array => (1016, -1),
+            PgType::TextArray => (1009, -1),
+        }
+    }
+
     /// The name used in messages and DDL.
     pub fn sql_name(&self) -> String {
         match self {
@@ -200,5 +230,23 @@ mod tests {
         assert_eq!(PgType::from_oid(1700, typmod), Some(PgType::Numeric { precision_scale: Some((12, 3)) }));
         assert_eq!(PgType::from_oid(1700, -1), Some(PgType::Numeric { precision_scale: None }));
         assert_eq!(PgType::from_oid(600, -1), None); // point
+    }
+
+    #[test]
+    fn oid_typmod_reads_back_as_the_same_type() {
+        let mut seen = 0;
+        for oid in 0..4000u32 {
+            for typmod in [-1, ((12 << 16) | 3) + 4, (38 << 16) + 4, ((5 << 16) | 0xfffe) + 4] {
+                if let Some(t) = PgType::from_oid(oid, typmod) {
+                    let (o, m) = t.oid_typmod();
+                    assert_eq!(PgType::from_oid(o, m), Some(t.clone()), "oid {oid} typmod {typmod}");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 24, "{seen}");
+        // numeric(5,-2): a negative scale survives the round trip
+        let t = PgType::Numeric { precision_scale: Some((5, -2)) };
+        assert_eq!(PgType::from_oid(1700, t.oid_typmod().1), Some(t));
     }
 }

@@ -63,6 +63,7 @@ mod bolt;
 mod error;
 mod lifeline;
 pub mod postgres;
+mod process;
 pub mod taxi;
 pub mod users;
 
@@ -71,6 +72,7 @@ pub use bolt::{
 };
 pub use error::{BoxError, Error, Result};
 pub use postgres::PgServer;
+pub use process::{Process, free_port};
 
 /// Runs `fut` to completion on a private current-thread Tokio runtime on a helper thread, so blocking
 /// callers inside another runtime (e.g. `#[tokio::test]`) do not trip Tokio's nested-runtime check.
