@@ -7,13 +7,15 @@
 //!
 //! ```text
 //! cargo run --release --features datafusion --example datafusion_load -- --input FILE_OR_DIR --table NAME
-//!     [--database-url URL] [--partitions N]
+//!     [--database-url URL] [--partitions N] [--commit staged|two-phase]
 //! ```
 //!
 //! The table is created from the Parquet schema when missing, exactly as `load_parquet` creates it.
 //! `--partitions` (default 2, like `load_parquet --workers`) is DataFusion's `target_partitions`: that
 //! many Parquet read partitions, each binary-COPYing into its own staging table; one commit step then
-//! moves all staged rows into the table in one transaction. Without `--database-url` and without
+//! moves all staged rows into the table in one transaction. `--commit two-phase` instead COPYs each
+//! partition straight into the table and prepares its transaction; the commit step commits them all
+//! (`CommitProtocol::TwoPhase`: rows written once; needs `max_prepared_transactions`). Without `--database-url` and without
 //! `DATABASE_URL`, a throwaway PostgreSQL is started from `etlkit-testkit` (and said so on stderr). The
 //! rate is rows inserted divided by the wall-clock time of planning and running the whole statement.
 //!
@@ -31,7 +33,7 @@ use std::time::Instant;
 
 use etlkit::datafusion::datafusion::arrow::array::UInt64Array;
 use etlkit::datafusion::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use etlkit::datafusion::{PgConnector, PgTable, PgTableOptions};
+use etlkit::datafusion::{CommitProtocol, PgConnector, PgTable, PgTableOptions};
 use etlkit_core::Source;
 use etlkit_postgres::{DatabaseUrl, TableRef, connect, create_table_if_not_exists, quote_ident};
 use etlkit_source::{Input, ParquetSource, ParquetSourceConfig};
@@ -41,11 +43,11 @@ struct Args {
     table: String,
     url: Option<String>,
     partitions: usize,
+    commit: CommitProtocol,
     scan: bool,
 }
 
-const USAGE: &str =
-    "usage: datafusion_load --input FILE_OR_DIR --table NAME [--database-url URL] [--partitions N] [--scan]";
+const USAGE: &str = "usage: datafusion_load --input FILE_OR_DIR --table NAME [--database-url URL] [--partitions N] [--commit staged|two-phase] [--scan]";
 
 fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut a = Args {
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
         table: String::new(),
         url: std::env::var("DATABASE_URL").ok().filter(|s| !s.trim().is_empty()),
         partitions: 2,
+        commit: CommitProtocol::Staged,
         scan: false,
     };
     let mut it = std::env::args().skip(1);
@@ -63,6 +66,13 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
             "--table" => a.table = value()?,
             "--database-url" => a.url = Some(value()?),
             "--partitions" => a.partitions = value()?.parse()?,
+            "--commit" => {
+                a.commit = match value()?.as_str() {
+                    "staged" => CommitProtocol::Staged,
+                    "two-phase" => CommitProtocol::TwoPhase,
+                    other => return Err(format!("--commit {other:?}: staged or two-phase\n{USAGE}").into()),
+                }
+            }
             "--scan" => a.scan = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -123,7 +133,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let config = SessionConfig::new().with_target_partitions(args.partitions);
         let ctx = SessionContext::new_with_config(config);
         let connector = PgConnector::new("default", url, args.partitions as u32 + 2);
-        let target = PgTable::new(connector, table, PgTableOptions::default()).await?;
+        let options = PgTableOptions { commit: args.commit, ..PgTableOptions::default() };
+        let target = PgTable::new(connector, table, options).await?;
         ctx.register_table("target", Arc::new(target))?;
         let input = std::path::Path::new(&args.input);
         let options = ParquetReadOptions::default().file_extension(if input.is_dir() {

@@ -99,6 +99,10 @@ fn write_batch(path: &Path, ids: Vec<i64>, names: Vec<Option<String>>) {
     w.close().unwrap();
 }
 
+fn two_phase() -> PgTableOptions {
+    PgTableOptions { commit: etlkit_datafusion::CommitProtocol::TwoPhase, ..Default::default() }
+}
+
 fn count(batches: &[RecordBatch]) -> u64 {
     batches[0].column(0).as_any().downcast_ref::<UInt64Array>().unwrap().value(0)
 }
@@ -111,7 +115,7 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
         tokio::task::spawn_blocking(move || pg.fresh_database().unwrap()).await.unwrap()
     };
     let pool = connect(&DatabaseUrl::new(url.clone()), 4, "ballista-test").await.unwrap();
-    for t in ["t_cluster", "t_local", "copy_cluster", "copy_local"] {
+    for t in ["t_cluster", "t_local", "copy_cluster", "copy_local", "t_two_phase"] {
         exec(&pool, &format!("CREATE TABLE {t} (id bigint PRIMARY KEY, name text, amount double precision)"))
             .await;
     }
@@ -160,6 +164,17 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
         0,
         "the cluster stored what one process stores"
     );
+
+    // The same with two-phase commit: each executor's partitions COPY straight into the table and
+    // prepare; the commit stage commits them all.
+    let t = PgTable::new(client_pg.clone(), TableRef::new("t_two_phase"), two_phase()).await.unwrap();
+    remote.register_table("t_two_phase", Arc::new(t)).unwrap();
+    let n = count(
+        &remote.sql(&format!("INSERT INTO t_two_phase {load}")).await.unwrap().collect().await.unwrap(),
+    );
+    assert_eq!(n, 18_000);
+    assert_eq!(difference(&pool, "t_two_phase", "t_local").await, 0);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM pg_prepared_xacts").await, 0);
 
     // PostgreSQL → PostgreSQL (partitioned snapshot scan → staged writes → one commit).
     let n = count(
@@ -210,7 +225,13 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
     let narrow =
         PgTable::new(client_pg.clone(), TableRef::new("narrow"), PgTableOptions::default()).await.unwrap();
     remote.register_table("narrow", Arc::new(narrow)).unwrap();
-    for sql in ["INSERT INTO narrow SELECT * FROM bad", "INSERT OVERWRITE narrow SELECT * FROM bad"] {
+    let narrow = PgTable::new(client_pg.clone(), TableRef::new("narrow"), two_phase()).await.unwrap();
+    remote.register_table("narrow_two_phase", Arc::new(narrow)).unwrap();
+    for sql in [
+        "INSERT INTO narrow SELECT * FROM bad",
+        "INSERT OVERWRITE narrow SELECT * FROM bad",
+        "INSERT INTO narrow_two_phase SELECT * FROM bad",
+    ] {
         let err = remote.sql(sql).await.unwrap().collect().await.expect_err("a 200-character name must fail");
         assert!(format!("{err}").contains("too long"), "{sql}: {err}");
         assert_eq!(scalar(&pool, "SELECT count(*) FROM narrow").await, 1, "{sql}: target unchanged");
@@ -220,9 +241,14 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
             "{sql}"
         );
         assert_eq!(
-            scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs").await,
+            scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE state <> 'aborted'").await,
             0,
             "{sql}: run closed"
+        );
+        assert_eq!(
+            scalar(&pool, "SELECT count(*) FROM pg_prepared_xacts").await,
+            0,
+            "{sql}: nothing prepared"
         );
     }
 

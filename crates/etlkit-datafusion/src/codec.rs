@@ -45,7 +45,7 @@ use crate::connector::PgConnector;
 use crate::error::DfError;
 use crate::scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 use crate::table::{PgTable, PgTableOptions};
-use crate::write::{PgCommitExec, PgWriteExec, WriteMode, WriteTarget};
+use crate::write::{CommitProtocol, PgCommitExec, PgWriteExec, WriteMode, WriteTarget};
 
 /// Every etlkit node's bytes start with this; anything else belongs to the wrapped codec.
 const MAGIC: &[u8; 7] = b"etlkit\x01";
@@ -167,6 +167,7 @@ struct PgTableRecipe {
     batch_size: usize,
     upsert_key: Vec<String>,
     send_buffer: usize,
+    commit: CommitProtocol,
 }
 
 /// A [`PgScanExec`] as a recipe.
@@ -192,6 +193,7 @@ struct WriteRecipe {
     mode: WriteMode,
     run: String,
     send_buffer: usize,
+    commit: CommitProtocol,
 }
 
 fn codec_error(reason: impl Into<String>) -> DataFusionError {
@@ -237,6 +239,7 @@ fn write_recipe(t: &WriteTarget) -> WriteRecipe {
         mode: t.mode.clone(),
         run: t.run.clone(),
         send_buffer: t.send_buffer,
+        commit: t.commit,
     }
 }
 
@@ -253,7 +256,46 @@ fn write_target(r: WriteRecipe, connectors: &Connectors) -> DfResult<Arc<WriteTa
         mode: r.mode,
         run: r.run,
         send_buffer: r.send_buffer,
+        commit: r.commit,
     }))
+}
+
+/// The function (UDF, UDAF, UDWF, higher-order) methods both codecs hand to `self.inner` unchanged:
+/// etlkit's functions travel by name and every process registers them.
+macro_rules! delegate_functions {
+    () => {
+        fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+            self.inner.try_decode_udf(name, buf)
+        }
+
+        fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            self.inner.try_encode_udf(node, buf)
+        }
+
+        fn try_decode_higher_order_function(&self, name: &str, buf: &[u8]) -> DfResult<Arc<HigherOrderUDF>> {
+            self.inner.try_decode_higher_order_function(name, buf)
+        }
+
+        fn try_encode_higher_order_function(&self, node: &HigherOrderUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            self.inner.try_encode_higher_order_function(node, buf)
+        }
+
+        fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
+            self.inner.try_decode_udaf(name, buf)
+        }
+
+        fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            self.inner.try_encode_udaf(node, buf)
+        }
+
+        fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<WindowUDF>> {
+            self.inner.try_decode_udwf(name, buf)
+        }
+
+        fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            self.inner.try_encode_udwf(node, buf)
+        }
+    };
 }
 
 /// A [`LogicalExtensionCodec`] that writes [`PgTable`]s as recipes and hands everything else to
@@ -300,6 +342,7 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
             batch_size: r.batch_size,
             upsert_key: r.upsert_key,
             send_buffer: r.send_buffer,
+            commit: r.commit,
         };
         Ok(Arc::new(PgTable::from_parts(
             connector,
@@ -333,6 +376,7 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
             batch_size: t.options().batch_size,
             upsert_key: t.options().upsert_key.clone(),
             send_buffer: t.options().send_buffer,
+            commit: t.options().commit,
         };
         frame(Kind::Table, &recipe, buf)
     }
@@ -345,37 +389,7 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
         self.inner.try_encode_file_format(buf, node)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udf(node, buf)
-    }
-
-    fn try_decode_higher_order_function(&self, name: &str, buf: &[u8]) -> DfResult<Arc<HigherOrderUDF>> {
-        self.inner.try_decode_higher_order_function(name, buf)
-    }
-
-    fn try_encode_higher_order_function(&self, node: &HigherOrderUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_higher_order_function(node, buf)
-    }
-
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udaf(node, buf)
-    }
-
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
-    }
-
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udwf(node, buf)
-    }
+    delegate_functions!();
 }
 
 /// A [`PhysicalExtensionCodec`] that writes [`PgScanExec`], [`PgWriteExec`] and [`PgCommitExec`] as
@@ -467,21 +481,7 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
         self.inner.try_encode(node, buf, proto_converter)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udf(node, buf)
-    }
-
-    fn try_decode_higher_order_function(&self, name: &str, buf: &[u8]) -> DfResult<Arc<HigherOrderUDF>> {
-        self.inner.try_decode_higher_order_function(name, buf)
-    }
-
-    fn try_encode_higher_order_function(&self, node: &HigherOrderUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_higher_order_function(node, buf)
-    }
+    delegate_functions!();
 
     fn try_decode_expr(
         &self,
@@ -499,21 +499,5 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
         ctx: &PhysicalExprEncodeCtx<'_>,
     ) -> DfResult<()> {
         self.inner.try_encode_expr(node, buf, ctx)
-    }
-
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udaf(node, buf)
-    }
-
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
-    }
-
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.inner.try_encode_udwf(node, buf)
     }
 }

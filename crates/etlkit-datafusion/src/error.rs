@@ -40,11 +40,14 @@ pub enum DfError {
         #[source]
         source: datafusion::arrow::error::ArrowError,
     },
-    /// The write was aborted because another partition of the same query failed.
-    #[error("INSERT INTO {table} aborted: another partition of the query failed")]
+    /// The write was aborted because another partition of the same query failed (or the run was
+    /// closed otherwise); `cause` is that failure as the run ledger recorded it.
+    #[error("INSERT INTO {table} aborted: another partition of the query failed{}", cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default())]
     Aborted {
         /// The target table (quoted).
         table: String,
+        /// What failed, when known.
+        cause: Option<String>,
     },
     /// A plan node could not be encoded or decoded (Ballista / datafusion-proto).
     #[error("plan codec: {reason}")]

@@ -41,7 +41,7 @@ pub use graph::{GraphInsertExec, GraphTable};
 pub use scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 pub use table::{PgTable, PgTableOptions};
 pub use udf::{register_row_hash, row_hash_blake3_udf, row_hash_udf};
-pub use write::{PgCommitExec, PgWriteExec, WriteMode, WriteTarget};
+pub use write::{CommitProtocol, PgCommitExec, PgWriteExec, WriteMode, WriteTarget, recover_prepared};
 
 /// Re-exported: the DataFusion this crate is built with.
 pub use datafusion;

@@ -17,7 +17,7 @@ use etlkit_postgres::{PgSource, PgSourceConfig, PgType, SourceQuery, TableColumn
 use crate::connector::PgConnector;
 use crate::error::{DfError, Result};
 use crate::scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
-use crate::write::{PgCommitExec, PgWriteExec, WriteMode, WriteTarget, open_run, run_id};
+use crate::write::{CommitProtocol, PgCommitExec, PgWriteExec, WriteMode, WriteTarget, open_run, run_id};
 
 /// How a [`PgTable`] reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +33,21 @@ pub struct PgTableOptions {
     pub upsert_key: Vec<String>,
     /// Bytes per COPY message when writing. Default 1 MiB.
     pub send_buffer: usize,
+    /// How the partitions of an `INSERT INTO` commit: [`CommitProtocol::Staged`] (the default: one
+    /// transaction, every row written twice) or [`CommitProtocol::TwoPhase`] (append only; every
+    /// row written once; needs `max_prepared_transactions` on the server).
+    pub commit: CommitProtocol,
 }
 
 impl Default for PgTableOptions {
     fn default() -> Self {
-        PgTableOptions { scan_partitions: 0, batch_size: 0, upsert_key: Vec::new(), send_buffer: 1 << 20 }
+        PgTableOptions {
+            scan_partitions: 0,
+            batch_size: 0,
+            upsert_key: Vec::new(),
+            send_buffer: 1 << 20,
+            commit: CommitProtocol::Staged,
+        }
     }
 }
 
@@ -231,6 +241,26 @@ impl PgTable {
         Ok((SnapshotHolder::new(conn, snapshot), ranges))
     }
 
+    /// Two-phase commit prepares one transaction per partition: the server must allow that many.
+    async fn check_prepared_transactions(&self, partitions: usize) -> Result<()> {
+        let pool = self.connector.pool().await?;
+        let allowed: String = sqlx::query_scalar("SELECT current_setting('max_prepared_transactions')")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| DfError::db("reading max_prepared_transactions", self.table.quoted(), e))?;
+        let allowed: usize = allowed.parse().unwrap_or(0);
+        if allowed < partitions {
+            return Err(DfError::InvalidConfig {
+                field: "commit",
+                reason: format!(
+                    "two-phase commit of {partitions} partitions needs max_prepared_transactions >= {partitions} \
+                     on the server (it is {allowed}; set it in postgresql.conf and restart), or CommitProtocol::Staged"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn write_mode(&self, op: InsertOp) -> Result<WriteMode> {
         Ok(match op {
             InsertOp::Append if self.options.upsert_key.is_empty() => WriteMode::Append,
@@ -308,18 +338,38 @@ impl TableProvider for PgTable {
 
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mode = self.write_mode(insert_op)?;
+        if self.options.commit == CommitProtocol::TwoPhase {
+            if mode != WriteMode::Append {
+                return Err(DfError::InvalidConfig {
+                    field: "commit",
+                    reason: format!(
+                        "two-phase commit appends only; {mode:?} into {} needs CommitProtocol::Staged",
+                        self.table
+                    ),
+                }
+                .into());
+            }
+            let partitions = input
+                .properties()
+                .output_partitioning()
+                .partition_count()
+                .max(state.config().target_partitions());
+            self.check_prepared_transactions(partitions).await?;
+        }
         let target = Arc::new(WriteTarget {
             connector: self.connector.clone(),
             table: self.table.clone(),
             namespace: self.namespace.clone(),
             columns: self.columns.clone(),
-            mode: self.write_mode(insert_op)?,
+            mode,
             run: run_id(),
             send_buffer: self.options.send_buffer,
+            commit: self.options.commit,
         });
         open_run(&target).await?;
         let write: Arc<dyn ExecutionPlan> = Arc::new(PgWriteExec::new(input, target.clone()));

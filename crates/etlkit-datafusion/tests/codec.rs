@@ -6,10 +6,9 @@
 
 #![allow(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::bytes::{
@@ -20,37 +19,11 @@ use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
 use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
 use etlkit_datafusion::codec::{Connectors, EtlkitLogicalCodec, EtlkitPhysicalCodec};
 use etlkit_datafusion::{DfError, PgConnector, PgTable, PgTableOptions, datafusion};
-use etlkit_hash::{Algorithm, RowHasher};
-use etlkit_postgres::sqlx::{self, AssertSqlSafe, PgPool, Row};
-use etlkit_postgres::{DatabaseUrl, TableRef, connect};
-use etlkit_testkit::PgServer;
+use etlkit_postgres::{DatabaseUrl, TableRef};
 
-async fn fresh() -> (PgPool, String) {
-    static PG: std::sync::LazyLock<Arc<PgServer>> =
-        std::sync::LazyLock::new(|| PgServer::start().expect("test PostgreSQL"));
-    let url = tokio::task::spawn_blocking(|| PG.fresh_database()).await.unwrap().expect("test PostgreSQL");
-    let pool = connect(&DatabaseUrl::new(url.clone()), 4, "df-codec-test").await.unwrap();
-    (pool, url)
-}
+mod support;
 
-async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
-}
-
-async fn scalar(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap().get(0)
-}
-
-fn digests(batches: &[RecordBatch]) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let h = RowHasher::all_columns(Algorithm::Sha256).hash_batch(b).unwrap();
-        for i in 0..h.len() {
-            *out.entry(h.value(i).to_vec()).or_insert(0) += 1;
-        }
-    }
-    out
-}
+use support::{digests, exec, fresh, scalar};
 
 /// A context of "another process": its connector named `default` points at `url` (no password),
 /// as an executor's `DATABASE_URL` would.

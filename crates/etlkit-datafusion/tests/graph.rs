@@ -4,6 +4,8 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
@@ -125,12 +127,7 @@ async fn insert_into_nodes_and_relationships_through_sql() {
         .collect()
         .await
         .expect_err("NULL key");
-    let mut chain = String::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    while let Some(e) = cur {
-        chain.push_str(&format!(" / {e}"));
-        cur = e.source();
-    }
+    let chain = support::chain(&err);
     assert!(chain.contains("id"), "{chain}");
     // Scans and overwrites are refused.
     assert!(ctx.sql("SELECT * FROM person").await.unwrap().collect().await.is_err());

@@ -4,7 +4,6 @@
 
 #![allow(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, UInt64Array};
@@ -12,27 +11,13 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use etlkit_core::Source;
 use etlkit_datafusion::{DfError, PgConnector, PgTable, PgTableOptions, datafusion};
-use etlkit_hash::{Algorithm, RowHasher};
-use etlkit_postgres::sqlx::{self, AssertSqlSafe, PgPool, Row};
-use etlkit_postgres::{DatabaseUrl, PgSource, PgSourceConfig, SourceQuery, TableRef, connect};
-use etlkit_testkit::PgServer;
+use etlkit_postgres::sqlx::{AssertSqlSafe, Connection, PgPool};
+use etlkit_postgres::{DatabaseUrl, PgSource, PgSourceConfig, SourceQuery, TableRef};
 use futures::TryStreamExt;
 
-async fn fresh() -> (PgPool, String) {
-    static PG: std::sync::LazyLock<Arc<PgServer>> =
-        std::sync::LazyLock::new(|| PgServer::start().expect("test PostgreSQL"));
-    let url = tokio::task::spawn_blocking(|| PG.fresh_database()).await.unwrap().expect("test PostgreSQL");
-    let pool = connect(&DatabaseUrl::new(url.clone()), 4, "df-test").await.unwrap();
-    (pool, url)
-}
+mod support;
 
-async fn exec(pool: &PgPool, sql: &str) {
-    sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
-}
-
-async fn scalar(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap().get(0)
-}
+use support::{chain, digests, exec, fresh, scalar};
 
 fn ctx(partitions: usize) -> SessionContext {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
@@ -45,18 +30,6 @@ async fn register(ctx: &SessionContext, url: &str, table: &str, options: PgTable
     let t = Arc::new(PgTable::new(connector, TableRef::new(table), options).await.unwrap());
     ctx.register_table(table, t.clone()).unwrap();
     t
-}
-
-/// Multiset of row digests (digest → count) over every column of the batches.
-fn digests(batches: &[RecordBatch]) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let h = RowHasher::all_columns(Algorithm::Sha256).hash_batch(b).unwrap();
-        for i in 0..h.len() {
-            *out.entry(h.value(i).to_vec()).or_insert(0) += 1;
-        }
-    }
-    out
 }
 
 async fn pg_source_rows(pool: &PgPool, table: &str) -> Vec<RecordBatch> {
@@ -160,7 +133,7 @@ async fn scan_reads_one_snapshot_projection_and_limit_are_pushed_down() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let open = scalar(
         &pool,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etlkit-datafusion' AND state LIKE 'idle in%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'etlkit-datafusion' AND state LIKE 'idle in%'",
     )
     .await;
     assert_eq!(open, 0);
@@ -355,12 +328,7 @@ async fn a_failing_partition_leaves_the_target_unchanged_and_no_staging_table() 
             ctx.sql(sql).await.unwrap().collect().await.expect_err("a value too long must fail the query");
         let report = format!("{err}");
         let df = DfError::find(&err);
-        let mut chain = String::new();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-        while let Some(e) = cur {
-            chain.push_str(&format!(" / {e}"));
-            cur = e.source();
-        }
+        let chain = chain(&err);
         assert!(df.is_some(), "{report}");
         assert!(chain.contains("too long"), "{chain}");
         assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 2, "{sql}: target unchanged");
@@ -490,12 +458,171 @@ async fn plans_and_errors_never_show_the_password() {
     }
     assert!(shown.contains("PgCommitExec") && shown.contains("PgScanExec"), "{shown}");
     let err = ctx.sql("INSERT INTO p VALUES (3, 'too long')").await.unwrap().collect().await.unwrap_err();
-    let mut chain = format!("{err:?}");
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    while let Some(e) = cur {
-        chain.push_str(&format!(" / {e}"));
-        cur = e.source();
-    }
+    let chain = format!("{err:?}{}", chain(&err));
     shown.push_str(&chain);
     assert!(!shown.contains(secret), "the password leaked: {shown}");
+}
+
+fn two_phase() -> PgTableOptions {
+    PgTableOptions { commit: etlkit_datafusion::CommitProtocol::TwoPhase, ..Default::default() }
+}
+
+async fn prepared(pool: &PgPool) -> i64 {
+    scalar(pool, "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()").await
+}
+
+/// Four partitions of 50 000 `(id, code)` rows; `bad` (if any) gets a code too long for varchar(3).
+fn mem_partitions(bad: Option<i64>) -> MemTable {
+    let parts: Vec<Vec<RecordBatch>> = (0..4i64)
+        .map(|p| {
+            let ids = p * 50_000..(p + 1) * 50_000;
+            let codes = ids
+                .clone()
+                .map(|i| if Some(i) == bad { "much too long".to_string() } else { format!("{}", i % 1000) });
+            vec![
+                RecordBatch::try_from_iter([
+                    ("id", Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(ids)) as ArrayRef),
+                    (
+                        "code",
+                        Arc::new(datafusion::arrow::array::StringArray::from_iter_values(codes)) as ArrayRef,
+                    ),
+                ])
+                .unwrap(),
+            ]
+        })
+        .collect();
+    MemTable::try_new(parts[0][0].schema(), parts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_phase_insert_is_exact_and_a_failure_leaves_nothing_prepared() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE t (id bigint PRIMARY KEY, code varchar(3))").await;
+    exec(&pool, "INSERT INTO t VALUES (-1, 'old')").await;
+    let ctx = ctx(4);
+    register(&ctx, &url, "t", two_phase()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    ctx.register_table("bad", Arc::new(mem_partitions(Some(130_000)))).unwrap();
+
+    // A bad value in partition 2: every partition's transaction is rolled back, prepared or not.
+    let err = ctx.sql("INSERT INTO t SELECT id, code FROM bad").await.unwrap().collect().await.unwrap_err();
+    let chain = chain(&err);
+    assert!(chain.contains("too long"), "{chain}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 1, "target unchanged");
+    // The run's failure is on record, so partitions still running report the cause, not just "aborted".
+    let cause = scalar(
+        &pool,
+        "SELECT count(*) FROM etlkit.datafusion_runs WHERE state = 'aborted' AND cause LIKE '%too long%'",
+    )
+    .await;
+    assert_eq!(cause, 1);
+    assert_eq!(prepared(&pool).await, 0, "no prepared transaction left");
+    assert_eq!(staging_tables(&pool).await, 0);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE state <> 'aborted'").await,
+        0,
+        "run closed"
+    );
+
+    // The good input: four prepared partitions committed, exact contents, nothing left over.
+    let plan = ctx
+        .sql("INSERT INTO t SELECT id, code FROM good")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    assert!(shown.contains("PgWriteExec") && shown.contains("commit=TwoPhase"), "{shown}");
+    let out = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
+    assert_eq!(count_of(&out), 200_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_001);
+    assert_eq!(scalar(&pool, "SELECT count(DISTINCT id) FROM t WHERE id >= 0").await, 200_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t WHERE id >= 0 AND code <> (id % 1000)::text").await, 0);
+    assert_eq!(prepared(&pool).await, 0);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE state <> 'aborted'").await,
+        0
+    );
+
+    // A key already in the table fails in its partition and rolls the others back.
+    let err = ctx
+        .sql("INSERT INTO t SELECT id, code FROM good WHERE id % 50000 = 7")
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(err.is_err());
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_001);
+    assert_eq!(prepared(&pool).await, 0);
+
+    // Two-phase appends only, and needs max_prepared_transactions >= partitions: refused at planning.
+    let err =
+        ctx.sql("INSERT OVERWRITE t SELECT id, code FROM good").await.unwrap().collect().await.unwrap_err();
+    assert!(format!("{err}").contains("two-phase commit appends only"), "{err}");
+    let many = self::ctx(100);
+    register(&many, &url, "t", two_phase()).await;
+    many.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let err = many
+        .sql("INSERT INTO t SELECT id + 1000000, code FROM good")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(format!("{err}").contains("max_prepared_transactions >= 100"), "{err}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_of_interrupted_runs_are_resolved() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE r (id bigint PRIMARY KEY)").await;
+    // Plan (not run) an INSERT once so the ledger exists.
+    let ctx = ctx(2);
+    register(&ctx, &url, "r", two_phase()).await;
+    ctx.sql("INSERT INTO r VALUES (0)").await.unwrap().create_physical_plan().await.unwrap();
+    exec(&pool, "DELETE FROM etlkit.datafusion_runs").await;
+    // What crashed processes leave: a run whose commit had begun (one partition committed, one still
+    // prepared), a run that was still writing long ago, and a prepared partition with no run at all
+    // (a retried task's duplicate).
+    exec(
+        &pool,
+        "INSERT INTO etlkit.datafusion_runs (run, target, state, planned) VALUES
+           ('00000000000000a1', 'r', 'committing', now()),
+           ('00000000000000b2', 'r', 'open', now() - interval '2 days'),
+           ('00000000000000c3', 'r', 'open', now())",
+    )
+    .await;
+    let conn_url = url.clone();
+    let mut conn = etlkit_postgres::sqlx::PgConnection::connect(&conn_url).await.unwrap();
+    for (gid, id) in [
+        ("etlkit_stage_00000000000000a1_1_0000aaaa", 1),
+        ("etlkit_stage_00000000000000b2_0_0000bbbb", 2),
+        ("etlkit_stage_00000000000000d4_0_0000dddd", 3),
+        ("etlkit_stage_00000000000000c3_0_0000cccc", 4),
+    ] {
+        use etlkit_postgres::sqlx::Executor;
+        conn.execute(AssertSqlSafe(format!(
+            "BEGIN; INSERT INTO r VALUES ({id}); PREPARE TRANSACTION '{gid}'"
+        )))
+        .await
+        .unwrap();
+    }
+    assert_eq!(prepared(&pool).await, 4);
+    let resolved = etlkit_datafusion::recover_prepared(&pool).await.unwrap();
+    assert_eq!(resolved, 3, "the run in progress (c3) is left alone");
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM r").await,
+        1,
+        "only the committing run's partition committed"
+    );
+    assert_eq!(scalar(&pool, "SELECT min(id) FROM r").await, 1);
+    assert_eq!(prepared(&pool).await, 1);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE run = '00000000000000a1'").await,
+        0,
+        "a finished commit is forgotten"
+    );
+    exec(&pool, "ROLLBACK PREPARED 'etlkit_stage_00000000000000c3_0_0000cccc'").await;
 }

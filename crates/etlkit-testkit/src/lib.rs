@@ -56,7 +56,8 @@
 //!
 //! It runs with the settings in [`postgres::THROWAWAY_SETTINGS`]: `fsync=off`, `synchronous_commit=off`,
 //! `full_page_writes=off`, `shared_buffers=256MB`, `max_connections=200`, `max_wal_size=8GB`,
-//! `checkpoint_timeout=30min`, `wal_level=logical` (for replication tests). Benchmarks run against it must
+//! `checkpoint_timeout=30min`, `wal_level=logical` (for replication tests), `max_prepared_transactions=64`
+//! (for two-phase `INSERT INTO` tests). Benchmarks run against it must
 //! say so; numbers against a durable server will be lower.
 
 mod bolt;

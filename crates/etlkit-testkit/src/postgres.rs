@@ -25,6 +25,9 @@ pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
     ("wal_level", "logical"),
     ("max_wal_senders", "10"),
     ("max_replication_slots", "10"),
+    // Two-phase INSERT INTO (etlkit-datafusion's CommitProtocol::TwoPhase) prepares one
+    // transaction per partition.
+    ("max_prepared_transactions", "64"),
     ("lc_messages", "C"),
     ("log_min_messages", "warning"),
     ("timezone", "UTC"),
