@@ -15,9 +15,10 @@ use etlkit_ballista::remote_context;
 use etlkit_datafusion::codec::Connectors;
 use etlkit_datafusion::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use etlkit_datafusion::{PgConnector, PgTable, PgTableOptions};
+use etlkit_neo4j::{GraphConfig, GraphWriter, NodeSpec, Property};
 use etlkit_postgres::sqlx::{self, AssertSqlSafe, PgPool, Row};
 use etlkit_postgres::{DatabaseUrl, TableRef, connect};
-use etlkit_testkit::{PgServer, Process, free_port};
+use etlkit_testkit::{BoltDatabase, BoltServer, PgServer, Process, free_port};
 
 struct Cluster {
     url: String,
@@ -25,11 +26,17 @@ struct Cluster {
     executors: Vec<Process>,
 }
 
-/// Starts a scheduler and two executors, each told only `database_url`.
-fn start_cluster(database_url: &str) -> Cluster {
+/// Starts a scheduler and two executors, each told only `database_url` and the Bolt server.
+fn start_cluster(database_url: &str, bolt: &BoltDatabase) -> Cluster {
     let scheduler_port = free_port().unwrap();
     let bind = format!("127.0.0.1:{scheduler_port}");
-    let env = [("DATABASE_URL", database_url), ("RUST_LOG", "info")];
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("BOLT_URI", bolt.uri.as_str()),
+        ("BOLT_USER", bolt.user.as_str()),
+        ("BOLT_PASSWORD", bolt.password.as_str()),
+        ("RUST_LOG", "info"),
+    ];
     let mut scheduler = Process::spawn(
         "ballista-scheduler",
         Path::new(env!("CARGO_BIN_EXE_etlkit-ballista-scheduler")),
@@ -128,9 +135,17 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
     let with_password = url.replacen("postgres://postgres@", &format!("postgres://postgres:{secret}@"), 1);
     let client_pg = PgConnector::new("default", DatabaseUrl::new(with_password), 4);
 
+    let bolt = tokio::task::spawn_blocking(|| {
+        let server = BoltServer::start().unwrap();
+        let db = server.fresh_database().unwrap();
+        (server, db)
+    })
+    .await
+    .unwrap();
     let cluster = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || start_cluster(&url)
+        let db = bolt.1.clone();
+        move || start_cluster(&url, &db)
     })
     .await
     .unwrap();
@@ -252,10 +267,46 @@ async fn a_ballista_cluster_loads_and_copies_exactly_what_one_process_does() {
         );
     }
 
+    // Parquet → graph on the cluster: the graph table travels as a recipe (connection name, mapping,
+    // settings); the executor doing the write connects with its own BOLT_* variables.
+    let db = &bolt.1;
+    assert!(!db.password.is_empty());
+    let config = GraphConfig {
+        uri: db.uri.clone(),
+        user: db.user.clone(),
+        password: db.password.clone(),
+        database: db.name.clone(),
+        workers: 2,
+        batch_rows: 2000,
+        ..Default::default()
+    };
+    let writer =
+        Arc::new(tokio::task::spawn_blocking(move || GraphWriter::connect(config).unwrap()).await.unwrap());
+    let spec = NodeSpec::new("Item", Property::from_column("id", "id"), vec![Property::column("name")]);
+    let schema = remote.table("raw").await.unwrap().schema().as_arrow().project(&[0, 1]).unwrap();
+    let items = etlkit_datafusion::GraphTable::nodes(writer.clone(), spec, Arc::new(schema)).unwrap();
+    remote.register_table("items", Arc::new(items)).unwrap();
+    for _ in 0..2 {
+        let n = count(
+            &remote.sql("INSERT INTO items SELECT id, name FROM raw").await.unwrap().collect().await.unwrap(),
+        );
+        assert_eq!(n, 20_000);
+        assert_eq!(
+            writer.count("MATCH (n:Item) RETURN count(n)").await.unwrap(),
+            20_000,
+            "MERGE: a re-run adds nothing"
+        );
+    }
+    assert_eq!(
+        writer.count("MATCH (n:Item {id: 4242}) WHERE n.name = 'name 4242 é' RETURN count(n)").await.unwrap(),
+        1
+    );
+
     // The work ran on both executors, and neither ever saw the client's password.
     for e in &cluster.executors {
         let out = e.output();
         assert!(!out.contains(secret), "an executor logged the password");
+        assert!(!out.contains(&bolt.1.password), "an executor logged the Bolt password");
     }
     let busy = cluster.executors.iter().filter(|e| e.output().contains("Execute task")).count();
     assert_eq!(

@@ -2,10 +2,13 @@
 //! scheduler and its executors).
 //!
 //! What the bytes carry is a **recipe**: the connector's *name*, the table, its catalog columns, the
-//! write mode, the run id, partition bounds and the scan's snapshot id. Never a connection and never
-//! a URL or password: the decoding process resolves the connector name through its own
+//! write mode and commit protocol, the run id, partition bounds and the scan's snapshot id; for a
+//! graph table the Bolt connection's name, the mapping and the writer's settings. Never a connection
+//! and never a URL, user or password: the decoding process resolves names through its own
 //! [`Connectors`] (by default its environment: `ETLKIT_PG_URL_<NAME>`, or `DATABASE_URL` for the
-//! connector named `default`, see [`url_variable`](crate::url_variable)).
+//! connector named `default`, see [`url_variable`](crate::url_variable); `ETLKIT_BOLT_URI_<NAME>`,
+//! `ETLKIT_BOLT_USER_<NAME>`, `ETLKIT_BOLT_PASSWORD_<NAME>`, or `BOLT_URI`, `BOLT_USER`,
+//! `BOLT_PASSWORD` for `default`).
 //!
 //! Both codecs wrap another codec (Ballista's own, or DataFusion's default) and hand it every node
 //! that is not etlkit's, so they can replace Ballista's codecs in its configuration:
@@ -24,6 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
@@ -37,12 +41,14 @@ use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprE
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use etlkit_neo4j::{GraphConfig, GraphMapping, GraphWriter, NullKeyPolicy};
 use etlkit_postgres::{PgType, TableColumn, TableRef};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::connector::PgConnector;
 use crate::error::DfError;
+use crate::graph::{GraphInsertExec, GraphTable};
 use crate::scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 use crate::table::{PgTable, PgTableOptions};
 use crate::write::{CommitProtocol, PgCommitExec, PgWriteExec, WriteMode, WriteTarget};
@@ -57,6 +63,8 @@ enum Kind {
     Scan = b'S',
     Write = b'W',
     Commit = b'C',
+    GraphTable = b'G',
+    GraphInsert = b'N',
 }
 
 /// Where a process that decodes plans gets the [`PgConnector`] a plan names: connectors registered
@@ -65,6 +73,7 @@ enum Kind {
 #[derive(Clone)]
 pub struct Connectors {
     known: Arc<Mutex<HashMap<String, Arc<PgConnector>>>>,
+    graphs: Arc<Mutex<HashMap<String, Arc<GraphWriter>>>>,
     max_connections: u32,
 }
 
@@ -82,7 +91,7 @@ impl Connectors {
     /// Connectors from this process's environment; pools created for them hold at most
     /// `max_connections` connections each.
     pub fn from_env(max_connections: u32) -> Self {
-        Connectors { known: Arc::default(), max_connections: max_connections.max(1) }
+        Connectors { known: Arc::default(), graphs: Arc::default(), max_connections: max_connections.max(1) }
     }
 
     /// Registers `connector` under its name (it wins over the environment).
@@ -91,6 +100,46 @@ impl Connectors {
             known.insert(connector.name().to_owned(), connector);
         }
         self
+    }
+
+    /// Registers `writer` as the Bolt connection named `name` (it wins over the environment; the
+    /// settings a plan carries are then ignored in favour of the writer's own).
+    pub fn with_graph(self, name: &str, writer: Arc<GraphWriter>) -> Self {
+        if let Ok(mut graphs) = self.graphs.lock() {
+            graphs.insert(name.to_owned(), writer);
+        }
+        self
+    }
+
+    /// The Bolt connection named `name`: a registered writer, else one connected with `settings`
+    /// and the URI, user and password from this process's environment: `ETLKIT_BOLT_URI_<NAME>`,
+    /// `ETLKIT_BOLT_USER_<NAME>`, `ETLKIT_BOLT_PASSWORD_<NAME>` (for `default` also `BOLT_URI`,
+    /// `BOLT_USER`, `BOLT_PASSWORD`). The user defaults to `neo4j` and the password to empty.
+    fn graph(&self, name: &str, settings: &GraphSettings) -> Result<Arc<GraphWriter>, DfError> {
+        let mut graphs = self
+            .graphs
+            .lock()
+            .map_err(|_| DfError::Codec { reason: "connector registry poisoned".into() })?;
+        if let Some(w) = graphs.get(name) {
+            return Ok(w.clone());
+        }
+        let suffix = name.to_ascii_uppercase().replace('-', "_");
+        let var = |what: &str| {
+            std::env::var(format!("ETLKIT_BOLT_{what}_{suffix}"))
+                .ok()
+                .or_else(|| (name == "default").then(|| std::env::var(format!("BOLT_{what}")).ok()).flatten())
+        };
+        let uri = var("URI").ok_or_else(|| DfError::InvalidConfig {
+            field: "connector",
+            reason: format!("no Bolt URI for connector `{name}`: set ETLKIT_BOLT_URI_{suffix}"),
+        })?;
+        let mut config = settings.config();
+        config.uri = uri;
+        config.user = var("USER").unwrap_or_else(|| "neo4j".to_owned());
+        config.password = var("PASSWORD").unwrap_or_default();
+        let writer = Arc::new(GraphWriter::connect(config)?);
+        graphs.insert(name.to_owned(), writer.clone());
+        Ok(writer)
     }
 
     /// The connector named `name`.
@@ -168,6 +217,70 @@ struct PgTableRecipe {
     upsert_key: Vec<String>,
     send_buffer: usize,
     commit: CommitProtocol,
+}
+
+/// A [`GraphWriter`]'s settings without its URI, user and password.
+#[derive(Debug, Serialize, Deserialize)]
+struct GraphSettings {
+    database: String,
+    batch_rows: usize,
+    max_message_bytes: usize,
+    workers: usize,
+    max_attempts: u32,
+    backoff_initial_ms: u64,
+    backoff_max_ms: u64,
+    response_timeout_ms: u64,
+    on_null_key: NullKeyPolicy,
+}
+
+impl GraphSettings {
+    fn of(c: &GraphConfig) -> Self {
+        GraphSettings {
+            database: c.database.clone(),
+            batch_rows: c.batch_rows,
+            max_message_bytes: c.max_message_bytes,
+            workers: c.workers,
+            max_attempts: c.max_attempts,
+            backoff_initial_ms: c.backoff_initial.as_millis() as u64,
+            backoff_max_ms: c.backoff_max.as_millis() as u64,
+            response_timeout_ms: c.response_timeout.as_millis() as u64,
+            on_null_key: c.on_null_key,
+        }
+    }
+
+    fn config(&self) -> GraphConfig {
+        GraphConfig {
+            database: self.database.clone(),
+            batch_rows: self.batch_rows,
+            max_message_bytes: self.max_message_bytes,
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+            backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            response_timeout: Duration::from_millis(self.response_timeout_ms),
+            on_null_key: self.on_null_key,
+            ..GraphConfig::default()
+        }
+    }
+}
+
+/// A [`GraphTable`] or [`GraphInsertExec`] as a recipe: the connection's name, the mapping, the
+/// writer's settings.
+#[derive(Debug, Serialize, Deserialize)]
+struct GraphRecipe {
+    connector: String,
+    mapping: GraphMapping,
+    settings: GraphSettings,
+}
+
+impl GraphRecipe {
+    fn of(connector: &str, writer: &GraphWriter, mapping: &GraphMapping) -> Self {
+        GraphRecipe {
+            connector: connector.to_owned(),
+            mapping: mapping.clone(),
+            settings: GraphSettings::of(writer.config()),
+        }
+    }
 }
 
 /// A [`PgScanExec`] as a recipe.
@@ -298,8 +411,8 @@ macro_rules! delegate_functions {
     };
 }
 
-/// A [`LogicalExtensionCodec`] that writes [`PgTable`]s as recipes and hands everything else to
-/// `inner`.
+/// A [`LogicalExtensionCodec`] that writes [`PgTable`]s and [`GraphTable`]s as recipes and hands
+/// everything else to `inner`.
 #[derive(Debug)]
 pub struct EtlkitLogicalCodec {
     inner: Arc<dyn LogicalExtensionCodec>,
@@ -332,6 +445,11 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
         let Some((kind, recipe)) = unframe(buf) else {
             return self.inner.try_decode_table_provider(buf, table_ref, schema, ctx);
         };
+        if kind == Kind::GraphTable as u8 {
+            let r: GraphRecipe = parse("a graph table", recipe)?;
+            let writer = self.connectors.graph(&r.connector, &r.settings)?;
+            return Ok(Arc::new(GraphTable::new(writer, r.mapping, schema)?.named(r.connector)));
+        }
         if kind != Kind::Table as u8 {
             return Err(codec_error(format!("table {table_ref}: not a table recipe (kind {kind})")));
         }
@@ -362,7 +480,11 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> DfResult<()> {
-        let Some(t) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<PgTable>() else {
+        let any = node.as_ref() as &dyn std::any::Any;
+        if let Some(g) = any.downcast_ref::<GraphTable>() {
+            return frame(Kind::GraphTable, &GraphRecipe::of(g.connector(), g.writer(), g.mapping()), buf);
+        }
+        let Some(t) = any.downcast_ref::<PgTable>() else {
             return self.inner.try_encode_table_provider(table_ref, node, buf);
         };
         let recipe = PgTableRecipe {
@@ -392,8 +514,8 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
     delegate_functions!();
 }
 
-/// A [`PhysicalExtensionCodec`] that writes [`PgScanExec`], [`PgWriteExec`] and [`PgCommitExec`] as
-/// recipes and hands every other node to `inner`.
+/// A [`PhysicalExtensionCodec`] that writes [`PgScanExec`], [`PgWriteExec`], [`PgCommitExec`] and
+/// [`GraphInsertExec`] as recipes and hands every other node to `inner`.
 #[derive(Debug)]
 pub struct EtlkitPhysicalCodec {
     inner: Arc<dyn PhysicalExtensionCodec>,
@@ -449,6 +571,13 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
                     write_target(r, &self.connectors)?,
                 )))
             }
+            k if k == Kind::GraphInsert as u8 => {
+                let r: GraphRecipe = parse("GraphInsertExec", recipe)?;
+                let writer = self.connectors.graph(&r.connector, &r.settings)?;
+                Ok(Arc::new(
+                    GraphInsertExec::new(one_input("GraphInsertExec")?, writer, r.mapping).named(r.connector),
+                ))
+            }
             other => Err(codec_error(format!("unknown etlkit plan node kind {other}"))),
         }
     }
@@ -477,6 +606,9 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
         }
         if let Some(commit) = any.downcast_ref::<PgCommitExec>() {
             return frame(Kind::Commit, &write_recipe(commit.target()), buf);
+        }
+        if let Some(g) = any.downcast_ref::<GraphInsertExec>() {
+            return frame(Kind::GraphInsert, &GraphRecipe::of(g.connector(), g.writer(), g.mapping()), buf);
         }
         self.inner.try_encode(node, buf, proto_converter)
     }

@@ -35,6 +35,7 @@ use crate::error::{DfError, Result};
 #[derive(Debug)]
 pub struct GraphTable {
     writer: Arc<GraphWriter>,
+    connector: String,
     mapping: GraphMapping,
     schema: SchemaRef,
 }
@@ -56,7 +57,31 @@ impl GraphTable {
                 });
             }
         }
-        Ok(GraphTable { writer, mapping, schema })
+        Ok(GraphTable { writer, connector: "default".to_owned(), mapping, schema })
+    }
+
+    /// Names the Bolt connection for plans sent to other processes (default `default`): they
+    /// connect with `ETLKIT_BOLT_URI_<NAME>`, `ETLKIT_BOLT_USER_<NAME>` and
+    /// `ETLKIT_BOLT_PASSWORD_<NAME>` (for `default` also `BOLT_URI`, `BOLT_USER`, `BOLT_PASSWORD`)
+    /// and this writer's other settings; see [`crate::codec`].
+    pub fn named(mut self, connector: impl Into<String>) -> Self {
+        self.connector = connector.into();
+        self
+    }
+
+    /// The Bolt connection's name in plans.
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Arc<GraphWriter> {
+        &self.writer
+    }
+
+    /// The mapping.
+    pub fn mapping(&self) -> &GraphMapping {
+        &self.mapping
     }
 
     /// A table of nodes of one kind.
@@ -101,7 +126,10 @@ impl TableProvider for GraphTable {
                 "{insert_op} into a graph table: only INSERT INTO (MERGE) is supported"
             )));
         }
-        Ok(Arc::new(GraphInsertExec::new(input, self.writer.clone(), self.mapping.clone())))
+        Ok(Arc::new(
+            GraphInsertExec::new(input, self.writer.clone(), self.mapping.clone())
+                .named(self.connector.clone()),
+        ))
     }
 }
 
@@ -111,6 +139,7 @@ impl TableProvider for GraphTable {
 pub struct GraphInsertExec {
     input: Arc<dyn ExecutionPlan>,
     writer: Arc<GraphWriter>,
+    connector: String,
     mapping: GraphMapping,
     properties: Arc<PlanProperties>,
 }
@@ -128,7 +157,28 @@ impl GraphInsertExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        GraphInsertExec { input, writer, mapping, properties }
+        GraphInsertExec { input, writer, connector: "default".to_owned(), mapping, properties }
+    }
+
+    /// Names the Bolt connection for plans sent to other processes (see [`GraphTable::named`]).
+    pub fn named(mut self, connector: impl Into<String>) -> Self {
+        self.connector = connector.into();
+        self
+    }
+
+    /// The Bolt connection's name in plans.
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Arc<GraphWriter> {
+        &self.writer
+    }
+
+    /// The mapping.
+    pub fn mapping(&self) -> &GraphMapping {
+        &self.mapping
     }
 }
 
@@ -158,6 +208,12 @@ impl ExecutionPlan for GraphInsertExec {
         vec![&self.input]
     }
 
+    /// Every input row reaches this one node (and through the sink's workers, the graph in
+    /// parallel): a distributed engine must not hand it one partition's share.
+    fn required_input_distribution(&self) -> Vec<datafusion::physical_plan::Distribution> {
+        vec![datafusion::physical_plan::Distribution::SinglePartition]
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
@@ -169,7 +225,10 @@ impl ExecutionPlan for GraphInsertExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(GraphInsertExec::new(children.swap_remove(0), self.writer.clone(), self.mapping.clone())))
+        Ok(Arc::new(
+            GraphInsertExec::new(children.swap_remove(0), self.writer.clone(), self.mapping.clone())
+                .named(self.connector.clone()),
+        ))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {

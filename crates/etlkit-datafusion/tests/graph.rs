@@ -132,3 +132,85 @@ async fn insert_into_nodes_and_relationships_through_sql() {
     // Scans and overwrites are refused.
     assert!(ctx.sql("SELECT * FROM person").await.unwrap().collect().await.is_err());
 }
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A graph insert planned in one context travels as a recipe (connection name, mapping, settings:
+/// no URI, user or password) and runs in another context that knows the connection by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_insert_plan_travels_without_credentials_and_runs_elsewhere() {
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+    use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+    use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
+    use etlkit_datafusion::codec::{Connectors, EtlkitLogicalCodec, EtlkitPhysicalCodec};
+
+    let writer = tokio::task::spawn_blocking(writer).await.unwrap();
+    let password = writer.config().password.clone();
+    assert!(!password.is_empty(), "the test server has a password to leak");
+    let client = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    let ids: Vec<i64> = (0..2500).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        ("name", Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("n{i}")))) as ArrayRef),
+    ])
+    .unwrap();
+    let schema = batch.schema();
+    // The source must itself travel (a MemTable does not): a Parquet file.
+    let dir = std::env::temp_dir().join(format!("etlkit-graph-codec-{}", std::process::id()));
+    let local = SessionContext::new();
+    local
+        .register_table("mem", Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch]]).unwrap()))
+        .unwrap();
+    local
+        .table("mem")
+        .await
+        .unwrap()
+        .write_parquet(dir.to_str().unwrap(), Default::default(), None)
+        .await
+        .unwrap();
+    client.register_parquet("src", dir.to_str().unwrap(), Default::default()).await.unwrap();
+    let spec = NodeSpec::new("Item", Property::from_column("id", "id"), vec![Property::column("name")]);
+    let table = GraphTable::nodes(writer.clone(), spec, schema).unwrap().named("warehouse-graph");
+    client.register_table("items", Arc::new(table)).unwrap();
+
+    // "Elsewhere": the connection named warehouse-graph is known there (as an executor's
+    // environment would provide it).
+    let connectors = Connectors::from_env(2).with_graph("warehouse-graph", writer.clone());
+    let logical_codec =
+        EtlkitLogicalCodec::new(Arc::new(DefaultLogicalExtensionCodec {}), connectors.clone());
+    let physical_codec = EtlkitPhysicalCodec::new(Arc::new(DefaultPhysicalExtensionCodec {}), connectors);
+    let remote = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+
+    let plan =
+        client.sql("INSERT INTO items SELECT id, name FROM src").await.unwrap().into_unoptimized_plan();
+    let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &logical_codec).unwrap();
+    assert!(contains(&bytes, b"warehouse-graph") && contains(&bytes, b"Item"), "the recipe is there");
+    assert!(!contains(&bytes, password.as_bytes()) && !contains(&bytes, b"bolt://"), "no credentials");
+    let plan =
+        logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &logical_codec).unwrap();
+    let physical = remote.state().create_physical_plan(&plan).await.unwrap();
+    let bytes = physical_plan_to_bytes_with_extension_codec(physical, &physical_codec).unwrap();
+    assert!(contains(&bytes, b"warehouse-graph"));
+    assert!(!contains(&bytes, password.as_bytes()) && !contains(&bytes, b"bolt://"), "no credentials");
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &physical_codec).unwrap();
+    let out = datafusion::physical_plan::collect(decoded, remote.task_ctx()).await.unwrap();
+    assert_eq!(count_of(&out), 2500);
+    assert_eq!(writer.count("MATCH (n:Item) RETURN count(n)").await.unwrap(), 2500);
+
+    // A process that does not know the name says which variable to set.
+    let stranger =
+        EtlkitLogicalCodec::new(Arc::new(DefaultLogicalExtensionCodec {}), Connectors::from_env(1));
+    let plan =
+        client.sql("INSERT INTO items SELECT id, name FROM src").await.unwrap().into_unoptimized_plan();
+    let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &logical_codec).unwrap();
+    let err =
+        logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &stranger).unwrap_err();
+    assert!(support::chain(&err).contains("ETLKIT_BOLT_URI_WAREHOUSE_GRAPH"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,7 @@ use crate::error::{GraphError, Result};
 /// What to do with a row whose key (or relationship endpoint / identity) column is NULL. Such a row is
 /// never merged: `MERGE (n:L {id: null})` is an error on Neo4j and would create a key-less node
 /// elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum NullKeyPolicy {
     /// Fail the write with [`GraphError::NullKey`] naming the mapping, row and column. Default.
     #[default]

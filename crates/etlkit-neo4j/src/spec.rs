@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::error::{GraphError, Result};
 
 /// One graph property filled from one input column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Property {
     /// The property name in the graph.
     pub name: String,
@@ -31,7 +31,7 @@ impl Property {
 /// Written as `UNWIND $rows AS r MERGE (n:Label {key: r[0]}) SET n.p = r[1], ...`: a node is found or
 /// created by its key, then every mapped property is set (a NULL value removes the property). Give each
 /// node kind exactly one label set and never add labels later (ArcadeDB stores `:A:B` as its own type).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSpec {
     /// The labels, at least one. The uniqueness constraint is created on the first.
     pub labels: Vec<String>,
@@ -113,7 +113,7 @@ impl NodeSpec {
 }
 
 /// One end of a relationship: the node kind (labels) and the key columns that find it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// The node's labels (as in its [`NodeSpec`]).
     pub labels: Vec<String>,
@@ -129,7 +129,7 @@ impl Endpoint {
 }
 
 /// `MERGE` (find or create, idempotent) or `CREATE` (always a new relationship) for relationships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RelMode {
     /// `MERGE (a)-[x:T {identity}]->(b)`: at most one relationship per (start, end, identity). Default.
     #[default]
@@ -141,7 +141,7 @@ pub enum RelMode {
 /// How relationship rows are spread over concurrent transactions. Two transactions touching the same
 /// node conflict (Neo4j waits on locks; ArcadeDB fails one at commit with a transient error), so rows
 /// are partitioned by a node key and each partition is written by one transaction at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum RelPartition {
     /// Partition by the start node's key: no start node is in two concurrent transactions. Default.
     #[default]
@@ -165,7 +165,7 @@ pub enum RelPartition {
 /// Written as `UNWIND $rows AS r MATCH (a:A) WHERE a.k = r[0] MATCH (b:B) WHERE b.k = r[1]
 /// MERGE (a)-[x:T {identity: r[2]}]->(b) SET x.p = r[3] RETURN count(*)`. Both nodes must already exist;
 /// rows that find no endpoint fail the batch with [`GraphError::MissingEndpoints`] rather than vanish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RelSpec {
     /// The relationship type.
     pub rel_type: String,
@@ -278,7 +278,7 @@ impl RelSpec {
 
 /// Everything a [`GraphSink`](crate::GraphSink) writes from each input row: nodes first (in order),
 /// then relationships (in order), each in its own transactions.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct GraphMapping {
     /// Node kinds merged from each row.
     pub nodes: Vec<NodeSpec>,
