@@ -94,6 +94,47 @@ fn first_row_per_key_wins_across_batches_and_conflicts_are_counted() {
 }
 
 #[test]
+fn many_keys_in_large_batches_keep_the_first_row_of_each_and_count_every_repeat() {
+    // 5,000 keys (spread over every shard of the key set), in batches of 1,500 and 2,500 rows (more
+    // than the 512 rows encoded at a time, and not a multiple of it): each key once, then each key
+    // again, every 7th with a different name (a conflict), and NULL keys passed through.
+    let ids: Vec<String> = (0..5000).map(|i| format!("L{i:07}")).collect();
+    let names: Vec<String> = (0..5000).map(|i| format!("name {i}")).collect();
+    let other: Vec<String> = (0..5000).map(|i| format!("other {i}")).collect();
+    let ctx = Context::default();
+    let d = DedupByKey::new(["id"]);
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", DataType::Utf8, true),
+        arrow_schema::Field::new("name", DataType::Utf8, true),
+    ]));
+    let mut kept = Vec::new();
+    let mut feed = |rows: Vec<(Option<&str>, &str)>| {
+        for chunk in rows.chunks(if kept.is_empty() { 1500 } else { 2500 }) {
+            let ids: ArrayRef = Arc::new(StringArray::from(chunk.iter().map(|r| r.0).collect::<Vec<_>>()));
+            let names: ArrayRef = Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.1)));
+            let b = RecordBatch::try_new(schema.clone(), vec![ids, names]).unwrap();
+            let out = d.apply(b, &ctx).unwrap().remove(0);
+            kept.extend(col(&out, "name").into_iter().map(Option::unwrap));
+        }
+    };
+    let mut first: Vec<(Option<&str>, &str)> =
+        ids.iter().zip(&names).map(|(i, n)| (Some(i.as_str()), n.as_str())).collect();
+    first.insert(700, (None, "null key"));
+    feed(first);
+    let again: Vec<(Option<&str>, &str)> = (0..5000)
+        .map(|i| (Some(ids[i].as_str()), if i % 7 == 0 { other[i].as_str() } else { names[i].as_str() }))
+        .chain([(None, "null key")])
+        .collect();
+    feed(again);
+    let mut want: Vec<String> = names.clone();
+    want.insert(700, "null key".into());
+    want.push("null key".into());
+    assert_eq!(kept, want, "the first row of each key, in input order; NULL keys untouched");
+    assert_eq!((d.distinct(), d.deduplicated(), d.conflicts()), (5000, 5000, 715));
+    assert_eq!(ctx.deduplicated(), 5000);
+}
+
+#[test]
 fn explode_json_objects_extracts_fields_and_drops_repeats_within_a_row() {
     let b = strings(&[
         ("id", vec![Some("p1"), Some("p2"), Some("p3"), Some("p4")]),
