@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connector::PgConnector;
 use crate::error::DfError;
-use crate::graph::{GraphInsertExec, GraphTable};
+use crate::graph::{GraphInsertExec, GraphTable, GraphTarget};
 use crate::scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 use crate::table::{PgTable, PgTableOptions};
 use crate::write::{CommitProtocol, PgCommitExec, PgWriteExec, WriteMode, WriteTarget};
@@ -274,11 +274,11 @@ struct GraphRecipe {
 }
 
 impl GraphRecipe {
-    fn of(connector: &str, writer: &GraphWriter, mapping: &GraphMapping) -> Self {
+    fn of(target: &GraphTarget) -> Self {
         GraphRecipe {
-            connector: connector.to_owned(),
-            mapping: mapping.clone(),
-            settings: GraphSettings::of(writer.config()),
+            connector: target.connector().to_owned(),
+            mapping: target.mapping().clone(),
+            settings: GraphSettings::of(target.writer().config()),
         }
     }
 }
@@ -482,7 +482,7 @@ impl LogicalExtensionCodec for EtlkitLogicalCodec {
     ) -> DfResult<()> {
         let any = node.as_ref() as &dyn std::any::Any;
         if let Some(g) = any.downcast_ref::<GraphTable>() {
-            return frame(Kind::GraphTable, &GraphRecipe::of(g.connector(), g.writer(), g.mapping()), buf);
+            return frame(Kind::GraphTable, &GraphRecipe::of(g.target()), buf);
         }
         let Some(t) = any.downcast_ref::<PgTable>() else {
             return self.inner.try_encode_table_provider(table_ref, node, buf);
@@ -574,9 +574,8 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
             k if k == Kind::GraphInsert as u8 => {
                 let r: GraphRecipe = parse("GraphInsertExec", recipe)?;
                 let writer = self.connectors.graph(&r.connector, &r.settings)?;
-                Ok(Arc::new(
-                    GraphInsertExec::new(one_input("GraphInsertExec")?, writer, r.mapping).named(r.connector),
-                ))
+                let target = GraphTarget::new(writer, r.mapping).named(r.connector);
+                Ok(Arc::new(GraphInsertExec::new(one_input("GraphInsertExec")?, target)))
             }
             other => Err(codec_error(format!("unknown etlkit plan node kind {other}"))),
         }
@@ -608,7 +607,7 @@ impl PhysicalExtensionCodec for EtlkitPhysicalCodec {
             return frame(Kind::Commit, &write_recipe(commit.target()), buf);
         }
         if let Some(g) = any.downcast_ref::<GraphInsertExec>() {
-            return frame(Kind::GraphInsert, &GraphRecipe::of(g.connector(), g.writer(), g.mapping()), buf);
+            return frame(Kind::GraphInsert, &GraphRecipe::of(g.target()), buf);
         }
         self.inner.try_encode(node, buf, proto_converter)
     }

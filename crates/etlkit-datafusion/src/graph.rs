@@ -34,30 +34,22 @@ use crate::error::{DfError, Result};
 /// re-running an insert is safe.
 #[derive(Debug)]
 pub struct GraphTable {
-    writer: Arc<GraphWriter>,
-    connector: String,
-    mapping: GraphMapping,
+    target: GraphTarget,
     schema: SchemaRef,
 }
 
-impl GraphTable {
-    /// A table writing `mapping` for rows of `schema` through `writer`.
-    pub fn new(writer: Arc<GraphWriter>, mapping: GraphMapping, schema: SchemaRef) -> Result<Self> {
-        mapping.validate().map_err(DfError::Graph)?;
-        for c in mapping
-            .nodes
-            .iter()
-            .flat_map(NodeSpec::columns)
-            .chain(mapping.relationships.iter().flat_map(RelSpec::columns))
-        {
-            if schema.field_with_name(c).is_err() {
-                return Err(DfError::InvalidConfig {
-                    field: "schema",
-                    reason: format!("the mapping reads column `{c}`, which the table schema lacks"),
-                });
-            }
-        }
-        Ok(GraphTable { writer, connector: "default".to_owned(), mapping, schema })
+/// What a graph write goes to: the writer, the Bolt connection's name in plans, the mapping.
+#[derive(Debug, Clone)]
+pub struct GraphTarget {
+    writer: Arc<GraphWriter>,
+    connector: String,
+    mapping: GraphMapping,
+}
+
+impl GraphTarget {
+    /// Writes `mapping` through `writer`; the connection is named `default` in plans.
+    pub fn new(writer: Arc<GraphWriter>, mapping: GraphMapping) -> Self {
+        GraphTarget { writer, connector: "default".to_owned(), mapping }
     }
 
     /// Names the Bolt connection for plans sent to other processes (default `default`): they
@@ -82,6 +74,38 @@ impl GraphTable {
     /// The mapping.
     pub fn mapping(&self) -> &GraphMapping {
         &self.mapping
+    }
+}
+
+impl GraphTable {
+    /// A table writing `mapping` for rows of `schema` through `writer`.
+    pub fn new(writer: Arc<GraphWriter>, mapping: GraphMapping, schema: SchemaRef) -> Result<Self> {
+        mapping.validate().map_err(DfError::Graph)?;
+        for c in mapping
+            .nodes
+            .iter()
+            .flat_map(NodeSpec::columns)
+            .chain(mapping.relationships.iter().flat_map(RelSpec::columns))
+        {
+            if schema.field_with_name(c).is_err() {
+                return Err(DfError::InvalidConfig {
+                    field: "schema",
+                    reason: format!("the mapping reads column `{c}`, which the table schema lacks"),
+                });
+            }
+        }
+        Ok(GraphTable { target: GraphTarget::new(writer, mapping), schema })
+    }
+
+    /// Names the Bolt connection for plans sent to other processes (see [`GraphTarget::named`]).
+    pub fn named(mut self, connector: impl Into<String>) -> Self {
+        self.target = self.target.named(connector);
+        self
+    }
+
+    /// What the table writes to.
+    pub fn target(&self) -> &GraphTarget {
+        &self.target
     }
 
     /// A table of nodes of one kind.
@@ -126,10 +150,7 @@ impl TableProvider for GraphTable {
                 "{insert_op} into a graph table: only INSERT INTO (MERGE) is supported"
             )));
         }
-        Ok(Arc::new(
-            GraphInsertExec::new(input, self.writer.clone(), self.mapping.clone())
-                .named(self.connector.clone()),
-        ))
+        Ok(Arc::new(GraphInsertExec::new(input, self.target.clone())))
     }
 }
 
@@ -138,9 +159,7 @@ impl TableProvider for GraphTable {
 #[derive(Debug)]
 pub struct GraphInsertExec {
     input: Arc<dyn ExecutionPlan>,
-    writer: Arc<GraphWriter>,
-    connector: String,
-    mapping: GraphMapping,
+    target: GraphTarget,
     properties: Arc<PlanProperties>,
 }
 
@@ -149,47 +168,32 @@ fn count_schema() -> SchemaRef {
 }
 
 impl GraphInsertExec {
-    /// Writes `input` through `writer` per `mapping`.
-    pub fn new(input: Arc<dyn ExecutionPlan>, writer: Arc<GraphWriter>, mapping: GraphMapping) -> Self {
+    /// Writes `input` to `target`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, target: GraphTarget) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        GraphInsertExec { input, writer, connector: "default".to_owned(), mapping, properties }
+        GraphInsertExec { input, target, properties }
     }
 
-    /// Names the Bolt connection for plans sent to other processes (see [`GraphTable::named`]).
-    pub fn named(mut self, connector: impl Into<String>) -> Self {
-        self.connector = connector.into();
-        self
-    }
-
-    /// The Bolt connection's name in plans.
-    pub fn connector(&self) -> &str {
-        &self.connector
-    }
-
-    /// The writer.
-    pub fn writer(&self) -> &Arc<GraphWriter> {
-        &self.writer
-    }
-
-    /// The mapping.
-    pub fn mapping(&self) -> &GraphMapping {
-        &self.mapping
+    /// What the node writes to.
+    pub fn target(&self) -> &GraphTarget {
+        &self.target
     }
 }
 
 impl DisplayAs for GraphInsertExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let specs: Vec<String> = self
+            .target
             .mapping
             .nodes
             .iter()
             .map(NodeSpec::name)
-            .chain(self.mapping.relationships.iter().map(RelSpec::name))
+            .chain(self.target.mapping.relationships.iter().map(RelSpec::name))
             .collect();
         write!(f, "GraphInsertExec: {}", specs.join(", "))
     }
@@ -225,10 +229,7 @@ impl ExecutionPlan for GraphInsertExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            GraphInsertExec::new(children.swap_remove(0), self.writer.clone(), self.mapping.clone())
-                .named(self.connector.clone()),
-        ))
+        Ok(Arc::new(GraphInsertExec::new(children.swap_remove(0), self.target.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -240,7 +241,7 @@ impl ExecutionPlan for GraphInsertExec {
         let partitions = self.input.properties().output_partitioning().partition_count();
         let inputs =
             (0..partitions).map(|p| self.input.execute(p, context.clone())).collect::<DfResult<Vec<_>>>()?;
-        let sink = match GraphSink::new(self.writer.clone(), self.mapping.clone()) {
+        let sink = match GraphSink::new(self.target.writer.clone(), self.target.mapping.clone()) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(DfError::Graph(e).into()),
         };

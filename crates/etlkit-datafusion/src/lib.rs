@@ -37,7 +37,7 @@ mod write;
 
 pub use connector::{PgConnector, url_variable};
 pub use error::DfError;
-pub use graph::{GraphInsertExec, GraphTable};
+pub use graph::{GraphInsertExec, GraphTable, GraphTarget};
 pub use scan::{PgScanExec, ScanPartitioning, SnapshotHolder};
 pub use table::{PgTable, PgTableOptions};
 pub use udf::{register_row_hash, row_hash_blake3_udf, row_hash_udf};

@@ -304,25 +304,7 @@ async fn a_failing_partition_leaves_the_target_unchanged_and_no_staging_table() 
     let ctx = ctx(4);
     register(&ctx, &url, "t", PgTableOptions::default()).await;
     // Four partitions of 50 000 rows; one row of partition 2 is too long for varchar(3).
-    let parts: Vec<Vec<RecordBatch>> = (0..4i64)
-        .map(|p| {
-            let ids = p * 50_000..(p + 1) * 50_000;
-            let codes = ids
-                .clone()
-                .map(|i| if i == 130_000 { "much too long".to_string() } else { "ok".to_string() });
-            vec![
-                RecordBatch::try_from_iter([
-                    ("id", Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(ids)) as ArrayRef),
-                    (
-                        "code",
-                        Arc::new(datafusion::arrow::array::StringArray::from_iter_values(codes)) as ArrayRef,
-                    ),
-                ])
-                .unwrap(),
-            ]
-        })
-        .collect();
-    ctx.register_table("mem", Arc::new(MemTable::try_new(parts[0][0].schema(), parts).unwrap())).unwrap();
+    ctx.register_table("mem", Arc::new(mem_partitions(Some(130_000)))).unwrap();
     for sql in ["INSERT INTO t SELECT id, code FROM mem", "INSERT OVERWRITE t SELECT id, code FROM mem"] {
         let err =
             ctx.sql(sql).await.unwrap().collect().await.expect_err("a value too long must fail the query");
