@@ -62,10 +62,7 @@ async fn plans_travel_as_recipes_without_the_password_and_run_the_same_elsewhere
     for t in ["src", "dst"] {
         let c = PgConnector::new("default", DatabaseUrl::new(with_password.clone()), 4);
         client
-            .register_table(
-                t,
-                Arc::new(PgTable::new(c, TableRef::new(t), PgTableOptions::default()).await.unwrap()),
-            )
+            .register_table(t, Arc::new(PgTable::new(c, TableRef::new(t), options(t)).await.unwrap()))
             .unwrap();
     }
 
@@ -94,6 +91,10 @@ async fn plans_travel_as_recipes_without_the_password_and_run_the_same_elsewhere
             physical_plan_from_bytes_with_extension_codec(&bytes, &executor.task_ctx(), &executor_physical)
                 .unwrap();
         assert_eq!(shown(&decoded), shown(&physical), "{sql}: the decoded plan is the same plan");
+        if sql.starts_with("INSERT") {
+            // The table's options crossed both hops: the write commits two-phase.
+            assert!(shown(&decoded).contains("commit=TwoPhase"), "{}", shown(&decoded));
+        }
         let out = collect(decoded, executor.task_ctx()).await.unwrap();
         drop(physical); // ends the scheduler's snapshot-exporting transaction
 
@@ -114,6 +115,14 @@ async fn plans_travel_as_recipes_without_the_password_and_run_the_same_elsewhere
             assert_eq!(digests(&out), digests(&local), "{sql}: the remote scan reads what a local one does");
             assert_eq!(digests(&out).values().sum::<usize>(), 10_000);
         }
+    }
+}
+
+/// `dst` commits two-phase, so the test sees the option travel.
+fn options(table: &str) -> PgTableOptions {
+    match table {
+        "dst" => PgTableOptions { commit: etlkit_datafusion::CommitProtocol::TwoPhase, ..Default::default() },
+        _ => PgTableOptions::default(),
     }
 }
 
