@@ -101,21 +101,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Keeps a throwaway server alive until the end of main.
-    let mut _server = None;
-    let url = match &args.url {
-        Some(u) => u.clone(),
-        None => {
-            let pg = etlkit_testkit::PgServer::start_dedicated()?;
-            let url = pg.fresh_database()?;
-            eprintln!(
-                "datafusion_load: no --database-url and no DATABASE_URL: started a throwaway PostgreSQL ({})",
-                DatabaseUrl::new(url.clone())
-            );
-            _server = Some(pg);
-            url
-        }
-    };
+    // `_server` keeps a throwaway server alive until the end of main.
+    let (url, _server) = etlkit_testkit::PgServer::url_or_throwaway("datafusion_load", args.url.as_deref())?;
     // The table is created from the schema etlkit's Parquet reader sees, as load_parquet does.
     let schema =
         ParquetSource::open(ParquetSourceConfig { input: Input::parse(&args.input), ..Default::default() })?

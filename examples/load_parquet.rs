@@ -94,21 +94,8 @@ fn main() -> etlkit_core::Reported {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    // Keeps a throwaway server alive until the end of main.
-    let mut _server = None;
-    let url = match &args.url {
-        Some(u) => u.clone(),
-        None => {
-            let pg = etlkit_testkit::PgServer::start_dedicated()?;
-            let url = pg.fresh_database()?;
-            eprintln!(
-                "load_parquet: no --database-url and no DATABASE_URL: started a throwaway PostgreSQL ({})",
-                DatabaseUrl::new(url.clone())
-            );
-            _server = Some(pg);
-            url
-        }
-    };
+    // `_server` keeps a throwaway server alive until the end of main.
+    let (url, _server) = etlkit_testkit::PgServer::url_or_throwaway("load_parquet", args.url.as_deref())?;
 
     let source = ParquetSource::open(ParquetSourceConfig {
         input: Input::parse(&args.input),

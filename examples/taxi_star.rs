@@ -319,20 +319,9 @@ fn run() -> Result<(), BoxError> {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Keeps a throwaway server alive until the end of main.
-    let mut _server = None;
-    let url = match &args.url {
-        Some(u) => DatabaseUrl::new(u.clone()),
-        None => {
-            let pg = etlkit_testkit::PgServer::start_dedicated()?;
-            let url = DatabaseUrl::new(pg.fresh_database()?);
-            eprintln!(
-                "taxi_star: no --database-url and no DATABASE_URL: started a throwaway PostgreSQL ({url})"
-            );
-            _server = Some(pg);
-            url
-        }
-    };
+    // `_server` keeps a throwaway server alive until the end of main.
+    let (url, _server) = etlkit_testkit::PgServer::url_or_throwaway("taxi_star", args.url.as_deref())?;
+    let url = DatabaseUrl::new(url);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = runtime.block_on(run_taxi(&args, &url))?;
     eprintln!("taxi_star: {}", r.line());

@@ -94,6 +94,23 @@ impl PgServer {
         }
     }
 
+    /// The database a program (an example, a CLI) was given, or else one of its own: `url` when given;
+    /// otherwise a fresh database on a dedicated throwaway server, announced on stderr as
+    /// `<program>: no --database-url and no DATABASE_URL: started a throwaway PostgreSQL on port <port>`.
+    /// Keep the returned server alive while the URL is in use (dropping it stops the server).
+    pub fn url_or_throwaway(program: &str, url: Option<&str>) -> Result<(String, Option<PgServer>)> {
+        if let Some(url) = url {
+            return Ok((url.to_owned(), None));
+        }
+        let pg = Self::start_dedicated()?;
+        let url = pg.fresh_database()?;
+        let port = pg.port().map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        eprintln!(
+            "{program}: no --database-url and no DATABASE_URL: started a throwaway PostgreSQL on port {port}"
+        );
+        Ok((url, Some(pg)))
+    }
+
     /// The admin URL (database `postgres` as user `postgres` for a throwaway cluster, or `DATABASE_URL`).
     pub fn url(&self) -> &str {
         &self.url
