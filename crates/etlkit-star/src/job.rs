@@ -18,7 +18,9 @@ use etlkit_source::{OpenOptions, list_inputs, open_file, run_each};
 
 use crate::bulk::{self, BulkGate, BulkPolicy, Gated, LEDGER_DDL, LoadLock, Tables};
 use crate::dedup::{DedupStrategy, RowHash, pass_config, seed};
-use crate::dimensions::{CalendarStore, DimensionConfig, DimensionKind, derived_date_name, load_lookup};
+use crate::dimensions::{
+    CalendarStore, DimensionConfig, DimensionKind, DimensionRole, derived_date_name, load_lookup,
+};
 use crate::error::{Result, StarError};
 use crate::inputs::{
     Conform, DerivedDate, FileMapping, InputsConfig, MissingColumns, TargetColumn, map_file,
@@ -72,6 +74,15 @@ pub struct StarJobConfig {
     /// constraint), in the same transaction as its fact row. `None`: a facts-only job (the fact
     /// table holds the row hash under the UNIQUE constraint). Default `None`.
     pub rows_table: Option<TableRef>,
+    /// A view with the columns of a rows table (every target column of each row, then the row hash),
+    /// read back from the fact table and its dimensions instead of storing every value twice:
+    /// `CREATE OR REPLACE VIEW` with the job's tables. Each target column must be stored in the fact
+    /// (a measure or degenerate attribute) or be the one-column natural key of a role with the
+    /// column's own type (NULL keys come back as NULL from the unknown member); [`validate`] names
+    /// any other column. Not with `rows_table`. Default `None`.
+    ///
+    /// [`validate`]: StarJobConfig::validate
+    pub rows_view: Option<TableRef>,
     /// When and how to load in bulk. Default [`BulkPolicy::default`].
     pub bulk: BulkPolicy,
     /// Rows per batch and per load transaction. Default 65 536.
@@ -94,6 +105,7 @@ impl Default for StarJobConfig {
             dimensions: Vec::new(),
             fact: FactConfig::default(),
             rows_table: None,
+            rows_view: None,
             bulk: BulkPolicy::default(),
             batch_size: 65_536,
             workers: 2,
@@ -161,6 +173,19 @@ impl StarJobConfig {
         if self.batch_size == 0 || self.workers == 0 {
             return bad("batch_size", "batch_size and workers must be at least 1".into());
         }
+        if let Some(view) = &self.rows_view {
+            view.validate("rows_view")?;
+            if self.rows_table.is_some() {
+                return bad(
+                    "rows_view",
+                    "and rows_table are exclusive: the rows are stored or viewed".into(),
+                );
+            }
+            if view == &self.fact.table || self.dimensions.iter().any(|d| d.table == view.name) {
+                return bad("rows_view", format!("`{}` is a table of the job", view.name));
+            }
+            self.view_sources()?;
+        }
         self.dedup.validate()?;
         self.bulk.validate()?;
         self.retry.validate()?;
@@ -204,9 +229,88 @@ impl StarJobConfig {
         out
     }
 
+    /// Where the rows view reads each target column from, in target order.
+    fn view_sources(&self) -> Result<Vec<(&str, ViewSource<'_>)>> {
+        let mut out = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let name = c.name.as_str();
+            if self.fact.measures.iter().chain(&self.fact.degenerate).any(|m| m == name) {
+                out.push((name, ViewSource::Fact));
+                continue;
+            }
+            let role = self.dimensions.iter().find_map(|d| {
+                let same_type = d.key.len() == 1 && d.key[0].data_type() == &c.data_type;
+                let role = d.roles.iter().find(|r| r.key_columns.len() == 1 && r.key_columns[0] == name);
+                role.filter(|_| same_type).map(|r| ViewSource::Key { dimension: d, role: r })
+            });
+            match role {
+                Some(source) => out.push((name, source)),
+                None => {
+                    return Err(StarError::config(
+                        "rows_view",
+                        format!(
+                            "cannot show `{name}`: it is neither stored in the fact table (a measure or \
+                             degenerate attribute) nor the one-column natural key of a role with its type; \
+                             add it to fact.degenerate"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `CREATE OR REPLACE VIEW` of [`StarJobConfig::rows_view`].
+    fn view_sql(&self, view: &TableRef, store: &PgDimensionStore) -> Result<String> {
+        let mut select = Vec::new();
+        let mut joins: Vec<(&str, String)> = Vec::new();
+        for (column, source) in self.view_sources()? {
+            let expr = match source {
+                ViewSource::Fact => format!("f.{}", quote_ident(column)),
+                ViewSource::Key { dimension, role } => {
+                    let at = match joins.iter().position(|(fc, _)| *fc == role.fact_column) {
+                        Some(i) => i,
+                        None => {
+                            let i = joins.len();
+                            joins.push((
+                                role.fact_column.as_str(),
+                                format!(
+                                    "LEFT JOIN {} d{i} ON d{i}.{} = f.{}",
+                                    store.table(&dimension.spec()).quoted(),
+                                    quote_ident(&dimension.surrogate),
+                                    quote_ident(&role.fact_column)
+                                ),
+                            ));
+                            i
+                        }
+                    };
+                    format!("d{at}.{}", quote_ident(dimension.key[0].name()))
+                }
+            };
+            select.push(format!("{expr} AS {}", quote_ident(column)));
+        }
+        select.push(format!("f.{}", quote_ident(&self.row_hash.column)));
+        let joins: Vec<String> = joins.into_iter().map(|(_, j)| j).collect();
+        Ok(format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} f {}",
+            view.quoted(),
+            select.join(", "),
+            self.fact.table.quoted(),
+            joins.join(" ")
+        ))
+    }
+
     fn target_type(&self, column: &str) -> &DataType {
         &self.columns.iter().find(|c| c.name == column).expect("validated").data_type
     }
+}
+
+/// Where [`StarJobConfig::rows_view`] reads a target column from.
+enum ViewSource<'a> {
+    /// The fact column of the same name.
+    Fact,
+    /// The natural key of the member a role's surrogate key points at.
+    Key { dimension: &'a DimensionConfig, role: &'a DimensionRole },
 }
 
 /// A validated star-schema job. [`StarJob::run`] loads the inputs; running it again inserts
@@ -519,6 +623,44 @@ impl StarJob {
             .execute(&mut *tx)
             .await
             .map_err(StarError::db("creating tables"))?;
+        if let Some(rows) = &cfg.rows_table {
+            if relkind(&mut tx, rows).await?.is_some_and(|k| k != "r" && k != "p") {
+                return Err(StarError::config(
+                    "rows_table",
+                    format!("{} exists and is not a table (the rows view of earlier runs?)", rows.quoted()),
+                ));
+            }
+            // Facts loaded without a rows table are unknown to it: seeding from it would load them
+            // all again.
+            let facts_keyed: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM etlkit.star_loads WHERE key_table = $1)")
+                    .bind(cfg.fact.table.quoted())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StarError::db("reading etlkit.star_loads"))?;
+            if facts_keyed {
+                return Err(StarError::config(
+                    "rows_table",
+                    format!(
+                        "{} was loaded without a rows table, which would not know its rows; load it \
+                         as before (facts only or with a rows view) or into new tables",
+                        cfg.fact.table.quoted()
+                    ),
+                ));
+            }
+        }
+        if let Some(view) = &cfg.rows_view {
+            if relkind(&mut tx, view).await?.is_some_and(|k| k != "v") {
+                return Err(StarError::config(
+                    "rows_view",
+                    format!("{} exists and is not a view (a rows table of earlier runs?)", view.quoted()),
+                ));
+            }
+            sqlx::raw_sql(AssertSqlSafe(cfg.view_sql(view, store)?))
+                .execute(&mut *tx)
+                .await
+                .map_err(StarError::db("creating the rows view"))?;
+        }
         let key = cfg.key_table().quoted();
         let configured = cfg.row_hash.describe(&cfg.hash_columns());
         let stored: Option<String> =
@@ -699,6 +841,15 @@ impl StarJob {
     }
 }
 
+/// `pg_class.relkind` of `table` (`r` table, `p` partitioned, `v` view, ...), `None` if missing.
+async fn relkind(tx: &mut sqlx::PgConnection, table: &TableRef) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
+        .bind(table.quoted())
+        .fetch_optional(tx)
+        .await
+        .map_err(StarError::db("looking up a relation"))
+}
+
 /// Rows in `table` (exact: `count(*)`).
 async fn count_rows(pool: &PgPool, table: &TableRef) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", table.quoted())))
@@ -767,6 +918,40 @@ mod tests {
         let mut c = config();
         c.rows_table = Some(TableRef::new("fact_order"));
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_rows_view_needs_every_column_in_the_fact_or_as_a_one_column_key_of_its_type() {
+        let mut c = config();
+        c.rows_view = Some(TableRef::new("orders"));
+        c.validate().unwrap();
+        let sources: Vec<&str> = c
+            .view_sources()
+            .unwrap()
+            .into_iter()
+            .map(|(name, s)| match s {
+                ViewSource::Fact => name,
+                ViewSource::Key { role, .. } => role.fact_column.as_str(),
+            })
+            .collect();
+        assert_eq!(sources, ["order_id", "customer_key", "amount"]);
+        // A column stored nowhere is named.
+        c.fact.degenerate.clear();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cannot show `order_id`") && err.contains("fact.degenerate"), "{err}");
+        // A key of another type would not read back the loaded value.
+        let mut c = config();
+        c.rows_view = Some(TableRef::new("orders"));
+        c.dimensions[0].key = vec![Field::new("customer", DataType::LargeUtf8, false)];
+        assert!(c.validate().unwrap_err().to_string().contains("cannot show `customer`"));
+        // Stored or viewed, not both; never over one of the job's tables.
+        let mut c = config();
+        c.rows_view = Some(TableRef::new("orders"));
+        c.rows_table = Some(TableRef::new("order_rows"));
+        assert!(c.validate().unwrap_err().to_string().contains("exclusive"));
+        c.rows_table = None;
+        c.rows_view = Some(TableRef::new("dim_customer"));
+        assert!(c.validate().unwrap_err().to_string().contains("is a table of the job"));
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //!   lacked it.
 //! - **De-duplication** ([`RowHash`], [`DedupStrategy`]): a seen-set seeded from the table, split into
 //!   digest-range passes when it does not fit the memory budget, or a merge in the database.
+//! - **Rows**: the fact table alone (the default), plus a normalized rows table (every target column,
+//!   written with the facts), or a rows view that reads every target column back from the fact table
+//!   and its dimensions, so that each value is stored once.
 //! - **Bulk loads** ([`BulkPolicy`]): drop and rebuild the row-hash UNIQUE constraint and the other
 //!   indexes, pause autovacuum, under an exclusive advisory lock held on a session every batch checks
 //!   before it commits; a crashed bulk load is restored by the next run.

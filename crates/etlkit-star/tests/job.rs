@@ -126,6 +126,63 @@ async fn a_facts_only_job_keeps_the_row_hash_unique_in_the_fact_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rows_view_shows_exactly_the_rows_a_rows_table_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    write_orders(dir.path());
+    let url = fresh_url().await;
+    let p = pool(&url).await;
+    // The same input stored (`orders`, `fact_order`) and viewed (`orders_v` over `fact_order_v`,
+    // which keeps the columns no one-column key gives back as degenerate attributes).
+    let stored = StarJob::new(retail_job(dir.path(), true)).unwrap().run(&url).await.unwrap();
+    let mut cfg = retail_job(dir.path(), false);
+    cfg.fact.table = etlkit_star::TableRef::new("fact_order_v");
+    cfg.fact.degenerate = ["order_id", "ordered_at", "shipped_at", "store_name", "store_country", "coupon"]
+        .map(String::from)
+        .to_vec();
+    cfg.rows_view = Some(etlkit_star::TableRef::new("orders_v"));
+    cfg.bulk.when = BulkWhen::Always;
+    let viewed = StarJob::new(cfg.clone()).unwrap().run(&url).await.unwrap();
+    assert_eq!((stored.inserted, viewed.inserted, viewed.duplicates, viewed.bulk), (600, 600, 120, true));
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders_v").await, 600);
+    // Every value, NULLs from the unknown member included, and every row hash: no row differs.
+    for (a, b) in [("orders", "orders_v"), ("orders_v", "orders")] {
+        let sql = format!("SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) d");
+        assert_eq!(scalar(&p, &sql).await, 0, "{a} - {b}");
+    }
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders_v WHERE ship_city IS NULL").await, 55);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM pg_views WHERE viewname = 'orders_v'").await, 1);
+    // The bulk run rebuilt the row-hash constraint on the fact table; a re-run adds nothing.
+    assert_eq!(
+        scalar(
+            &p,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_order_v'::regclass AND contype = 'u'"
+        )
+        .await,
+        1
+    );
+    let again = StarJob::new(cfg.clone()).unwrap().run(&url).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 720));
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders_v").await, 600);
+    // A table in the view's place is not replaced.
+    cfg.rows_view = Some(etlkit_star::TableRef::new("orders"));
+    let err = StarJob::new(cfg).unwrap().run(&url).await.unwrap_err();
+    assert!(err.to_string().contains("\"orders\" exists and is not a view"), "{err}");
+    assert_eq!(scalar(&p, "SELECT count(*) FROM orders").await, 600);
+    // Storing the rows now would not know the 600 facts (they would all load again): refused, as
+    // is a rows table in the view's place.
+    let mut stored = retail_job(dir.path(), true);
+    stored.fact.table = etlkit_star::TableRef::new("fact_order_v");
+    stored.rows_table = Some(etlkit_star::TableRef::new("orders_v2"));
+    let err = StarJob::new(stored.clone()).unwrap().run(&url).await.unwrap_err();
+    assert!(err.to_string().contains("was loaded without a rows table"), "{err}");
+    stored.rows_table = Some(etlkit_star::TableRef::new("orders_v"));
+    let err = StarJob::new(stored).unwrap().run(&url).await.unwrap_err();
+    assert!(err.to_string().contains("\"orders_v\" exists and is not a table"), "{err}");
+    assert_eq!(scalar(&p, "SELECT count(*) FROM fact_order_v").await, 600);
+    assert_eq!(scalar(&p, "SELECT count(*) FROM pg_tables WHERE tablename = 'orders_v2'").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_and_bulk_loads_store_each_row_once() {
     let dir = tempfile::tempdir().unwrap();
     write_orders(dir.path());
