@@ -7,7 +7,7 @@
 //! cargo run --release --example taxi_star -- --input FILE_DIR_OR_GLOB [--database-url URL]
 //!     [--batch-size N] [--workers N] [--hash sha256|blake3] [--zones taxi_zone_lookup.csv]
 //!     [--on-error reject|fail] [--dedup auto|memory|database] [--dedup-memory-mb N]
-//!     [--dedup-passes N] [--rebuild-index auto|always|never] [--facts-only] [--report]
+//!     [--dedup-passes N] [--rebuild-index auto|always|never] [--trips view|table|none] [--report]
 //! ```
 //!
 //! Defaults: `--batch-size 65536` (rows per batch and per load transaction), `--workers 2`
@@ -29,12 +29,18 @@
 //!   case and underscores, in the TLC 2024 types. Other columns (pandas index columns) are ignored;
 //!   `congestion_surcharge` and `Airport_fee` are optional (NULL in older files, which the job
 //!   reports); any other missing column is an error naming the file.
-//! - Tables: `yellow_taxi_trips` (the 19 TLC columns + `row_hash bytea UNIQUE`; not written with
-//!   `--facts-only`), `dim_vendor`, `dim_payment_type`, `dim_rate_code`, `dim_location` (pickup and
-//!   drop-off: one role-playing dimension; `borough`, `zone`, `service_zone` from `--zones`),
-//!   `dim_date` (pickup date: year, quarter, month, day, ISO weekday) and `fact_trip`. NULL natural
-//!   keys go to the unknown member `-1`. `row_hash` is the `etlkit-row-v1` hash of the 19 trip
-//!   values, so a trip hashes the same from Parquet or CSV and in either naming.
+//! - Tables: `dim_vendor`, `dim_payment_type`, `dim_rate_code`, `dim_location` (pickup and drop-off:
+//!   one role-playing dimension; `borough`, `zone`, `service_zone` from `--zones`), `dim_date` (pickup
+//!   date: year, quarter, month, day, ISO weekday) and `fact_trip` (six dimension keys, the measures,
+//!   `store_and_fwd_flag` and `row_hash bytea UNIQUE`). NULL natural keys go to the unknown member
+//!   `-1`. `row_hash` is the `etlkit-row-v1` hash of the 19 trip values, so a trip hashes the same
+//!   from Parquet or CSV and in either naming.
+//! - `yellow_taxi_trips` (the 19 TLC columns + `row_hash`): by default a view reading each trip back
+//!   from `fact_trip` and its dimensions, so every value is stored once (`--trips view`);
+//!   `--trips table` stores it as a table of its own instead (each batch's trips and facts in one
+//!   transaction, the UNIQUE `row_hash` there; ~1.5x the job's time), `--trips none` (or
+//!   `--facts-only`) leaves it out. A database first loaded with `--trips table` keeps needing it
+//!   (the library refuses to put a view in the table's place, or a table beside facts it never saw).
 //! - De-duplication, bulk loads (UNIQUE constraint dropped and rebuilt, autovacuum paused, an
 //!   advisory load lock every batch checks before committing) and crash recovery are the library's:
 //!   see `etlkit_star::DedupStrategy` and `etlkit_star::BulkPolicy`.
@@ -118,7 +124,8 @@ struct Args {
     passes: Option<u32>,
     /// `--rebuild-index`: `None` (auto) keeps the library's default.
     rebuild: Option<BulkWhen>,
-    facts_only: bool,
+    /// `--trips`: `view`, `table` or `none`.
+    trips: String,
     report: bool,
 }
 
@@ -181,9 +188,12 @@ fn taxi_job(a: &Args) -> StarJobConfig {
         fact: FactConfig {
             table: TableRef::new("fact_trip"),
             measures: MEASURES.iter().map(|m| m.to_string()).collect(),
+            // The one trip value no dimension key gives back, so that the view shows every column.
+            degenerate: vec!["store_and_fwd_flag".into()],
             ..Default::default()
         },
-        rows_table: (!a.facts_only).then(|| TableRef::new("yellow_taxi_trips")),
+        rows_table: (a.trips == "table").then(|| TableRef::new("yellow_taxi_trips")),
+        rows_view: (a.trips == "view").then(|| TableRef::new("yellow_taxi_trips")),
         batch_size: a.batch_size,
         workers: a.workers,
         ..Default::default()
@@ -236,7 +246,7 @@ async fn run_taxi(args: &Args, url: &DatabaseUrl) -> Result<StarReport, BoxError
 const USAGE: &str = "usage: taxi_star --input FILE_DIR_OR_GLOB [--database-url URL] [--batch-size N] [--workers N] \
                      [--hash sha256|blake3] [--zones taxi_zone_lookup.csv] [--on-error reject|fail] \
                      [--dedup auto|memory|database] [--dedup-memory-mb N] [--dedup-passes N] \
-                     [--rebuild-index auto|always|never] [--facts-only] [--report]";
+                     [--rebuild-index auto|always|never] [--trips view|table|none] [--report]";
 
 fn parse_args() -> Result<Args, BoxError> {
     let mut a = Args {
@@ -251,7 +261,7 @@ fn parse_args() -> Result<Args, BoxError> {
         memory_mb: 192,
         passes: None,
         rebuild: None,
-        facts_only: false,
+        trips: "view".into(),
         report: false,
     };
     let mut it = std::env::args().skip(1);
@@ -291,7 +301,13 @@ fn parse_args() -> Result<Args, BoxError> {
                     }
                 }
             }
-            "--facts-only" => a.facts_only = true,
+            "--trips" => {
+                a.trips = value()?;
+                if !["view", "table", "none"].contains(&a.trips.as_str()) {
+                    return Err(format!("--trips must be view, table or none, not {}", a.trips).into());
+                }
+            }
+            "--facts-only" => a.trips = "none".into(),
             "--report" => a.report = true,
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -99,10 +99,17 @@ fn job(input: &Path, zones: Option<&Path>) -> StarJobConfig {
         ],
         fact: FactConfig {
             table: TableRef::new("fact_trip"),
-            measures: vec!["tpep_pickup_datetime".into(), "fare_amount".into(), "total_amount".into()],
+            measures: columns
+                .iter()
+                .map(|c| c.0)
+                .filter(|n| !n.ends_with("ID") && *n != "payment_type" && *n != "store_and_fwd_flag")
+                .map(String::from)
+                .collect(),
+            degenerate: vec!["store_and_fwd_flag".into()],
             ..Default::default()
         },
-        rows_table: Some(TableRef::new("yellow_taxi_trips")),
+        // As the example by default: the trips read back from the fact table and its dimensions.
+        rows_view: Some(TableRef::new("yellow_taxi_trips")),
         batch_size: 1000,
         ..Default::default()
     }
@@ -210,7 +217,14 @@ async fn star_keys_role_playing_locations_unknown_members_and_zones() {
     let zones = dir.path().join("zones.csv");
     std::fs::write(&zones, "LocationID,Borough,Zone,service_zone\n132,Queens,JFK Airport,Airports\n161,Manhattan,Midtown Center,Yellow Zone\n999,Nowhere,Unused,N/A\n").unwrap();
     let url = fresh_url().await;
-    let r = run(StarJobConfig { batch_size: 300, ..job(&input, Some(&zones)) }, &url).await.unwrap();
+    // The trips stored in a table of their own (`taxi_star --trips table`), so that the fact keys
+    // below are checked against values the fact did not produce.
+    let stored = |cfg: StarJobConfig| StarJobConfig {
+        rows_view: None,
+        rows_table: Some(TableRef::new("yellow_taxi_trips")),
+        ..cfg
+    };
+    let r = run(StarJobConfig { batch_size: 300, ..stored(job(&input, Some(&zones))) }, &url).await.unwrap();
     assert_adds_up(&r);
     assert_eq!(r.inserted, 2000);
     assert_eq!(r.transactions, 7, "--batch-size 300: one transaction per batch of 300 rows");
@@ -263,9 +277,22 @@ async fn star_keys_role_playing_locations_unknown_members_and_zones() {
     assert_eq!(scalar(&p, "SELECT count(*) FROM dim_date WHERE year = 2024 AND month = 1").await, 31);
     // Surrogate keys are stable: a re-run (nothing new) leaves every dimension as it was.
     let before = scalar(&p, "SELECT sum(location_key * \"LocationID\")::int8 FROM dim_location").await;
-    let again = run(job(&input, None), &url).await.unwrap();
+    let again = run(stored(job(&input, None)), &url).await.unwrap();
     assert_eq!(again.inserted, 0);
     assert_eq!(scalar(&p, "SELECT sum(location_key * \"LocationID\")::int8 FROM dim_location").await, before);
+
+    // The default view (over a fact table of its own, same dimensions) shows exactly the stored trips:
+    // every value, the NULL rate codes through the unknown member, and every row hash.
+    let mut viewed = job(&input, None);
+    viewed.fact.table = TableRef::new("fact_trip_v");
+    viewed.rows_view = Some(TableRef::new("yellow_taxi_trips_v"));
+    assert_eq!(run(viewed, &url).await.unwrap().inserted, 2000);
+    for (a, b) in [("yellow_taxi_trips", "yellow_taxi_trips_v"), ("yellow_taxi_trips_v", "yellow_taxi_trips")]
+    {
+        let sql = format!("SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) d");
+        assert_eq!(scalar(&p, &sql).await, 0, "{a} - {b}");
+    }
+    assert_eq!(scalar(&p, "SELECT count(*) FROM yellow_taxi_trips_v").await, 2000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
