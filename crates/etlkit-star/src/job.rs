@@ -78,8 +78,8 @@ pub struct StarJobConfig {
     /// read back from the fact table and its dimensions instead of storing every value twice:
     /// `CREATE OR REPLACE VIEW` with the job's tables. Each target column must be stored in the fact
     /// (a measure or degenerate attribute) or be the one-column natural key of a role with the
-    /// column's own type (NULL keys come back as NULL from the unknown member); [`validate`] names
-    /// any other column. Not with `rows_table`. Default `None`.
+    /// column's own type, not floating-point (NULL keys come back as NULL from the unknown member);
+    /// [`validate`] names any other column. Not with `rows_table`. Default `None`.
     ///
     /// [`validate`]: StarJobConfig::validate
     pub rows_view: Option<TableRef>,
@@ -239,7 +239,9 @@ impl StarJobConfig {
                 continue;
             }
             let role = self.dimensions.iter().find_map(|d| {
-                let same_type = d.key.len() == 1 && d.key[0].data_type() == &c.data_type;
+                // Floating-point keys are not given back: 0.0 and -0.0 are one member.
+                let same_type =
+                    d.key.len() == 1 && d.key[0].data_type() == &c.data_type && !c.data_type.is_floating();
                 let role = d.roles.iter().find(|r| r.key_columns.len() == 1 && r.key_columns[0] == name);
                 role.filter(|_| same_type).map(|r| ViewSource::Key { dimension: d, role: r })
             });
@@ -944,6 +946,19 @@ mod tests {
         c.rows_view = Some(TableRef::new("orders"));
         c.dimensions[0].key = vec![Field::new("customer", DataType::LargeUtf8, false)];
         assert!(c.validate().unwrap_err().to_string().contains("cannot show `customer`"));
+        // Nor would a floating-point key (0.0 and -0.0 are one member).
+        let mut c = config();
+        c.rows_view = Some(TableRef::new("orders"));
+        c.fact.measures.clear();
+        c.dimensions.push(
+            DimensionConfig::new(
+                "dim_amount",
+                vec![Field::new("amount", DataType::Float64, false)],
+                "amount_key",
+            )
+            .role(["amount"], "amount_key"),
+        );
+        assert!(c.validate().unwrap_err().to_string().contains("cannot show `amount`"));
         // Stored or viewed, not both; never over one of the job's tables.
         let mut c = config();
         c.rows_view = Some(TableRef::new("orders"));
