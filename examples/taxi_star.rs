@@ -52,7 +52,7 @@ use etlkit_postgres::sqlx;
 use etlkit_postgres::{DatabaseUrl, TableRef, connect};
 use etlkit_star::{
     Algorithm, AttributeLookup, BulkWhen, DedupStrategy, DimensionConfig, FactConfig, Input, InputsConfig,
-    OnError, RowHash, StarJob, StarJobConfig, StarReport, TargetColumn,
+    OnError, RowHash, StarError, StarJob, StarJobConfig, StarReport, TargetColumn,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -226,7 +226,12 @@ const REPORT_SQL: &str = "SELECT coalesce(pt.description, pt.payment_type::text,
 
 /// Runs the job, fills in the descriptions and (with `--report`) prints the report.
 async fn run_taxi(args: &Args, url: &DatabaseUrl) -> Result<StarReport, BoxError> {
-    let report = StarJob::new(taxi_job(args))?.run(url).await?;
+    let report = StarJob::new(taxi_job(args))?.run(url).await.map_err(|e| match e {
+        StarError::InvalidConfig { field: "rows_view", .. } => {
+            format!("{e}\n(a database loaded with `--trips table` goes on with `--trips table`)").into()
+        }
+        e => BoxError::from(e),
+    })?;
     let pool = connect(url, 1, "etlkit-taxi_star").await?;
     sqlx::raw_sql(DESCRIBE_SQL).execute(&pool).await?;
     for m in &report.missing_columns {
