@@ -45,6 +45,15 @@ async fn pool(url: &str) -> PgPool {
     connect_with(&DatabaseUrl::new(url), &config).await.unwrap()
 }
 
+/// Runs `ddl`, then a `CHECKPOINT` once it has committed: the throwaway server runs with
+/// `synchronous_commit=off`, so a crash soon after could otherwise lose the table itself. (One
+/// query string `ddl; CHECKPOINT` would not do: both run in one implicit transaction, whose commit
+/// record comes after the checkpoint and may still be unflushed at the crash.)
+async fn durable_table(pool: &PgPool, ddl: &str) {
+    sqlx::raw_sql(AssertSqlSafe(ddl.to_owned())).execute(pool).await.unwrap();
+    sqlx::raw_sql("CHECKPOINT").execute(pool).await.unwrap();
+}
+
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap().get(0)
 }
@@ -75,12 +84,7 @@ async fn a_server_killed_mid_copy_load_recovers_and_the_rerun_has_exact_counts()
         tokio::task::spawn_blocking(move || s.fresh_database()).await.unwrap().unwrap()
     };
     let admin = pool(&url).await;
-    // CHECKPOINT: the throwaway server runs with synchronous_commit=off, so a crash right after
-    // the DDL could otherwise lose the table itself.
-    sqlx::raw_sql("CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL); CHECKPOINT")
-        .execute(&admin)
-        .await
-        .unwrap();
+    durable_table(&admin, "CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL)").await;
 
     let config = PipelineConfig { batch_size: ROWS as usize, workers: 2, ..Default::default() };
     let load = tokio::spawn(
@@ -122,7 +126,7 @@ async fn a_server_killed_mid_transaction_leaves_nothing_of_the_unit() {
         tokio::task::spawn_blocking(move || s.fresh_database()).await.unwrap().unwrap()
     };
     let admin = pool(&url).await;
-    sqlx::raw_sql("CREATE TABLE kv (id bigint, v text NOT NULL); CHECKPOINT").execute(&admin).await.unwrap();
+    durable_table(&admin, "CREATE TABLE kv (id bigint, v text NOT NULL)").await;
     // One transaction for the whole run: a crash before `finish` must leave the table empty.
     let sink = Arc::new(
         PgCopySink::new(
