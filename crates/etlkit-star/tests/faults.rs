@@ -1,6 +1,8 @@
 //! The star job under faults, against a real PostgreSQL: a bulk load that crashes midway, two runs at
 //! once, a load-lock session the server terminates mid-load, and a COPY connection terminated during
-//! a bulk load. Each ends with exact counts and no duplicate row. Loads are paused at a chosen batch
+//! a bulk load. Each ends with exact counts and no duplicate row. The crash, the lost lock and the
+//! lost COPY connection run in both layouts: rows stored in a table of their own (the row-hash
+//! constraint there) and rows as a view (the constraint on the fact table, which a bulk load drops). Loads are paused at a chosen batch
 //! by a trigger waiting for an advisory lock the test holds (no sleeps decide an outcome).
 
 mod common;
@@ -14,15 +16,50 @@ use etlkit_star::{BulkWhen, StarError, StarJob, StarJobConfig};
 /// The advisory lock the pause trigger waits for.
 const PAUSE: i64 = 4242;
 
+/// Where the rows are: the table `orders`, or the view `orders` over `fact_order`.
+#[derive(Clone, Copy)]
+enum Layout {
+    Table,
+    View,
+}
+
+impl Layout {
+    fn job(self, dir: &std::path::Path) -> StarJobConfig {
+        match self {
+            Layout::Table => retail_job(dir, true),
+            Layout::View => retail_view_job(dir),
+        }
+    }
+
+    /// The table holding the row hash under the UNIQUE constraint.
+    fn key_table(self) -> &'static str {
+        match self {
+            Layout::Table => "orders",
+            Layout::View => "fact_order",
+        }
+    }
+
+    fn unique_constraints(self) -> String {
+        format!(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = '{}'::regclass AND contype = 'u'",
+            self.key_table()
+        )
+    }
+}
+
 /// Creates the tables with a first small load (orders 0..50), then writes the full data set.
 async fn setup(dir: &std::path::Path, url: &etlkit_star::DatabaseUrl) -> StarJobConfig {
+    setup_in(Layout::Table, dir, url).await
+}
+
+async fn setup_in(layout: Layout, dir: &std::path::Path, url: &etlkit_star::DatabaseUrl) -> StarJobConfig {
     write_csv(&dir.join("a.csv"), 0..50, &[]);
     write_parquet(&dir.join("b.parquet"), 0..10);
     write_products(&dir.join("products.csv"));
-    let first = StarJob::new(retail_job(dir, true)).unwrap().run(url).await.unwrap();
+    let first = StarJob::new(layout.job(dir)).unwrap().run(url).await.unwrap();
     assert_eq!(first.inserted, 50);
     write_orders(dir);
-    let mut cfg = retail_job(dir, true);
+    let mut cfg = layout.job(dir);
     cfg.bulk.when = BulkWhen::Always;
     cfg.workers = 1;
     cfg
@@ -61,15 +98,15 @@ const PAUSED: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'ad
                       AND EXISTS (SELECT 1 FROM etlkit.star_loads WHERE bulk_constraint IS NOT NULL)";
 
 async fn assert_exact(p: &PgPool) {
+    assert_exact_in(Layout::Table, p).await
+}
+
+async fn assert_exact_in(layout: Layout, p: &PgPool) {
     assert_eq!(scalar(p, "SELECT count(*) FROM orders").await, 600);
     assert_eq!(scalar(p, "SELECT count(DISTINCT row_hash) FROM orders").await, 600);
     assert_eq!(scalar(p, "SELECT count(*) FROM fact_order").await, 600);
     assert_eq!(scalar(p, "SELECT count(DISTINCT row_hash) FROM fact_order").await, 600);
-    assert_eq!(
-        scalar(p, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'u'")
-            .await,
-        1
-    );
+    assert_eq!(scalar(p, &layout.unique_constraints()).await, 1);
     assert_eq!(
         scalar(p, "SELECT count(*) FROM etlkit.star_loads WHERE bulk_constraint IS NOT NULL").await,
         0
@@ -83,9 +120,18 @@ async fn assert_exact(p: &PgPool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_that_crashes_midway_is_restored_by_the_next_run_with_exact_counts() {
+    crash_midway(Layout::Table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_load_with_a_rows_view_that_crashes_midway_is_restored_with_exact_counts() {
+    crash_midway(Layout::View).await
+}
+
+async fn crash_midway(layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_url().await;
-    let cfg = setup(dir.path(), &url).await;
+    let cfg = setup_in(layout, dir.path(), &url).await;
     let p = pool(&url).await;
     exec(&p, "CREATE INDEX fact_order_by_price ON fact_order (price)").await;
     install_pause(&p, 300).await;
@@ -108,14 +154,7 @@ async fn a_bulk_load_that_crashes_midway_is_restored_by_the_next_run_with_exact_
     wait_for(&p, "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'etlkit-star' AND datname = current_database())")
         .await;
     // Left behind: the constraint and the other index dropped, autovacuum paused, some rows loaded.
-    assert_eq!(
-        scalar(
-            &p,
-            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'u'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(scalar(&p, &layout.unique_constraints()).await, 0);
     assert_eq!(
         scalar(&p, "SELECT count(*) FROM pg_indexes WHERE indexname = 'fact_order_by_price'").await,
         0
@@ -127,7 +166,7 @@ async fn a_bulk_load_that_crashes_midway_is_restored_by_the_next_run_with_exact_
     assert!(report.recovered);
     assert_eq!(report.inserted as i64, 600 - loaded);
     assert_eq!(report.rows_read, 720);
-    assert_exact(&p).await;
+    assert_exact_in(layout, &p).await;
     assert_eq!(
         scalar(&p, "SELECT count(*) FROM pg_indexes WHERE indexname = 'fact_order_by_price'").await,
         1
@@ -162,9 +201,18 @@ async fn two_runs_at_once_store_each_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_load_lock_session_stops_the_load_without_duplicates_and_the_next_run_recovers() {
+    lost_lock(Layout::Table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_load_lock_session_with_a_rows_view_leaves_no_duplicate() {
+    lost_lock(Layout::View).await
+}
+
+async fn lost_lock(layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_url().await;
-    let cfg = setup(dir.path(), &url).await;
+    let cfg = setup_in(layout, dir.path(), &url).await;
     let p = pool(&url).await;
     install_pause(&p, 0).await;
     let mut pause = p.acquire().await.unwrap();
@@ -205,14 +253,23 @@ async fn a_lost_load_lock_session_stops_the_load_without_duplicates_and_the_next
         other => panic!("run A: {other:?}"),
     }
     assert_eq!(b.inserted, 550);
-    assert_exact(&p).await;
+    assert_exact_in(layout, &p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_connection_terminated_during_a_bulk_load_is_retried_to_exact_counts() {
+    lost_copy(Layout::Table).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_connection_terminated_during_a_bulk_load_with_a_rows_view_is_retried() {
+    lost_copy(Layout::View).await
+}
+
+async fn lost_copy(layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_url().await;
-    let cfg = setup(dir.path(), &url).await;
+    let cfg = setup_in(layout, dir.path(), &url).await;
     let p = pool(&url).await;
     // The server terminates the connection of the batch that takes the fact table past 200 rows,
     // once (sequences are not transactional).
@@ -231,7 +288,7 @@ async fn a_copy_connection_terminated_during_a_bulk_load_is_retried_to_exact_cou
     assert_eq!(report.retries, 1);
     assert_eq!(report.merged_batches, 0);
     assert_eq!((report.rows_read, report.inserted, report.duplicates), (720, 550, 170));
-    assert_exact(&p).await;
+    assert_exact_in(layout, &p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
