@@ -18,7 +18,8 @@ use crate::error::{Result, StarError};
 pub struct TargetColumn {
     /// The column's name in the target tables.
     pub name: String,
-    /// Its type; file columns are cast to it strictly (a value that does not convert is a bad row).
+    /// Its type; file columns are cast to it strictly: a value that does not convert, or that the
+    /// cast would change (2.5 into an integer, nanoseconds into microseconds), is a bad row.
     pub data_type: DataType,
     /// Other names the column may have in input files. Default: none.
     pub aliases: Vec<String>,
@@ -217,6 +218,27 @@ impl Conform {
     }
 }
 
+/// Whether a cast from `from` to `to` can succeed and still change a value: a fraction dropped by a
+/// cast to an integer, or sub-unit precision dropped by a cast to a coarser timestamp. Such rows are
+/// bad rows too (a strict cast never changes a value).
+fn may_truncate(from: &DataType, to: &DataType) -> bool {
+    let fractional =
+        from.is_floating() || matches!(from, DataType::Decimal128(..) | DataType::Decimal256(..));
+    match (from, to) {
+        (DataType::Timestamp(a, _), DataType::Timestamp(b, _)) => unit_rank(a) > unit_rank(b),
+        _ => fractional && to.is_integer(),
+    }
+}
+
+fn unit_rank(unit: &TimeUnit) -> u8 {
+    match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
 /// Whole days since 1970-01-01 of a timestamp or date column (rounding down), as `Date32`.
 pub(crate) fn to_date(col: &ArrayRef) -> std::result::Result<ArrayRef, arrow_schema::ArrowError> {
     use arrow_array::types::*;
@@ -285,41 +307,48 @@ impl Transform for Conform {
                 }
                 _ => col.clone(),
             };
-            match arrow_cast::cast_with_options(&col, field.data_type(), &strict) {
-                Ok(c) => columns.push(c),
+            // Rows whose value does not convert (or would change), after a strict cast or a lenient one.
+            let (cast, mut bad_rows) = match arrow_cast::cast_with_options(&col, field.data_type(), &strict) {
+                Ok(c) => (c, Vec::new()),
                 Err(_) => {
                     let lenient =
                         arrow_cast::cast(&col, field.data_type()).map_err(|e| self.fail(e.to_string()))?;
-                    for (row, flag) in bad.iter_mut().enumerate() {
-                        if col.is_valid(row) && lenient.is_null(row) {
-                            let value =
-                                arrow_cast::display::array_value_to_string(&col, row).unwrap_or_default();
-                            let line = ctx.origin(row).map(|o| o.line);
-                            let column = batch.schema().field(*i).name().clone();
-                            if self.fail_on_error {
-                                let at = line.map(|l| format!("line {l}:")).unwrap_or_default();
-                                return Err(self.fail(format!(
-                                    "{at} column `{column}` value {value:?} is not a valid {}",
-                                    field.data_type()
-                                )));
-                            }
-                            if !*flag {
-                                ctx.reject(Rejected {
-                                    origin: self.origin.clone(),
-                                    line,
-                                    column: Some(column),
-                                    value: Some(value),
-                                    reason: format!("not a valid {}", field.data_type()),
-                                    raw: None,
-                                })?;
-                            }
-                            *flag = true;
-                            any_bad = true;
-                        }
-                    }
-                    columns.push(lenient);
+                    let rows = (0..n).filter(|r| col.is_valid(*r) && lenient.is_null(*r)).collect();
+                    (lenient, rows)
                 }
+            };
+            if may_truncate(col.data_type(), field.data_type()) {
+                let back = arrow_cast::cast(&cast, col.data_type()).map_err(|e| self.fail(e.to_string()))?;
+                let changed = arrow_ord::cmp::neq(&back, &col).map_err(|e| self.fail(e.to_string()))?;
+                bad_rows.extend((0..n).filter(|r| changed.is_valid(*r) && changed.value(*r)));
+                bad_rows.sort_unstable();
+                bad_rows.dedup();
             }
+            for row in bad_rows {
+                let value = arrow_cast::display::array_value_to_string(&col, row).unwrap_or_default();
+                let line = ctx.origin(row).map(|o| o.line);
+                let column = batch.schema().field(*i).name().clone();
+                if self.fail_on_error {
+                    let at = line.map(|l| format!("line {l}:")).unwrap_or_default();
+                    return Err(self.fail(format!(
+                        "{at} column `{column}` value {value:?} is not a valid {}",
+                        field.data_type()
+                    )));
+                }
+                if !bad[row] {
+                    ctx.reject(Rejected {
+                        origin: self.origin.clone(),
+                        line,
+                        column: Some(column),
+                        value: Some(value),
+                        reason: format!("not a valid {}", field.data_type()),
+                        raw: None,
+                    })?;
+                }
+                bad[row] = true;
+                any_bad = true;
+            }
+            columns.push(cast);
         }
         for (from, _) in &self.derived {
             columns.push(to_date(&columns[*from]).map_err(|e| self.fail(e.to_string()))?);
@@ -370,6 +399,57 @@ mod tests {
             NameMatching::Loose,
         );
         assert!(matches!(twice, Err(StarError::AmbiguousColumn { column, .. }) if column == "fare"));
+    }
+
+    #[test]
+    fn a_cast_that_would_change_a_value_rejects_its_row() {
+        use arrow_array::{Float64Array, Int64Array, StringArray};
+        let cols = [TargetColumn::new("n", DataType::Int64), TargetColumn::new("s", DataType::Utf8)];
+        let input = Schema::new(vec![
+            Field::new("n", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let mapping = map_file(Path::new("f.parquet"), &input, &cols, NameMatching::Loose).unwrap();
+        let conform = Conform::new(Path::new("f.parquet"), mapping, &cols, &[], OnError::Reject).unwrap();
+        let n = Float64Array::from(vec![Some(1.0), Some(2.5), Some(f64::NAN), None, Some(-3.0), Some(1e30)]);
+        let s = StringArray::from(vec!["a", "b", "c", "d", "e", "f"]);
+        let batch = RecordBatch::try_new(Arc::new(input), vec![Arc::new(n), Arc::new(s)]).unwrap();
+        let rejects = Arc::new(etlkit_core::MemoryRejects::new());
+        let ctx = Context::with_rejects(rejects.clone());
+        let out = conform.apply(batch.clone(), &ctx).unwrap();
+        // 2.5 is not an integer (a cast would truncate it to 2), NaN and 1e30 have none.
+        let kept = out[0].column(1).as_string::<i32>().iter().map(|v| v.unwrap()).collect::<Vec<_>>();
+        assert_eq!(kept, ["a", "d", "e"]);
+        let n = out[0].column(0).as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(n, &Int64Array::from(vec![Some(1), None, Some(-3)]));
+        let values: Vec<_> = rejects.rows().iter().map(|r| r.value.clone().unwrap()).collect();
+        assert_eq!(values, ["2.5", "NaN", "1e30"]);
+        let fail = Conform::new(
+            Path::new("f.parquet"),
+            map_file(Path::new("f.parquet"), &batch.schema(), &cols, NameMatching::Loose).unwrap(),
+            &cols,
+            &[],
+            OnError::Fail,
+        )
+        .unwrap();
+        let err = fail.apply(batch, &Context::default()).unwrap_err().report().to_string();
+        assert!(err.contains("f.parquet") && err.contains("`n`") && err.contains("2.5"), "{err}");
+    }
+
+    #[test]
+    fn nanoseconds_a_microsecond_target_would_drop_reject_their_row() {
+        use arrow_array::TimestampNanosecondArray;
+        let cols = [TargetColumn::new("t", DataType::Timestamp(TimeUnit::Microsecond, None))];
+        let input = Schema::new(vec![Field::new("t", DataType::Timestamp(TimeUnit::Nanosecond, None), true)]);
+        let mapping = map_file(Path::new("f.parquet"), &input, &cols, NameMatching::Loose).unwrap();
+        let conform = Conform::new(Path::new("f.parquet"), mapping, &cols, &[], OnError::Reject).unwrap();
+        let t = TimestampNanosecondArray::from(vec![Some(5_000), Some(5_001), None, Some(-7_000)]);
+        let batch = RecordBatch::try_new(Arc::new(input), vec![Arc::new(t)]).unwrap();
+        let rejects = Arc::new(etlkit_core::MemoryRejects::new());
+        let out = conform.apply(batch, &Context::with_rejects(rejects.clone())).unwrap();
+        let kept = out[0].column(0).as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        assert_eq!(kept, &TimestampMicrosecondArray::from(vec![Some(5), None, Some(-7)]));
+        assert_eq!(rejects.rows().len(), 1);
     }
 
     #[test]
