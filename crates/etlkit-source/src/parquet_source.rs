@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::{Buf, Bytes};
@@ -20,10 +18,10 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::{ChunkReader, Length};
 
+use crate::cast::cast_strict;
 use crate::error::{BadRow, OnError, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
-use crate::numbers::decimal_places;
 
 /// File extensions a directory listing picks up for Parquet.
 pub const PARQUET_EXTENSIONS: &[&str] = &["parquet", "parq", "pq"];
@@ -595,21 +593,7 @@ impl Shared {
                 columns.push(Arc::clone(col));
                 continue;
             }
-            let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
-            let (converted, lossless) = match arrow_cast::cast_with_options(col, field.data_type(), &strict) {
-                Ok(c) => (c, true),
-                // Some values do not convert: the lenient cast makes them null.
-                Err(_) => (arrow_cast::cast(col, field.data_type()).map_err(arrow_err)?, false),
-            };
-            let mut faults = dropped_digits(col, field.data_type()).map_err(arrow_err)?;
-            if !lossless {
-                let reason = format!("not a valid {}", field.data_type());
-                faults.extend(
-                    (0..rows)
-                        .filter(|&r| col.is_valid(r) && converted.is_null(r))
-                        .map(|r| (r, reason.clone())),
-                );
-            }
+            let (converted, faults) = cast_strict(col, field.data_type()).map_err(arrow_err)?;
             if !faults.is_empty() {
                 bad.resize(rows, None);
                 for (row, reason) in faults {
@@ -689,43 +673,6 @@ fn nul_rows(col: &ArrayRef) -> Vec<usize> {
         }
         _ => Vec::new(),
     }
-}
-
-/// Rows of `col` whose value Arrow's cast to `to` would silently change instead of failing: text
-/// with more decimal places than a decimal type's scale (Arrow rounds or cuts them), a float with a
-/// fractional part going to an integer type (Arrow cuts it). Returns (row, reason) pairs.
-fn dropped_digits(
-    col: &ArrayRef,
-    to: &DataType,
-) -> std::result::Result<Vec<(usize, String)>, arrow_schema::ArrowError> {
-    let mut out = Vec::new();
-    match (col.data_type(), to) {
-        (
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
-            DataType::Decimal128(_, s) | DataType::Decimal256(_, s),
-        ) => {
-            let text = arrow_cast::cast(col, &DataType::Utf8)?;
-            let text = text.as_string::<i32>();
-            for (row, v) in text.iter().enumerate() {
-                if let Some(places) = v.and_then(|v| decimal_places(v.trim()))
-                    && places > i64::from(*s)
-                {
-                    out.push((row, format!("more than {s} decimal places for {to}")));
-                }
-            }
-        }
-        (DataType::Float16 | DataType::Float32 | DataType::Float64, to) if to.is_integer() => {
-            let floats = arrow_cast::cast(col, &DataType::Float64)?;
-            let floats = floats.as_primitive::<Float64Type>();
-            for (row, v) in floats.iter().enumerate() {
-                if v.is_some_and(|v| v.is_finite() && v.fract() != 0.0) {
-                    out.push((row, format!("not a valid {to}")));
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(out)
 }
 
 /// The consumer side: submits row groups as in-flight slots free up and yields their batches.

@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use etlkit_core::{Context, Rejected, Transform};
-use etlkit_source::{Input, OnError, OpenOptions};
+use etlkit_source::{Input, OnError, OpenOptions, cast_strict};
 
 use crate::error::{Result, StarError};
 
@@ -218,27 +218,6 @@ impl Conform {
     }
 }
 
-/// Whether a cast from `from` to `to` can succeed and still change a value: a fraction dropped by a
-/// cast to an integer, or sub-unit precision dropped by a cast to a coarser timestamp. Such rows are
-/// bad rows too (a strict cast never changes a value).
-fn may_truncate(from: &DataType, to: &DataType) -> bool {
-    let fractional =
-        from.is_floating() || matches!(from, DataType::Decimal128(..) | DataType::Decimal256(..));
-    match (from, to) {
-        (DataType::Timestamp(a, _), DataType::Timestamp(b, _)) => unit_rank(a) > unit_rank(b),
-        _ => fractional && to.is_integer(),
-    }
-}
-
-fn unit_rank(unit: &TimeUnit) -> u8 {
-    match unit {
-        TimeUnit::Second => 0,
-        TimeUnit::Millisecond => 1,
-        TimeUnit::Microsecond => 2,
-        TimeUnit::Nanosecond => 3,
-    }
-}
-
 /// Whole days since 1970-01-01 of a timestamp or date column (rounding down), as `Date32`.
 pub(crate) fn to_date(col: &ArrayRef) -> std::result::Result<ArrayRef, arrow_schema::ArrowError> {
     use arrow_array::types::*;
@@ -288,7 +267,6 @@ impl Transform for Conform {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
         let mut bad = vec![false; n];
         let mut any_bad = false;
-        let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
         for (field, input) in self.output.fields()[..ntarget].iter().zip(&self.mapping.inputs) {
             let Some(i) = input else {
                 columns.push(new_null_array(field.data_type(), n));
@@ -307,33 +285,15 @@ impl Transform for Conform {
                 }
                 _ => col.clone(),
             };
-            // Rows whose value does not convert (or would change), after a strict cast or a lenient one.
-            let (cast, mut bad_rows) = match arrow_cast::cast_with_options(&col, field.data_type(), &strict) {
-                Ok(c) => (c, Vec::new()),
-                Err(_) => {
-                    let lenient =
-                        arrow_cast::cast(&col, field.data_type()).map_err(|e| self.fail(e.to_string()))?;
-                    let rows = (0..n).filter(|r| col.is_valid(*r) && lenient.is_null(*r)).collect();
-                    (lenient, rows)
-                }
-            };
-            if may_truncate(col.data_type(), field.data_type()) {
-                let back = arrow_cast::cast(&cast, col.data_type()).map_err(|e| self.fail(e.to_string()))?;
-                let changed = arrow_ord::cmp::neq(&back, &col).map_err(|e| self.fail(e.to_string()))?;
-                bad_rows.extend((0..n).filter(|r| changed.is_valid(*r) && changed.value(*r)));
-                bad_rows.sort_unstable();
-                bad_rows.dedup();
-            }
-            for row in bad_rows {
+            let (cast, bad_rows) =
+                cast_strict(&col, field.data_type()).map_err(|e| self.fail(e.to_string()))?;
+            for (row, reason) in bad_rows {
                 let value = arrow_cast::display::array_value_to_string(&col, row).unwrap_or_default();
                 let line = ctx.origin(row).map(|o| o.line);
                 let column = batch.schema().field(*i).name().clone();
                 if self.fail_on_error {
                     let at = line.map(|l| format!("line {l}:")).unwrap_or_default();
-                    return Err(self.fail(format!(
-                        "{at} column `{column}` value {value:?} is not a valid {}",
-                        field.data_type()
-                    )));
+                    return Err(self.fail(format!("{at} column `{column}` value {value:?}: {reason}")));
                 }
                 if !bad[row] {
                     ctx.reject(Rejected {
@@ -341,7 +301,7 @@ impl Transform for Conform {
                         line,
                         column: Some(column),
                         value: Some(value),
-                        reason: format!("not a valid {}", field.data_type()),
+                        reason,
                         raw: None,
                     })?;
                 }

@@ -1,0 +1,197 @@
+//! Strict casts: a column converted to a target type together with the rows whose value does not
+//! convert or that the conversion would change. One definition of "strict" for every reader and
+//! job that maps input columns onto declared types.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Decimal256Type, Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_buffer::i256;
+use arrow_cast::{CastOptions, cast, cast_with_options};
+use arrow_schema::{ArrowError, DataType, TimeUnit};
+
+use crate::numbers::decimal_places;
+
+/// Casts `column` to `to`. Returns the converted column and, in ascending row order and one per
+/// row, the rows whose value is bad for `to` with the reason:
+///
+/// - a value that does not convert (text that is not a number, a number out of range, NaN into an
+///   integer): `not a valid <type>`; it is NULL in the returned column;
+/// - a value the cast would change rather than convert: a fraction into an integer (`2.5` → `2`),
+///   more decimal places than a decimal's scale (text or a decimal of a larger scale), sub-unit
+///   precision into a coarser timestamp (nanoseconds into microseconds), a time of day into a date.
+///
+/// A column already of type `to` is returned as is, with no bad rows. `Err` only when arrow has no
+/// cast from the column's type to `to` at all.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{ArrayRef, Float64Array};
+/// use arrow_schema::DataType;
+///
+/// let fares: ArrayRef = Arc::new(Float64Array::from(vec![Some(3.0), Some(2.5), None, Some(f64::NAN)]));
+/// let (ints, bad) = etlkit_source::cast_strict(&fares, &DataType::Int64).unwrap();
+/// assert_eq!(bad.iter().map(|(row, _)| *row).collect::<Vec<_>>(), [1, 3]);
+/// assert_eq!(ints.null_count(), 2); // the NULL and the NaN
+/// ```
+pub fn cast_strict(column: &ArrayRef, to: &DataType) -> Result<(ArrayRef, Vec<(usize, String)>), ArrowError> {
+    if column.data_type() == to {
+        return Ok((column.clone(), Vec::new()));
+    }
+    let strict = CastOptions { safe: false, ..Default::default() };
+    let (converted, lossless) = match cast_with_options(column, to, &strict) {
+        Ok(c) => (c, true),
+        // Some values do not convert: the lenient cast makes them NULL.
+        Err(_) => (cast(column, to)?, false),
+    };
+    let mut bad = changed_values(column, to)?;
+    if !lossless {
+        let reason = format!("not a valid {to}");
+        bad.extend(
+            (0..column.len())
+                .filter(|&r| column.is_valid(r) && converted.is_null(r))
+                .map(|r| (r, reason.clone())),
+        );
+    }
+    // Stable: a row's first reason stays.
+    bad.sort_by_key(|(row, _)| *row);
+    bad.dedup_by_key(|(row, _)| *row);
+    Ok((converted, bad))
+}
+
+/// Rows whose value a cast from `column` to `to` would change (digits or precision dropped).
+fn changed_values(column: &ArrayRef, to: &DataType) -> Result<Vec<(usize, String)>, ArrowError> {
+    use DataType::*;
+    let mut out = Vec::new();
+    match (column.data_type(), to) {
+        (Utf8 | LargeUtf8 | Utf8View, Decimal128(_, s) | Decimal256(_, s)) => {
+            let text = cast(column, &Utf8)?;
+            for (row, v) in text.as_string::<i32>().iter().enumerate() {
+                if let Some(places) = v.and_then(|v| decimal_places(v.trim()))
+                    && places > i64::from(*s)
+                {
+                    out.push((row, format!("more than {s} decimal places for {to}")));
+                }
+            }
+        }
+        (Float16 | Float32 | Float64, to) if to.is_integer() => {
+            let floats = cast(column, &Float64)?;
+            for (row, v) in floats.as_primitive::<Float64Type>().iter().enumerate() {
+                if v.is_some_and(|v| v.is_finite() && v.fract() != 0.0) {
+                    out.push((row, format!("not a valid {to}")));
+                }
+            }
+        }
+        (Decimal128(_, s) | Decimal256(_, s), to) if *s > 0 => {
+            let kept = match to {
+                Decimal128(_, t) | Decimal256(_, t) => (*t).max(0),
+                to if to.is_integer() => 0,
+                _ => return Ok(out),
+            };
+            if kept < *s {
+                let dropped = (*s - kept) as u32;
+                let reason = format!("more than {kept} decimal places for {to}");
+                match column.data_type() {
+                    Decimal128(..) => {
+                        let unit = 10i128.pow(dropped);
+                        let values = column.as_primitive::<Decimal128Type>();
+                        out.extend(
+                            values
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, v)| v.is_some_and(|v| v % unit != 0))
+                                .map(|(r, _)| (r, reason.clone())),
+                        );
+                    }
+                    _ => {
+                        let unit = i256::from_i128(10).wrapping_pow(dropped);
+                        let values = column.as_primitive::<Decimal256Type>();
+                        out.extend(
+                            values
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, v)| v.is_some_and(|v| v.wrapping_rem(unit) != i256::ZERO))
+                                .map(|(r, _)| (r, reason.clone())),
+                        );
+                    }
+                }
+            }
+        }
+        (Timestamp(from, _), Timestamp(into, _)) if ticks_per_second(from) > ticks_per_second(into) => {
+            let unit = ticks_per_second(from) / ticks_per_second(into);
+            out = multiples_of(column, unit, &format!("finer than {to}"))?;
+        }
+        (Timestamp(from, _), Date32 | Date64) => {
+            out = multiples_of(column, ticks_per_second(from) * 86_400, "has a time of day")?;
+        }
+        (Date64, Date32) => out = multiples_of(column, 86_400_000, "has a time of day")?,
+        _ => {}
+    }
+    Ok(out)
+}
+
+fn ticks_per_second(unit: &TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}
+
+/// Rows of a 64-bit temporal column whose raw value is not a multiple of `unit`.
+fn multiples_of(column: &ArrayRef, unit: i64, reason: &str) -> Result<Vec<(usize, String)>, ArrowError> {
+    let raw = cast(column, &DataType::Int64)?;
+    Ok(raw
+        .as_primitive::<Int64Type>()
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_some_and(|v| v.rem_euclid(unit) != 0))
+        .map(|(r, _)| (r, reason.to_owned()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        Date64Array, Decimal128Array, Float64Array, Int32Array, StringArray, TimestampMicrosecondArray,
+        TimestampNanosecondArray,
+    };
+
+    use super::*;
+
+    fn bad_rows(column: ArrayRef, to: DataType) -> Vec<usize> {
+        cast_strict(&column, &to).unwrap().1.into_iter().map(|(row, _)| row).collect()
+    }
+
+    #[test]
+    fn values_that_do_not_convert_or_would_change_are_bad_rows() {
+        let floats =
+            Float64Array::from(vec![Some(1.0), Some(2.5), Some(f64::NAN), None, Some(-3.0), Some(1e30)]);
+        assert_eq!(bad_rows(Arc::new(floats), DataType::Int64), [1, 2, 5]);
+        let text = StringArray::from(vec![Some("12"), Some("x"), None, Some("3.5")]);
+        assert_eq!(bad_rows(Arc::new(text.clone()), DataType::Int32), [1, 3]);
+        assert_eq!(bad_rows(Arc::new(text), DataType::Decimal128(10, 0)), [1, 3]);
+        let cents = Decimal128Array::from(vec![Some(1200), Some(1250), None])
+            .with_precision_and_scale(10, 2)
+            .unwrap();
+        assert_eq!(bad_rows(Arc::new(cents.clone()), DataType::Int64), [1]);
+        assert_eq!(bad_rows(Arc::new(cents.clone()), DataType::Decimal128(10, 1)), Vec::<usize>::new());
+        assert_eq!(bad_rows(Arc::new(cents), DataType::Decimal128(10, 0)), [1]);
+        let nanos =
+            TimestampNanosecondArray::from(vec![Some(5_000), Some(5_001), None, Some(-7_000), Some(-7_001)]);
+        assert_eq!(bad_rows(Arc::new(nanos), DataType::Timestamp(TimeUnit::Microsecond, None)), [1, 4]);
+        let day = 86_400_000_000i64;
+        let micros = TimestampMicrosecondArray::from(vec![Some(day), Some(day + 1), Some(-day)]);
+        assert_eq!(bad_rows(Arc::new(micros), DataType::Date32), [1]);
+        let dates = Date64Array::from(vec![86_400_000, 86_400_001]);
+        assert_eq!(bad_rows(Arc::new(dates), DataType::Date32), [1]);
+        // Widening conversions have no bad rows; a column of the type is returned as is.
+        let ints: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(i32::MAX)]));
+        assert!(cast_strict(&ints, &DataType::Int64).unwrap().1.is_empty());
+        assert!(cast_strict(&ints, &DataType::Float64).unwrap().1.is_empty());
+        let (same, bad) = cast_strict(&ints, &DataType::Int32).unwrap();
+        assert!(Arc::ptr_eq(&same, &ints) && bad.is_empty());
+    }
+}
