@@ -33,6 +33,7 @@
 //! - the first error stops every stage promptly and is the error returned; no task outlives the run.
 
 mod batch;
+pub mod cast;
 mod config;
 mod context;
 mod error;
@@ -44,6 +45,7 @@ mod stats;
 mod transform;
 
 pub use batch::{Rebatcher, batch_bytes};
+pub use cast::cast_strict;
 pub use config::PipelineConfig;
 pub use context::{Context, LogRejects, MemoryRejects, RejectSink, Rejected};
 pub use error::{BoxError, Error, Report, Reported, Result, Stage};

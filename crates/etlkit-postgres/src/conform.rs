@@ -1,7 +1,9 @@
 //! Conforming Arrow batches to a target table: each input column is matched to a table column by
 //! name, then cast to the Arrow type whose binary COPY encoding is exactly that column's
-//! PostgreSQL type (e.g. `Int64` → `Int32` for `integer`, range-checked). Values that do not fit
-//! produce [`PgError::InvalidValue`] naming the row, the column and the value.
+//! PostgreSQL type (e.g. `Int64` → `Int32` for `integer`, range-checked; a float or decimal with a
+//! fraction into an integer column is refused by `etlkit_core::cast_strict`, as PostgreSQL's text
+//! COPY refuses `2.5` for `integer`). Values that do not fit produce [`PgError::InvalidValue`]
+//! naming the row, the column and the value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, GenericListArray, Recor
 use arrow_cast::cast::{CastOptions, cast_with_options};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use etlkit_core::cast_strict;
 use pgpq::encoders::{EncoderBuilder, StringEncoderBuilder};
 use pgpq::pg_schema::PostgresType;
 
@@ -193,6 +196,16 @@ impl Conformer {
                         "has nanoseconds, which PostgreSQL cannot store (set NanosPolicy::Truncate to truncate)",
                     ));
                 }
+            }
+            // A fraction into an integer column: refused (a plain cast would cut it off).
+            (_, from) if plan.target.is_integer() && (from.is_floating() || from.is_decimal()) => {
+                let (out, bad) = cast_strict(input, &plan.target)
+                    .map_err(|source| PgError::Arrow { column: plan.name.clone(), source })?;
+                if let Some((i, _)) = bad.first() {
+                    let reason = format!("does not fit column type `{}`", plan.declared);
+                    return Err(invalid(plan, input, *i, first_row, &reason));
+                }
+                return Ok(out);
             }
             _ => {}
         }

@@ -203,7 +203,8 @@ static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Writes Arrow batches into an existing PostgreSQL table by binary `COPY`.
 ///
 /// - Column types come from the table's catalog; input columns are matched by name and cast to
-///   them (range-checked: a value that does not fit fails with row, column and value, or — with
+///   them (range-checked, and a fraction is never cut off into an integer column: a value that
+///   does not fit fails with row, column and value, or — with
 ///   [`InvalidRows::Reject`] — goes to [`Context::reject`] while the other rows load; `write`
 ///   returns the rows accepted).
 /// - Durability: when `write` returns `Ok`, the batch is in an open transaction on one of the

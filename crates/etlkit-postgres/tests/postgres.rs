@@ -280,6 +280,19 @@ async fn bad_values_fail_with_row_column_and_value_and_nothing_is_committed() {
         // The input row is named by its origin: row 2 of the (memory) source.
         "memory:2, column `n`: value \"3000000000\" does not fit column type `integer`"
     );
+    // Float64 into integer: a fraction is not cut off (binary COPY would store 2 for 2.5 otherwise;
+    // PostgreSQL's own text COPY refuses "2.5" for an integer column too).
+    let floats = RecordBatch::try_from_iter([(
+        "n",
+        Arc::new(arrow_array::Float64Array::from(vec![Some(1.0), None, Some(2.5)])) as ArrayRef,
+    )])
+    .unwrap();
+    let err = run(Arc::new(sink(&pool, "t", WriteMode::Append)), vec![floats], 1).await.unwrap_err();
+    let msg = pg_error(&err).to_string();
+    assert!(
+        msg.starts_with("memory:3, column `n`: value \"2.5\" does not fit column type `integer`"),
+        "{msg}"
+    );
     // NUL byte in text: rejected by default, naming row and column...
     let err = run(
         Arc::new(sink(&pool, "t", WriteMode::Append)),

@@ -13,7 +13,7 @@
 //!   [`Context::reject`](etlkit_core::Context::reject) with the same details (and, for CSV, the row's
 //!   original bytes) and reading continues (rows read = good + rejected). For Parquet, bad values
 //!   are those that do not convert to a type pinned with `ParquetSourceConfig::column_types`, or
-//!   that the conversion would change ([`cast_strict`]: `2.5` into an integer, nanoseconds into
+//!   that the conversion would change ([`etlkit_core::cast_strict`]: `2.5` into an integer, nanoseconds into
 //!   microseconds).
 //! - **Types**: CSV column types are inferred from the start of every file (or given, or pinned per
 //!   column with `CsvSourceConfig::column_types`); timestamps parse straight into the column's unit,
@@ -40,19 +40,16 @@
 //! # Ok(()) }
 //! ```
 
-mod cast;
 #[cfg(feature = "csv")]
 mod csv_source;
 mod error;
 mod files;
 mod input;
 mod metrics;
-mod numbers;
 #[cfg(feature = "parquet")]
 mod parquet_source;
 mod rejects;
 
-pub use cast::cast_strict;
 #[cfg(feature = "csv")]
 pub use csv_source::{CSV_EXTENSIONS, CsvSource, CsvSourceConfig};
 pub use error::{BadRow, OnError, Result, SourceError};

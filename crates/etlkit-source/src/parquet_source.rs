@@ -18,10 +18,10 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::cast::cast_strict;
 use crate::error::{BadRow, OnError, Result, SourceError, into_core};
 use crate::input::Input;
 use crate::metrics::ReadMetrics;
+use etlkit_core::cast_strict;
 
 /// File extensions a directory listing picks up for Parquet.
 pub const PARQUET_EXTENSIONS: &[&str] = &["parquet", "parq", "pq"];

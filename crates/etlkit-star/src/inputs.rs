@@ -8,8 +8,8 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use etlkit_core::{Context, Rejected, Transform};
-use etlkit_source::{Input, OnError, OpenOptions, cast_strict};
+use etlkit_core::{Context, Rejected, Transform, cast_strict};
+use etlkit_source::{Input, OnError, OpenOptions};
 
 use crate::error::{Result, StarError};
 

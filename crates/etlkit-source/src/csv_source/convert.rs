@@ -14,7 +14,7 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use super::records::RecordChunk;
-use crate::numbers::decimal_places;
+use etlkit_core::cast::decimal_places;
 
 /// How values are recognised: NULL markers, date/time formats, float-written integers.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Strict casts: a column converted to a target type together with the rows whose value does not
-//! convert or that the conversion would change. One definition of "strict" for every reader and
-//! job that maps input columns onto declared types.
+//! convert or that the conversion would change. One definition of "strict" for every reader, job
+//! and sink that maps input columns onto declared types (pure functions, no I/O).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Decimal256Type, Float64Type, Int64Type};
@@ -8,8 +8,6 @@ use arrow_array::{Array, ArrayRef};
 use arrow_buffer::i256;
 use arrow_cast::{CastOptions, cast, cast_with_options};
 use arrow_schema::{ArrowError, DataType, TimeUnit};
-
-use crate::numbers::decimal_places;
 
 /// Casts `column` to `to`. Returns the converted column and, in ascending row order and one per
 /// row, the rows whose value is bad for `to` with the reason:
@@ -29,7 +27,7 @@ use crate::numbers::decimal_places;
 /// use arrow_schema::DataType;
 ///
 /// let fares: ArrayRef = Arc::new(Float64Array::from(vec![Some(3.0), Some(2.5), None, Some(f64::NAN)]));
-/// let (ints, bad) = etlkit_source::cast_strict(&fares, &DataType::Int64).unwrap();
+/// let (ints, bad) = etlkit_core::cast_strict(&fares, &DataType::Int64).unwrap();
 /// assert_eq!(bad.iter().map(|(row, _)| *row).collect::<Vec<_>>(), [1, 3]);
 /// assert_eq!(ints.null_count(), 2); // the NULL and the NaN
 /// ```
@@ -150,6 +148,33 @@ fn multiples_of(column: &ArrayRef, unit: i64, reason: &str) -> Result<Vec<(usize
         .collect())
 }
 
+/// The number of decimal places `t` needs to be written exactly (`13.370` → 2, `1.5e-3` → 4,
+/// `1200` → −2, `0` → 0): fractional digits without trailing zeros, shifted by the exponent.
+/// `None` when `t` is not a number of that form.
+pub fn decimal_places(t: &str) -> Option<i64> {
+    let t = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+        None => (t, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let frac = frac.trim_end_matches('0');
+    let places = if !frac.is_empty() {
+        frac.len() as i64
+    } else if int.bytes().all(|c| c == b'0') {
+        return Some(0); // zero needs no places at any scale
+    } else {
+        -((int.len() - int.trim_end_matches('0').len()) as i64)
+    };
+    places.checked_sub(exp)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -193,5 +218,28 @@ mod tests {
         assert!(cast_strict(&ints, &DataType::Float64).unwrap().1.is_empty());
         let (same, bad) = cast_strict(&ints, &DataType::Int32).unwrap();
         assert!(Arc::ptr_eq(&same, &ints) && bad.is_empty());
+    }
+
+    #[test]
+    fn decimal_places_counts_the_digits_a_value_needs() {
+        for (t, want) in [
+            ("13.37", Some(2)),
+            ("13.370", Some(2)),
+            ("-0.5", Some(1)),
+            ("+7", Some(0)),
+            ("1200", Some(-2)),
+            ("0.000", Some(0)),
+            ("1.5e-3", Some(4)),
+            ("15E2", Some(-2)),
+            (".25", Some(2)),
+            ("1.", Some(0)),
+            ("", None),
+            (".", None),
+            ("1.2.3", None),
+            ("12x", None),
+            ("1e", None),
+        ] {
+            assert_eq!(decimal_places(t), want, "{t:?}");
+        }
     }
 }
