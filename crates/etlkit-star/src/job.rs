@@ -76,7 +76,8 @@ pub struct StarJobConfig {
     pub rows_table: Option<TableRef>,
     /// A view with the columns of a rows table (every target column of each row, then the row hash),
     /// read back from the fact table and its dimensions instead of storing every value twice:
-    /// `CREATE OR REPLACE VIEW` with the job's tables. Each target column must be stored in the fact
+    /// created with the job's tables, and replaced only when its query changes (its comment records
+    /// the query), so that runs do not wait for the queries reading it. Each target column must be stored in the fact
     /// (a measure or degenerate attribute) or be the one-column natural key of a role with the
     /// column's own type, not floating-point (NULL keys come back as NULL from the unknown member);
     /// [`validate`] names any other column. Not with `rows_table`. Default `None`.
@@ -262,8 +263,8 @@ impl StarJobConfig {
         Ok(out)
     }
 
-    /// `CREATE OR REPLACE VIEW` of [`StarJobConfig::rows_view`].
-    fn view_sql(&self, view: &TableRef, store: &PgDimensionStore) -> Result<String> {
+    /// The query of [`StarJobConfig::rows_view`].
+    fn view_query(&self, store: &PgDimensionStore) -> Result<String> {
         let mut select = Vec::new();
         let mut joins: Vec<(&str, String)> = Vec::new();
         for (column, source) in self.view_sources()? {
@@ -293,13 +294,7 @@ impl StarJobConfig {
         }
         select.push(format!("f.{}", quote_ident(&self.row_hash.column)));
         let joins: Vec<String> = joins.into_iter().map(|(_, j)| j).collect();
-        Ok(format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} f {}",
-            view.quoted(),
-            select.join(", "),
-            self.fact.table.quoted(),
-            joins.join(" ")
-        ))
+        Ok(format!("SELECT {} FROM {} f {}", select.join(", "), self.fact.table.quoted(), joins.join(" ")))
     }
 
     fn target_type(&self, column: &str) -> &DataType {
@@ -652,16 +647,39 @@ impl StarJob {
             }
         }
         if let Some(view) = &cfg.rows_view {
-            if relkind(&mut tx, view).await?.is_some_and(|k| k != "v") {
+            let kind = relkind(&mut tx, view).await?;
+            if kind.as_deref().is_some_and(|k| k != "v") {
                 return Err(StarError::config(
                     "rows_view",
                     format!("{} exists and is not a view (a rows table of earlier runs?)", view.quoted()),
                 ));
             }
-            sqlx::raw_sql(AssertSqlSafe(cfg.view_sql(view, store)?))
-                .execute(&mut *tx)
-                .await
-                .map_err(StarError::db("creating the rows view"))?;
+            // The view's comment records its query: an unchanged view is left alone, so that a run
+            // never waits for (nor makes wait) the queries reading it.
+            let query = cfg.view_query(store)?;
+            let comment = format!("etlkit-star rows view: {query}");
+            let current: Option<String> = match kind {
+                Some(_) => sqlx::query_scalar("SELECT obj_description(to_regclass($1), 'pg_class')")
+                    .bind(view.quoted())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StarError::db("reading the rows view's comment"))?,
+                None => None,
+            };
+            if current.as_deref() != Some(comment.as_str()) {
+                let comment_sql: String =
+                    sqlx::query_scalar("SELECT format('COMMENT ON VIEW %s IS %L', $1, $2)")
+                        .bind(view.quoted())
+                        .bind(&comment)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(StarError::db("creating the rows view"))?;
+                let sql = format!("CREATE OR REPLACE VIEW {} AS {query}; {comment_sql}", view.quoted());
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StarError::db("creating the rows view"))?;
+            }
         }
         let key = cfg.key_table().quoted();
         let configured = cfg.row_hash.describe(&cfg.hash_columns());

@@ -157,9 +157,26 @@ async fn a_rows_view_shows_exactly_the_rows_a_rows_table_stores() {
         .await,
         1
     );
-    let again = StarJob::new(cfg.clone()).unwrap().run(&url).await.unwrap();
+    // A re-run adds nothing, and leaves the unchanged view alone: a query reading it meanwhile (its
+    // transaction open) neither blocks the run nor is blocked.
+    let mut reader = p.begin().await.unwrap();
+    let seen: i64 = etlkit_postgres::sqlx::query_scalar("SELECT count(*) FROM orders_v")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 600);
+    let rerun = StarJob::new(cfg.clone()).unwrap();
+    let again = tokio::time::timeout(std::time::Duration::from_secs(120), rerun.run(&url))
+        .await
+        .expect("the re-run waited for a reader of the view")
+        .unwrap();
+    reader.rollback().await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 720));
     assert_eq!(scalar(&p, "SELECT count(*) FROM orders_v").await, 600);
+    assert_eq!(
+        scalar(&p, "SELECT count(*) FROM pg_description WHERE objoid = 'orders_v'::regclass AND description LIKE 'etlkit-star rows view: SELECT %'").await,
+        1
+    );
     // A table in the view's place is not replaced.
     cfg.rows_view = Some(etlkit_star::TableRef::new("orders"));
     let err = StarJob::new(cfg).unwrap().run(&url).await.unwrap_err();
