@@ -396,17 +396,24 @@ fn key_nulls(keys: &[ArrayRef]) -> Option<NullBuffer> {
     keys.iter().fold(None, |acc, k| NullBuffer::union(acc.as_ref(), k.logical_nulls().as_ref()))
 }
 
-/// Casts `column` to the type of key (or surrogate) field `to`; a value that does not convert is an
-/// error naming the dimension and the field.
+/// Casts `column` to the type of key (or surrogate) field `to` with [`etlkit_core::cast_strict`]: a
+/// value that does not convert, or that the cast would change (`2.5` into an integer key would find
+/// the member of `2`), is an error naming the dimension, the field and the value.
 fn cast_to(column: &ArrayRef, to: &arrow_schema::Field, table: &str) -> Result<ArrayRef> {
-    if column.data_type() == to.data_type() {
-        return Ok(column.clone());
-    }
-    let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
-    arrow_cast::cast_with_options(column, to.data_type(), &options).map_err(|e| DimError::KeyColumn {
+    let error = |source| DimError::KeyColumn {
         table: table.to_owned(),
         column: to.name().to_owned(),
         key: to.name().to_owned(),
-        source: Some(e),
-    })
+        source: Some(source),
+    };
+    let (cast, bad) = etlkit_core::cast_strict(column, to.data_type()).map_err(error)?;
+    match bad.first() {
+        None => Ok(cast),
+        Some((row, reason)) => {
+            let value = arrow_cast::display::array_value_to_string(column, *row).unwrap_or_default();
+            Err(error(arrow_schema::ArrowError::CastError(format!(
+                "batch row {row}: value {value:?}: {reason}"
+            ))))
+        }
+    }
 }

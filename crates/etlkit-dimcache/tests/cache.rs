@@ -108,6 +108,15 @@ async fn preloaded_members_resolve_without_store_calls_and_types_are_cast() {
     // A value that cannot be a key is an error naming the dimension and column.
     let err = cache.resolve(&[arr(StringArray::from(vec!["x"]))]).await.unwrap_err();
     assert!(matches!(err, DimError::KeyColumn { ref table, .. } if table == "dim_location"), "{err}");
+    // Nor may a cast change a key: 2.5 is not the member 2.
+    let err = cache.resolve(&[arr(arrow_array::Float64Array::from(vec![1.0, 2.5]))]).await.unwrap_err();
+    let chain = std::error::Error::source(&err).map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        matches!(err, DimError::KeyColumn { .. }) && chain.contains("batch row 1: value \"2.5\""),
+        "{err}: {chain}"
+    );
+    let whole = cache.resolve(&[arr(arrow_array::Float64Array::from(vec![1.0, 2.0]))]).await.unwrap();
+    assert_eq!(whole.values().to_vec(), vec![11, 22]);
 }
 
 #[tokio::test]
