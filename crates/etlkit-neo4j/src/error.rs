@@ -92,6 +92,21 @@ pub enum GraphError {
         /// The configured cap.
         cap: usize,
     },
+    /// Relationship rows that matched more than one start node, end node or (`MERGE`) existing
+    /// relationship: `matched` relationships were written for `rows` rows. An endpoint key that is
+    /// not unique in the graph (no uniqueness constraint on it), or a relationship stored twice.
+    /// The transaction was rolled back, so no row was fanned out to several nodes.
+    #[error(
+        "{spec}: {rows} relationship rows matched {matched} relationships: an endpoint's key is not unique in the graph (or the relationship exists twice); the transaction was rolled back"
+    )]
+    AmbiguousEndpoints {
+        /// The mapping.
+        spec: String,
+        /// Rows in the failed transaction.
+        rows: usize,
+        /// Relationships the rows matched (more than `rows`).
+        matched: usize,
+    },
     /// Relationship rows whose start or end node does not exist (the `MATCH` found nothing), so no
     /// relationship was created for them. The transaction was rolled back. The message names the
     /// first few missing nodes (label, key property and value, row); `nodes` has them all.

@@ -235,8 +235,11 @@ impl RelSpec {
         self.from.keys.iter().chain(&self.to.keys).chain(&self.identity).map(|p| p.column.as_str()).collect()
     }
 
-    /// The `UNWIND ... MATCH ... MATCH ... MERGE|CREATE ... SET ... RETURN count(*) AS matched`
-    /// statement.
+    /// The `UNWIND ... MATCH ... MATCH ... MERGE|CREATE ... SET ... RETURN count(*) AS matched,
+    /// count(DISTINCT r[n]) AS rows` statement. Each row ends with its ordinal in the transaction
+    /// (after the `n` values of [`RelSpec::columns`]): `rows` below the row count means a row found
+    /// no endpoint, `matched` above `rows` that a row matched several endpoint nodes or
+    /// relationships.
     pub fn write_cypher(&self) -> String {
         let mut q = String::from("UNWIND $rows AS r");
         let mut i = 0;
@@ -271,7 +274,7 @@ impl RelSpec {
             let _ = write!(q, "{sep}x.{} = r[{i}]", escape_identifier(&p.name));
             i += 1;
         }
-        q.push_str(" RETURN count(*) AS matched");
+        let _ = write!(q, " RETURN count(*) AS matched, count(DISTINCT r[{i}]) AS rows");
         q
     }
 }

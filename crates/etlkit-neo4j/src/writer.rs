@@ -532,19 +532,42 @@ impl GraphWriter {
         let bolt =
             |action: &'static str| move |source| GraphError::Bolt { spec: spec.to_owned(), action, source };
         let n = rows.len();
-        let query = neo4rs::query(job.cypher).param("rows", BoltType::List(rows.clone()));
+        let param = match job.kind {
+            Kind::Nodes => rows.clone(),
+            // Relationship rows carry their ordinal, so that the statement counts the rows it
+            // matched, not only the relationships.
+            Kind::Rels(_) => rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| match row {
+                    BoltType::List(values) => {
+                        let mut values = values.clone();
+                        values.push(BoltType::from(i as i64));
+                        BoltType::List(values)
+                    }
+                    other => other.clone(),
+                })
+                .collect(),
+        };
+        let query = neo4rs::query(job.cypher).param("rows", BoltType::List(param));
         let mut txn = self.graph.start_txn().await.map_err(bolt("BEGIN"))?;
         // A failed transaction is dropped: the pool RESETs the connection, which rolls it back.
         let summary = match job.kind {
             Kind::Nodes => txn.run(query).await.map_err(bolt("UNWIND MERGE"))?,
             Kind::Rels(rel) => {
                 let mut stream = txn.execute(query).await.map_err(bolt("UNWIND relationships"))?;
-                let mut matched = 0usize;
+                let (mut matched, mut found) = (0usize, 0usize);
                 while let Some(row) = stream.next(txn.handle()).await.map_err(bolt("UNWIND relationships"))? {
                     matched += row.get::<i64>("matched").map_or(0, |m| m.max(0) as usize);
+                    found += row.get::<i64>("rows").map_or(0, |m| m.max(0) as usize);
                 }
                 let summary = stream.finish(txn.handle()).await.map_err(bolt("UNWIND relationships"))?;
-                if matched != n {
+                if found == n && matched != n {
+                    // Every row matched, some more than once: the transaction is dropped (rolled
+                    // back) rather than fanning a row out to several nodes.
+                    return Err(GraphError::AmbiguousEndpoints { spec: spec.to_owned(), rows: n, matched });
+                }
+                if found != n {
                     // Name what is missing: look every endpoint key up in the same transaction.
                     let nodes = match missing_nodes(&mut txn, rel, rows, lines).await {
                         Ok(mut nodes) => {
@@ -564,7 +587,7 @@ impl GraphWriter {
                     return Err(GraphError::MissingEndpoints {
                         spec: spec.to_owned(),
                         rows: n,
-                        missing: n.saturating_sub(matched),
+                        missing: n.saturating_sub(found),
                         nodes,
                     });
                 }

@@ -318,6 +318,38 @@ async fn create_mode_single_writer_and_missing_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_key_matching_two_nodes_fails_instead_of_fanning_out() {
+    let w = GraphWriter::connect(config(1, 50)).unwrap();
+    // Two `Firm {name: "Acme"}` nodes (no uniqueness constraint on Firm) and one `Initech`.
+    let firm = NodeSpec::new("Firm", Property::from_column("name", "firm"), vec![]);
+    w.write_nodes(&firm, &strings(&[("firm", vec![Some("Acme"), Some("Initech")])]), &Context::default())
+        .await
+        .unwrap();
+    w.query_rows("CREATE (:Firm {name: 'Acme'})").await.unwrap();
+    let staff = NodeSpec::new("Staff", Property::from_column("id", "sid"), vec![]);
+    let rows = |firms: Vec<Option<&str>>| strings(&[("sid", vec![Some("s1"), Some("s2")]), ("firm", firms)]);
+    w.write_nodes(&staff, &rows(vec![Some("Acme"), Some("Initech")]), &Context::default()).await.unwrap();
+    let mut employs =
+        RelSpec::new("EMPLOYS", Endpoint::new("Staff", "id", "sid"), Endpoint::new("Firm", "name", "firm"));
+    employs.partition = RelPartition::Single;
+    // s1 matches both Acme nodes: 3 relationships for 2 rows.
+    let err = w.write_rels(&employs, &rows(vec![Some("Acme"), Some("Initech")]), &Context::default()).await;
+    let err = err.unwrap_err();
+    assert!(matches!(err, GraphError::AmbiguousEndpoints { rows: 2, matched: 3, .. }), "{err}");
+    assert!(!err.is_retryable());
+    // One row matching twice and one matching nothing add up to the row count: still an error.
+    let err = w.write_rels(&employs, &rows(vec![Some("Acme"), Some("Globex")]), &Context::default()).await;
+    let err = err.unwrap_err();
+    assert!(matches!(err, GraphError::MissingEndpoints { rows: 2, missing: 1, .. }), "{err}");
+    assert_eq!(scalar(&w, "MATCH ()-[r:EMPLOYS]->() RETURN count(r) AS c").await, 0, "rolled back");
+    // With one Acme, the same rows load.
+    w.query_rows("MATCH (f:Firm {name: 'Acme'}) WITH f LIMIT 1 DETACH DELETE f").await.unwrap();
+    let n = w.write_rels(&employs, &rows(vec![Some("Acme"), Some("Initech")]), &Context::default()).await;
+    assert_eq!(n.unwrap(), 2);
+    assert_eq!(scalar(&w, "MATCH ()-[r:EMPLOYS]->() RETURN count(r) AS c").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phase_loader_merges_distinct_shared_entities_first() {
     let w = Arc::new(GraphWriter::connect(config(2, 100)).unwrap());
     let people = strings(&[("pid", vec![Some("p1"), Some("p2")]), ("name", vec![Some("Ann"), Some("Bob")])]);
