@@ -323,7 +323,9 @@ impl GraphReport {
 /// pass's [`DedupByKey`]s (distinct keys only); nothing holds the input. All passes share one
 /// [`GraphWriter`] (its pool and node locks). Passes run one at a time, in order; the first failure
 /// stops the run (passes already done stay committed: with `MERGE` re-running converges).
-/// Re-running on the same input creates nothing.
+/// Re-running on the same input creates nothing, unless a relationship pass uses
+/// [`RelMode::Create`](etlkit_neo4j::RelMode::Create), which creates its relationships again on
+/// every run (and after a failed run, again for the transactions that had committed).
 pub struct GraphJob {
     writer: Arc<GraphWriter>,
     model: GraphModel,
