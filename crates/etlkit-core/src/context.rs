@@ -113,10 +113,11 @@ impl RejectSink for LogRejects {
 pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) deduplicated: AtomicU64,
+    pub(crate) added: AtomicU64,
 }
 
-/// Handed to every stage: the way to report rejected and de-duplicated rows so that
-/// rows read = written + rejected + de-duplicated + filtered always holds, and — inside
+/// Handed to every stage: the way to report rejected, de-duplicated and added rows so that
+/// rows read + added = written + rejected + de-duplicated + filtered always holds, and — inside
 /// [`Transform::apply`](crate::Transform::apply) and [`Sink::write`](crate::Sink::write) — where each
 /// row of the batch at hand came from ([`Context::origin`]).
 ///
@@ -212,6 +213,18 @@ impl Context {
     /// Counts `n` rows dropped as duplicates of rows already seen.
     pub fn record_deduplicated(&self, n: u64) {
         self.counters.deduplicated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` rows a transform created beyond its input rows: a row turned into `k ≥ 1` rows
+    /// adds `k - 1` (a row turned into none is filtered, which the pipeline counts by itself).
+    /// Transforms that never create rows do not call this.
+    pub fn record_added(&self, n: u64) {
+        self.counters.added.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Rows counted as added through this context (and its clones) so far.
+    pub fn added(&self) -> u64 {
+        self.counters.added.load(Ordering::Relaxed)
     }
 
     /// Rows rejected through this context (and its clones) so far.

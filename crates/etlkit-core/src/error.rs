@@ -94,13 +94,13 @@ pub enum Error {
         /// The panic payload, when it was a string.
         message: String,
     },
-    /// The counts do not add up: rows read ≠ written + rejected + de-duplicated + filtered.
+    /// The counts do not add up: rows read (+ added) ≠ written + rejected + de-duplicated + filtered.
     /// This means a stage lost or invented rows; it is a bug in that stage and never retryable.
     #[error(
         "row accounting mismatch: read {read} != written {written} + rejected {rejected} + deduplicated {deduplicated} + filtered {filtered}"
     )]
     RowAccounting {
-        /// Rows read.
+        /// Rows read (for the transforms' check: rows into the transforms plus rows they added).
         read: u64,
         /// Rows written.
         written: u64,

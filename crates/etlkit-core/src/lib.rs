@@ -29,7 +29,7 @@
 //! Invariants the runtime keeps (see `docs/architecture.md`):
 //! - every [`PipelineConfig`] knob is honoured; nothing is capped behind the user's back;
 //! - memory is bounded by a few batches per stage whatever the input size;
-//! - rows read = written + rejected + de-duplicated + filtered, or the run fails;
+//! - rows read + added = written + rejected + de-duplicated + filtered, or the run fails;
 //! - the first error stops every stage promptly and is the error returned; no task outlives the run.
 
 mod batch;

@@ -163,8 +163,8 @@ impl Pipeline {
     /// Runs the pipeline to completion (needs a tokio runtime with time enabled).
     ///
     /// On success the sink has committed ([`Sink::finish`]) and the returned stats satisfy
-    /// `rows_read == rows_written + rows_rejected + rows_deduplicated + rows_filtered` (for
-    /// transforms that do not create rows). On the first error every task is stopped, the sink is
+    /// `rows_read + rows_added == rows_written + rows_rejected + rows_deduplicated + rows_filtered`
+    /// (`rows_added`: rows transforms created, reported with [`Context::record_added`]). On the first error every task is stopped, the sink is
     /// aborted, and that error is returned. Dropping the returned future aborts all tasks too.
     pub async fn run(self) -> Result<LoadStats> {
         self.validate()?;
@@ -267,6 +267,19 @@ impl Pipeline {
                 filtered: 0,
             });
         }
+        // Transforms may create rows only by saying so (Context::record_added): more rows out than
+        // in + added - dropped would make the counts of the run lie.
+        let (t_in, t_out) = (load(&c.transform_in) + tr_ctx.added(), load(&c.transform_out));
+        if t_out + tr_ctx.deduplicated() + tr_ctx.rejected() > t_in {
+            sink.abort().await;
+            return Err(Error::RowAccounting {
+                read: t_in,
+                written: t_out,
+                rejected: tr_ctx.rejected(),
+                deduplicated: tr_ctx.deduplicated(),
+                filtered: 0,
+            });
+        }
         // Rejected rows are stored before the data they were split from is committed.
         if let Err(e) = rejects.flush().await {
             sink.abort().await;
@@ -274,12 +287,15 @@ impl Pipeline {
         }
         // Exactly one of finish / abort: a failed finish has rolled back by itself (Sink contract).
         let sink_stats = sink.finish().await?;
-        let dropped_by_transforms = load(&c.transform_in).saturating_sub(load(&c.transform_out));
+        // Rows that entered the transforms (plus those they created) and did not come out.
+        let dropped_by_transforms =
+            (load(&c.transform_in) + tr_ctx.added()).saturating_sub(load(&c.transform_out));
         let mut stats = LoadStats {
             rows_read: load(&c.source_rows) + src_ctx.rejected(),
             rows_written: written,
             rows_rejected: src_ctx.rejected() + tr_ctx.rejected() + sink_ctx.rejected(),
             rows_deduplicated: tr_ctx.deduplicated(),
+            rows_added: tr_ctx.added(),
             rows_filtered: dropped_by_transforms
                 .saturating_sub(tr_ctx.deduplicated())
                 .saturating_sub(tr_ctx.rejected()),

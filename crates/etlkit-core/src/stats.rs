@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a pipeline run (or a sink) did. The pipeline guarantees
-/// `rows_read == rows_written + rows_rejected + rows_deduplicated + rows_filtered` for a successful run.
+/// `rows_read + rows_added == rows_written + rows_rejected + rows_deduplicated + rows_filtered` for a
+/// successful run (`rows_added` is 0 unless a transform turns a row into several).
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct LoadStats {
@@ -16,8 +17,12 @@ pub struct LoadStats {
     pub rows_rejected: u64,
     /// Rows dropped because an identical row (by hash) was already seen.
     pub rows_deduplicated: u64,
-    /// Rows dropped by transforms for any other reason (e.g. a filter).
+    /// Rows dropped by transforms for any other reason (e.g. a filter, or a list exploded into no
+    /// element).
     pub rows_filtered: u64,
+    /// Rows transforms created beyond their input rows, as reported with
+    /// [`Context::record_added`](crate::Context::record_added) (a row exploded into three elements: 2).
+    pub rows_added: u64,
     /// Batches handed to the sink.
     pub batches: u64,
     /// In-memory Arrow bytes handed to the sink.
@@ -38,6 +43,7 @@ impl LoadStats {
         self.rows_rejected += other.rows_rejected;
         self.rows_deduplicated += other.rows_deduplicated;
         self.rows_filtered += other.rows_filtered;
+        self.rows_added += other.rows_added;
         self.batches += other.batches;
         self.bytes += other.bytes;
         self.retries += other.retries;

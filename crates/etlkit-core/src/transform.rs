@@ -38,6 +38,10 @@ impl TransformProperties {
 /// - return batches whose schema equals [`output_schema`](Transform::output_schema) of the input schema;
 /// - account for every row they drop: via [`Context::reject`] for bad rows or
 ///   [`Context::record_deduplicated`] for duplicates; any other drop is counted as filtered;
+/// - report the rows they create beyond their input with [`Context::record_added`] (a row turned
+///   into three: 2), so that rows read + added = written + rejected + de-duplicated + filtered; a
+///   run whose transforms return more rows than they were given and reported fails with
+///   [`Error::RowAccounting`](crate::Error::RowAccounting) before anything is committed;
 /// - not block on I/O (they run on CPU threads).
 ///
 /// Implementors SHOULD avoid per-row heap allocation and may use rayon inside `apply`: it runs on the

@@ -513,6 +513,55 @@ async fn every_row_is_accounted_for() {
     );
 }
 
+/// Each row twice; with `report`, the copies are reported as added rows.
+struct Twice {
+    report: bool,
+}
+impl Transform for Twice {
+    fn name(&self) -> &str {
+        "twice"
+    }
+    fn output_schema(&self, input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        Ok(input.clone())
+    }
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        if self.report {
+            ctx.record_added(batch.num_rows() as u64);
+        }
+        Ok(vec![batch.clone(), batch])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_transform_creates_are_counted_and_unreported_ones_fail_the_run() {
+    let sink = Arc::new(MemorySink::new());
+    let stats = Pipeline::new(memory_source(source_batches(1_000, &[64])), sink.clone())
+        .transform(Twice { report: true })
+        .transform(EvenAreDuplicates)
+        .config(config(100, 2))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.rows_read, stats.rows_added, stats.rows_written),
+        (1_000, 1_000, sink.committed_rows() as u64)
+    );
+    assert_eq!(
+        stats.rows_read + stats.rows_added,
+        stats.rows_written + stats.rows_rejected + stats.rows_deduplicated + stats.rows_filtered
+    );
+    // The same rows without saying so: the counts would not add up, so nothing is committed.
+    let sink = Arc::new(MemorySink::new());
+    let err = Pipeline::new(memory_source(source_batches(1_000, &[64])), sink.clone())
+        .transform(Twice { report: false })
+        .config(config(100, 2))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, etlkit_core::Error::RowAccounting { .. }), "{err}");
+    assert_eq!(sink.committed_rows(), 0);
+}
+
 /// A sink that silently drops half of each batch: the runtime must refuse to report success.
 struct LossySink;
 #[async_trait]

@@ -227,6 +227,17 @@ async fn messy_csv_loads_exactly_with_disjoint_parallel_writes_and_a_rerun_creat
     assert_eq!(first.pass("people").unwrap().stats.rows_deduplicated, 2);
     assert_eq!(first.pass("skills").unwrap().stats.rows_written, 9, "distinct skills written once");
     assert!(first.passes.iter().all(|p| p.stats.rows_read == 8), "every pass streams the 8 rows");
+    // Every row of every pass is accounted for, exploded lists (rows added) included.
+    for p in &first.passes {
+        let s = &p.stats;
+        assert_eq!(
+            s.rows_read + s.rows_added,
+            s.rows_written + s.rows_rejected + s.rows_deduplicated + s.rows_filtered,
+            "pass {}: {s:?}",
+            p.name
+        );
+    }
+    assert!(first.passes.iter().any(|p| p.stats.rows_added > 0), "no pass exploded a list");
 
     // No node was ever in two concurrent transactions, although transactions did overlap.
     assert!(observer.violations.lock().unwrap().is_empty(), "{:?}", observer.violations.lock().unwrap());

@@ -189,7 +189,8 @@ enum Val {
 ///
 /// Output schema: the input columns (without the list column unless `keep_column`), then `element`
 /// (Utf8) and each extracted field, all nullable. An input row with a NULL, blank or empty list
-/// produces no row (counted as filtered by the pipeline); a malformed list (not a JSON array, an
+/// produces no row (counted as filtered by the pipeline), a row of `k` elements `k - 1` more rows
+/// (reported with [`Context::record_added`], so the run's counts add up); a malformed list (not a JSON array, an
 /// element that is not an object when fields are extracted, a field of the wrong type, a required
 /// field missing) fails the run with [`TransformError::Malformed`] naming file, line, column and
 /// value (from [`Context::origin`], else the configured `origin` and `row_column`), or — with
@@ -340,7 +341,7 @@ impl Explode {
         let list = list.as_string::<i32>();
         let mut take: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut values: Vec<Vec<Val>> = Vec::new();
-        let mut dropped = 0u64;
+        let (mut dropped, mut added) = (0u64, 0u64);
         for i in 0..batch.num_rows() {
             if list.is_null(i) || list.value(i).trim().is_empty() {
                 continue;
@@ -377,6 +378,9 @@ impl Explode {
                 }
             };
             let first = values.len();
+            // One row into k elements: k - 1 rows created (elements `distinct` drops are then
+            // counted as de-duplicated; a row with no element is filtered).
+            added += (elements.len() as u64).saturating_sub(1);
             for e in elements {
                 if !self.distinct.is_empty()
                     && values[first..].iter().any(|prev| self.distinct.iter().all(|&d| prev[d] == e[d]))
@@ -390,6 +394,9 @@ impl Explode {
         }
         if dropped > 0 {
             ctx.record_deduplicated(dropped);
+        }
+        if added > 0 {
+            ctx.record_added(added);
         }
         ctx.take_rows(&take.iter().map(|&i| i as usize).collect::<Vec<_>>());
         let idx = UInt32Array::from(take);
