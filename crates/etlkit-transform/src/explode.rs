@@ -8,6 +8,7 @@ use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etlkit_core::{Context, Rejected, Transform};
+use serde_json::value::RawValue;
 
 use crate::error::{Result, TransformError};
 
@@ -42,8 +43,8 @@ pub struct ExtractField {
     pub field: String,
     /// The output column name.
     pub column: String,
-    /// The output type: `Utf8` (JSON strings, numbers and booleans as text), `Int64` (JSON
-    /// integers), `Float64` (JSON numbers) or `Boolean`. Any other JSON value is malformed. A missing
+    /// The output type: `Utf8` (JSON strings, numbers and booleans as text, numbers as written),
+    /// `Int64` (JSON numbers written as integers that fit), `Float64` (JSON numbers) or `Boolean`. Any other JSON value is malformed. A missing
     /// key or JSON `null` is NULL.
     pub data_type: DataType,
     /// A missing, `null` or empty-string value makes the list malformed.
@@ -76,7 +77,8 @@ pub struct ExplodeConfig {
     /// How the list is written. Default: [`ListFormat::Json`].
     pub format: ListFormat,
     /// Output column (Utf8) holding each element itself: the text for delimited lists; for JSON the
-    /// string, or the JSON text of a number, boolean, object or array. Default: `None`.
+    /// string, or the JSON text of a number, boolean, object or array exactly as written (`1.50`
+    /// stays `1.50`, a 25-digit number keeps its digits). Default: `None`.
     pub element: Option<String>,
     /// Fields of JSON-object elements extracted into columns (JSON only; every element must then be
     /// an object). Default: none. At least one of `element` and `fields` is needed.
@@ -275,32 +277,47 @@ impl Explode {
                 .map(|e| vec![Val::Str(e.to_owned())])
                 .collect()),
             ListFormat::Json => {
-                let value: serde_json::Value =
-                    serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-                let serde_json::Value::Array(items) = value else {
-                    return Err(format!("not a JSON array (found {})", kind(&value)));
+                // Raw elements: a number keeps the text it was written with (`1.50`, a 25-digit
+                // id), which a parsed `Value` would turn into a float.
+                let items: Vec<&RawValue> = match serde_json::from_str(text) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        return Err(match serde_json::from_str::<serde_json::Value>(text) {
+                            Ok(v) => format!("not a JSON array (found {})", raw_kind(&v.to_string())),
+                            Err(_) => format!("not valid JSON: {e}"),
+                        });
+                    }
                 };
                 let mut out = Vec::with_capacity(items.len());
                 for (n, item) in items.iter().enumerate() {
-                    let empty = item.is_null() || (c.fields.is_empty() && item.as_str() == Some(""));
+                    let raw = item.get();
+                    let element = json_text(raw).map_err(|e| format!("element {}: {e}", n + 1))?;
+                    let empty = matches!(element, Val::Null)
+                        || (c.fields.is_empty()
+                            && matches!(&element, Val::Str(s) if s.is_empty() && raw.starts_with('"')));
                     if c.skip_empty && empty {
                         continue;
                     }
                     let mut row = Vec::with_capacity(1 + c.fields.len());
                     if c.element.is_some() {
-                        row.push(match item {
-                            serde_json::Value::Null => Val::Null,
-                            serde_json::Value::String(s) => Val::Str(s.clone()),
-                            other => Val::Str(other.to_string()),
-                        });
+                        row.push(element);
                     }
                     if !c.fields.is_empty() {
-                        let serde_json::Value::Object(obj) = item else {
-                            return Err(format!("element {} is {}, expected an object", n + 1, kind(item)));
-                        };
+                        let obj: std::collections::BTreeMap<String, &RawValue> =
+                            match serde_json::from_str(raw) {
+                                Ok(obj) if raw.starts_with('{') => obj,
+                                _ => {
+                                    return Err(format!(
+                                        "element {} is {}, expected an object",
+                                        n + 1,
+                                        raw_kind(raw)
+                                    ));
+                                }
+                            };
                         for f in &c.fields {
                             row.push(
-                                field(obj.get(&f.field), f).map_err(|e| format!("element {}: {e}", n + 1))?,
+                                field(obj.get(&f.field).map(|v| v.get()), f)
+                                    .map_err(|e| format!("element {}: {e}", n + 1))?,
                             );
                         }
                     }
@@ -417,30 +434,41 @@ impl Explode {
     }
 }
 
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// What kind of JSON value `raw` (valid JSON text) is.
+fn raw_kind(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
-fn field(v: Option<&serde_json::Value>, f: &ExtractField) -> std::result::Result<Val, String> {
-    use serde_json::Value as J;
-    let val = match (v, &f.data_type) {
-        (None | Some(J::Null), _) => Val::Null,
-        (Some(J::String(s)), DataType::Utf8) => Val::Str(s.clone()),
-        (Some(J::Number(n)), DataType::Utf8) => Val::Str(n.to_string()),
-        (Some(J::Bool(b)), DataType::Utf8) => Val::Str(b.to_string()),
-        (Some(J::Number(n)), DataType::Int64) if n.as_i64().is_some() => {
-            Val::Int(n.as_i64().unwrap_or_default())
+/// An element as text: a string's value, `null` as NULL, anything else as its JSON text as written.
+fn json_text(raw: &str) -> std::result::Result<Val, String> {
+    match raw_kind(raw) {
+        "null" => Ok(Val::Null),
+        "a string" => serde_json::from_str::<String>(raw).map(Val::Str).map_err(|e| e.to_string()),
+        _ => Ok(Val::Str(raw.trim().to_owned())),
+    }
+}
+
+/// Field `f` of an object element from its raw JSON text (`None`: the key is absent).
+fn field(raw: Option<&str>, f: &ExtractField) -> std::result::Result<Val, String> {
+    let kind = raw.map_or("null", raw_kind);
+    let wrong = || format!("field `{}` is {kind}, expected {}", f.field, f.data_type);
+    let val = match (raw, kind, &f.data_type) {
+        (None, ..) | (_, "null", _) => Val::Null,
+        (Some(r), "a string" | "a number" | "a boolean", DataType::Utf8) => json_text(r)?,
+        // An integer as written (`1.0` and `1e3` are not integers).
+        (Some(r), "a number", DataType::Int64) => Val::Int(r.trim().parse::<i64>().map_err(|_| wrong())?),
+        (Some(r), "a number", DataType::Float64) => {
+            Val::Float(serde_json::from_str::<f64>(r).map_err(|_| wrong())?)
         }
-        (Some(J::Number(n)), DataType::Float64) => Val::Float(n.as_f64().unwrap_or(f64::NAN)),
-        (Some(J::Bool(b)), DataType::Boolean) => Val::Bool(*b),
-        (Some(other), dt) => return Err(format!("field `{}` is {}, expected {dt}", f.field, kind(other))),
+        (Some(r), "a boolean", DataType::Boolean) => Val::Bool(r.trim() == "true"),
+        _ => return Err(wrong()),
     };
     if f.required && matches!(&val, Val::Null) || matches!(&val, Val::Str(s) if f.required && s.is_empty()) {
         return Err(format!("field `{}` is missing or empty", f.field));

@@ -164,6 +164,42 @@ fn explode_json_objects_extracts_fields_and_drops_repeats_within_a_row() {
 }
 
 #[test]
+fn json_numbers_keep_the_text_they_were_written_with() {
+    let b = strings(&[
+        ("id", vec![Some("a"), Some("b")]),
+        (
+            "ids",
+            vec![
+                Some(r#"["1.50", 12345678901234567890123, 1e3, 1.50, true, {"k": [1, 2]}, null]"#),
+                Some("[]"),
+            ],
+        ),
+    ]);
+    let e =
+        Explode::new(ExplodeConfig { column: "ids".into(), element: Some("v".into()), ..Default::default() })
+            .unwrap();
+    let out = e.apply(b, &Context::default()).unwrap().remove(0);
+    let want = ["1.50", "12345678901234567890123", "1e3", "1.50", "true", r#"{"k": [1, 2]}"#];
+    // (`null` is an empty element: skipped, as `skip_empty` is on by default.)
+    assert_eq!(col(&out, "v"), want.iter().map(|v| Some(v.to_string())).collect::<Vec<_>>());
+    // Object fields: a number into text as written; into Int64 only when written as an integer.
+    let b = strings(&[("jobs", vec![Some(r#"[{"company": "A", "years": 3, "start_date": 2.50}]"#)])]);
+    let e = Explode::new(ExplodeConfig { row_column: None, distinct: vec![], ..jobs_config() }).unwrap();
+    let out = e.apply(b, &Context::default()).unwrap().remove(0);
+    assert_eq!(
+        (col(&out, "years"), col(&out, "start_date")),
+        (vec![Some("3".into())], vec![Some("2.50".into())])
+    );
+    for years in ["3.0", "1e3", "12345678901234567890123"] {
+        let list = format!(r#"[{{"company": "A", "years": {years}}}]"#);
+        let b = strings(&[("jobs", vec![Some(list.as_str())])]);
+        let e = Explode::new(ExplodeConfig { row_column: None, distinct: vec![], ..jobs_config() }).unwrap();
+        let err = e.apply(b, &Context::default()).unwrap_err().to_string();
+        assert!(err.contains("field `years` is a number, expected Int64"), "{years}: {err}");
+    }
+}
+
+#[test]
 fn explode_delimited_lists_trims_and_skips_empty_elements() {
     let b = strings(&[
         ("id", vec![Some("a"), Some("b")]),
