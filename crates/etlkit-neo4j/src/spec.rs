@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(
             spec.write_cypher(),
             "UNWIND $rows AS r MATCH (a:`Learner`) WHERE a.`id` = r[0] MATCH (b:`Company`) WHERE b.`name` = r[1] \
-             MERGE (a)-[x:`WORKS_FOR` {`start_date`: r[2]}]->(b) SET x.`title` = r[3] RETURN count(*) AS matched"
+             MERGE (a)-[x:`WORKS_FOR` {`start_date`: r[2]}]->(b) SET x.`title` = r[3] RETURN count(*) AS matched, count(DISTINCT r[4]) AS rows"
         );
         assert_eq!(spec.key_columns(), ["learner_id", "company", "start_date"]);
         spec.mode = RelMode::Create;
