@@ -512,7 +512,8 @@ impl GraphJob {
         let sink = Arc::new(BitmapSink::default());
         let stats = Pipeline::new(source, sink.clone())
             .rejects(rejects)
-            .transform(DedupByKey::new(self.config.first_row_per.iter().cloned()))
+            // The row number differs between any two rows: not a conflict, but the row to name.
+            .transform(DedupByKey::new(self.config.first_row_per.iter().cloned()).row_column(FIRST_ROW))
             .config(PipelineConfig {
                 batch_size: self.config.batch_size,
                 workers: 1,
