@@ -65,9 +65,10 @@ pub enum GraphError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A key (or relationship identity) column is NULL and the configuration says to fail.
+    /// A key (or relationship identity) column is NULL (or a floating-point NaN, which equals
+    /// nothing) and the configuration says to fail.
     #[error(
-        "{spec}: {}, column `{column}` is NULL, but it is a key: NULL keys are never merged (set `on_null_key: NullKeyPolicy::Reject` to send such rows to the reject output)",
+        "{spec}: {}, column `{column}` is NULL (or NaN), but it is a key: such keys are never merged (set `on_null_key: NullKeyPolicy::Reject` to send such rows to the reject output)",
         origin.clone().unwrap_or_else(|| format!("row {row}"))
     )]
     NullKey {

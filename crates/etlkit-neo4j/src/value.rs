@@ -65,9 +65,9 @@ impl<'a> Columns<'a> {
         Ok(Columns { spec, names: names.to_vec(), arrays })
     }
 
-    /// The first of the first `n` columns that is NULL in `row`.
+    /// The first of the first `n` columns that is NULL (or NaN, which equals nothing) in `row`.
     pub(crate) fn first_null(&self, n: usize, row: usize) -> Option<&'a str> {
-        (0..n.min(self.arrays.len())).find(|&c| self.arrays[c].is_null(row)).map(|c| self.names[c])
+        (0..n.min(self.arrays.len())).find(|&c| missing_key(self.arrays[c], row)).map(|c| self.names[c])
     }
 
     /// Hashes the values of columns `range` in `row` (for partitioning).
@@ -200,4 +200,15 @@ mod tests {
             Err(GraphError::MissingColumn { .. })
         ));
     }
+}
+
+/// Whether `array[row]` cannot be a key: NULL, or a floating-point NaN (Cypher's `NaN = NaN` is
+/// false, so a `MERGE` on it would create a new node on every run).
+pub(crate) fn missing_key(array: &dyn Array, row: usize) -> bool {
+    array.is_null(row)
+        || match array.data_type() {
+            DataType::Float64 => array.as_primitive::<Float64Type>().value(row).is_nan(),
+            DataType::Float32 => array.as_primitive::<Float32Type>().value(row).is_nan(),
+            _ => false,
+        }
 }

@@ -711,17 +711,17 @@ pub(crate) fn null_key_reject(spec: &str, row: usize, column: &str, ctx: &Contex
         line: Some(at.map_or(row as u64 + 1, |o| o.line)),
         column: Some(column.to_owned()),
         value: None,
-        reason: "key column is NULL; NULL keys are never merged".to_owned(),
+        reason: "key column is NULL (or NaN); such keys are never merged".to_owned(),
         raw: None,
     }
 }
 
-/// Rows of `batch` (0-based) where any of `columns` is NULL, with the first such column.
+/// Rows of `batch` (0-based) where any of `columns` is NULL (or NaN), with the first such column.
 pub(crate) fn null_rows(batch: &RecordBatch, columns: &[&str]) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = Vec::new();
     let arrays: Vec<_> = columns.iter().filter_map(|c| batch.column_by_name(c).map(|a| (*c, a))).collect();
     for i in 0..batch.num_rows() {
-        if let Some((c, _)) = arrays.iter().find(|(_, a)| a.is_null(i)) {
+        if let Some((c, _)) = arrays.iter().find(|(_, a)| crate::value::missing_key(a.as_ref(), i)) {
             out.push((i, (*c).to_owned()));
         }
     }

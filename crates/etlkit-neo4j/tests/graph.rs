@@ -186,6 +186,31 @@ async fn null_keys_fail_or_go_to_the_reject_output_and_are_never_merged() {
     assert_eq!(scalar(&w, "MATCH ()-[r:WORKS_FOR]->() RETURN count(r) AS c").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_key_is_refused_like_a_null_one() {
+    // NaN equals nothing in Cypher: a MERGE on it would add a node on every run.
+    let batch = RecordBatch::try_from_iter([(
+        "reading",
+        Arc::new(arrow_array::Float64Array::from(vec![1.5, f64::NAN, -2.0])) as ArrayRef,
+    )])
+    .unwrap();
+    let spec = NodeSpec::new("Reading", Property::from_column("value", "reading"), vec![]);
+    let w = GraphWriter::connect(config(1, 10)).unwrap();
+    let err = w.write_nodes(&spec, &batch, &Context::default()).await.unwrap_err();
+    assert!(matches!(&err, GraphError::NullKey { row: 2, column, .. } if column == "reading"), "{err}");
+    assert!(err.to_string().contains("is NULL (or NaN)"), "{err}");
+    let mut cfg = config(1, 10);
+    cfg.on_null_key = NullKeyPolicy::Reject;
+    let w = GraphWriter::connect(cfg).unwrap();
+    let rejects = Arc::new(MemoryRejects::new());
+    for _ in 0..2 {
+        let written = w.write_nodes(&spec, &batch, &Context::with_rejects(rejects.clone())).await.unwrap();
+        assert_eq!(written, 2);
+    }
+    assert_eq!(rejects.rows().len(), 2, "the NaN row, once per run");
+    assert_eq!(scalar(&w, "MATCH (n:Reading) RETURN count(n) AS c").await, 2, "two runs, two nodes");
+}
+
 fn numbered(n: usize, width: usize) -> RecordBatch {
     let ids: Vec<String> = (0..n).map(|i| format!("n{i:05}")).collect();
     let pad: Vec<String> = (0..n).map(|i| format!("{i:0width$}")).collect();
