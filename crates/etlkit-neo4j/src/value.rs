@@ -170,6 +170,17 @@ fn encoded_len(v: &BoltType) -> usize {
     }
 }
 
+/// Whether `array[row]` cannot be a key: NULL, or a floating-point NaN (Cypher's `NaN = NaN` is
+/// false, so a `MERGE` on it would create a new node on every run).
+pub(crate) fn missing_key(array: &dyn Array, row: usize) -> bool {
+    array.is_null(row)
+        || match array.data_type() {
+            DataType::Float64 => array.as_primitive::<Float64Type>().value(row).is_nan(),
+            DataType::Float32 => array.as_primitive::<Float32Type>().value(row).is_nan(),
+            _ => false,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,15 +211,4 @@ mod tests {
             Err(GraphError::MissingColumn { .. })
         ));
     }
-}
-
-/// Whether `array[row]` cannot be a key: NULL, or a floating-point NaN (Cypher's `NaN = NaN` is
-/// false, so a `MERGE` on it would create a new node on every run).
-pub(crate) fn missing_key(array: &dyn Array, row: usize) -> bool {
-    array.is_null(row)
-        || match array.data_type() {
-            DataType::Float64 => array.as_primitive::<Float64Type>().value(row).is_nan(),
-            DataType::Float32 => array.as_primitive::<Float32Type>().value(row).is_nan(),
-            _ => false,
-        }
 }
