@@ -2,8 +2,9 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::SchemaRef;
@@ -203,7 +204,8 @@ impl DedupByKey {
         let n = batch.num_rows();
         let pick =
             |idx: &[usize]| -> Vec<ArrayRef> { idx.iter().map(|&i| batch.column(i).clone()).collect() };
-        let (key_cols, other_cols) = (pick(&codec.key_idx), pick(&codec.other_idx));
+        let key_cols: Vec<ArrayRef> = pick(&codec.key_idx).into_iter().map(same_zero).collect();
+        let other_cols = pick(&codec.other_idx);
         let mut keys = codec.keys.empty_rows(CHUNK.min(n), 0);
         let mut others = codec.others.as_ref().map(|c| c.empty_rows(CHUNK.min(n), 0));
         let slice_of = |cols: &[ArrayRef], at: usize, len: usize| -> Vec<ArrayRef> {
@@ -360,5 +362,20 @@ impl Transform for DedupByKey {
             );
         }
         Ok(Vec::new())
+    }
+}
+
+/// A float key column with `-0.0` as `0.0`: the two are one key to the databases the keys go to
+/// (`0.0 = -0.0` in SQL and Cypher), so they must be one key here too.
+fn same_zero(column: ArrayRef) -> ArrayRef {
+    use arrow_array::types::{Float32Type, Float64Type};
+    match column.data_type() {
+        arrow_schema::DataType::Float64 => {
+            Arc::new(column.as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| v + 0.0))
+        }
+        arrow_schema::DataType::Float32 => {
+            Arc::new(column.as_primitive::<Float32Type>().unary::<_, Float32Type>(|v| v + 0.0))
+        }
+        _ => column,
     }
 }

@@ -164,6 +164,20 @@ fn explode_json_objects_extracts_fields_and_drops_repeats_within_a_row() {
 }
 
 #[test]
+fn float_keys_zero_and_minus_zero_are_one_key() {
+    // 0.0 = -0.0 in SQL and Cypher: the second row would overwrite the first one's node.
+    let b = RecordBatch::try_from_iter([
+        ("k", Arc::new(arrow_array::Float64Array::from(vec![0.0, -0.0, 1.0])) as ArrayRef),
+        ("v", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+    ])
+    .unwrap();
+    let ctx = Context::default();
+    let out = DedupByKey::new(["k"]).apply(b, &ctx).unwrap().remove(0);
+    assert_eq!(col(&out, "v"), [Some("a".into()), Some("c".into())]);
+    assert_eq!(ctx.deduplicated(), 1);
+}
+
+#[test]
 fn json_numbers_keep_the_text_they_were_written_with() {
     let b = strings(&[
         ("id", vec![Some("a"), Some("b")]),
