@@ -81,7 +81,8 @@ impl<'a> Columns<'a> {
                 DataType::Utf8View => a.as_string_view().value(row).hash(&mut h),
                 _ => match self.value(c, row) {
                     Ok(BoltType::Integer(i)) => i.value.hash(&mut h),
-                    Ok(BoltType::Float(f)) => f.value.to_bits().hash(&mut h),
+                    // 0.0 and -0.0 are one key to the server: one lock group.
+                    Ok(BoltType::Float(f)) => (f.value + 0.0).to_bits().hash(&mut h),
                     Ok(BoltType::Boolean(b)) => b.value.hash(&mut h),
                     _ => 0u8.hash(&mut h),
                 },
