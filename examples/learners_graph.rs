@@ -16,7 +16,8 @@
 //! Prints exactly one line per load, from the server's counters of that load:
 //! `learners_graph learners=<N> nodes_created=<n> rels_created=<r> elapsed_s=<S>`
 //! (`learners` = distinct learners in the input; per-pass progress, and the process's peak RSS
-//! `VmHWM` from `/proc/self/status`, go to stderr).
+//! `VmHWM` from `/proc/self/status`, go to stderr; with glibc, `MALLOC_ARENA_MAX=1` keeps it about a
+//! third lower and flat in the input size, in the same time: see `docs/benchmarks.md`).
 //!
 //! The CSV is streamed once per pass (`CsvSource`); the first row of each `learner_id` wins (found
 //! once, `first_row_per`; repeats de-duplicated, conflicting ones logged). Graph: `(:Learner {id,
