@@ -270,13 +270,14 @@ impl Pipeline {
         // Transforms may create rows only by saying so (Context::record_added): more rows out than
         // in + added - dropped would make the counts of the run lie.
         let (t_in, t_out) = (load(&c.transform_in) + tr_ctx.added(), load(&c.transform_out));
-        if t_out + tr_ctx.deduplicated() + tr_ctx.rejected() > t_in {
+        let (t_dedup, t_rejected) = (tr_ctx.deduplicated(), tr_ctx.rejected());
+        if t_out + t_dedup + t_rejected > t_in {
             sink.abort().await;
             return Err(Error::RowAccounting {
                 read: t_in,
                 written: t_out,
-                rejected: tr_ctx.rejected(),
-                deduplicated: tr_ctx.deduplicated(),
+                rejected: t_rejected,
+                deduplicated: t_dedup,
                 filtered: 0,
             });
         }
@@ -287,18 +288,15 @@ impl Pipeline {
         }
         // Exactly one of finish / abort: a failed finish has rolled back by itself (Sink contract).
         let sink_stats = sink.finish().await?;
-        // Rows that entered the transforms (plus those they created) and did not come out.
-        let dropped_by_transforms =
-            (load(&c.transform_in) + tr_ctx.added()).saturating_sub(load(&c.transform_out));
         let mut stats = LoadStats {
             rows_read: load(&c.source_rows) + src_ctx.rejected(),
             rows_written: written,
             rows_rejected: src_ctx.rejected() + tr_ctx.rejected() + sink_ctx.rejected(),
-            rows_deduplicated: tr_ctx.deduplicated(),
+            rows_deduplicated: t_dedup,
             rows_added: tr_ctx.added(),
-            rows_filtered: dropped_by_transforms
-                .saturating_sub(tr_ctx.deduplicated())
-                .saturating_sub(tr_ctx.rejected()),
+            // Rows that entered the transforms (or were created there) and neither came out nor were
+            // counted otherwise; never negative, as checked above.
+            rows_filtered: t_in - t_out - t_dedup - t_rejected,
             batches: load(&c.batches),
             bytes: load(&c.bytes),
             ..LoadStats::default()

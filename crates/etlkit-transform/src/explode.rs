@@ -282,8 +282,8 @@ impl Explode {
                 let items: Vec<&RawValue> = match serde_json::from_str(text) {
                     Ok(items) => items,
                     Err(e) => {
-                        return Err(match serde_json::from_str::<serde_json::Value>(text) {
-                            Ok(v) => format!("not a JSON array (found {})", raw_kind(&v.to_string())),
+                        return Err(match serde_json::from_str::<&RawValue>(text) {
+                            Ok(v) => format!("not a JSON array (found {})", raw_kind(v.get())),
                             Err(_) => format!("not valid JSON: {e}"),
                         });
                     }
@@ -293,8 +293,7 @@ impl Explode {
                     let raw = item.get();
                     let element = json_text(raw).map_err(|e| format!("element {}: {e}", n + 1))?;
                     let empty = matches!(element, Val::Null)
-                        || (c.fields.is_empty()
-                            && matches!(&element, Val::Str(s) if s.is_empty() && raw.starts_with('"')));
+                        || (c.fields.is_empty() && matches!(&element, Val::Str(s) if s.is_empty()));
                     if c.skip_empty && empty {
                         continue;
                     }
