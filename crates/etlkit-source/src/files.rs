@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use etlkit_core::{LoadStats, Source};
 
 use crate::error::{OnError, Result, SourceError};
-use crate::input::Input;
+use crate::input::{Input, file_identity};
 
 /// A file format this crate reads, known by the file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +53,9 @@ impl FileFormat {
 }
 
 /// Every data file of `inputs`, in order: each input's files sorted by path (a directory: its CSV and
-/// Parquet files, hidden files skipped; a glob: its matches, by the `glob` crate), a file listed
-/// twice only once. A listed file or glob match that is neither CSV nor Parquet is an error; an input
+/// Parquet files, hidden files skipped; a glob: its matches, by the `glob` crate, hidden files only
+/// when the pattern names them literally), a file listed twice only once — also under another
+/// name, such as a symlink to it (the first path listed is kept). A listed file or glob match that is neither CSV nor Parquet is an error; an input
 /// matching nothing is [`SourceError::NoFiles`].
 ///
 /// ```
@@ -73,6 +74,7 @@ impl FileFormat {
 pub fn list_inputs(inputs: &[Input]) -> Result<Vec<PathBuf>> {
     let data: Vec<&str> = CSV.iter().chain(PARQUET).copied().collect();
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for input in inputs {
         for file in input.resolve(&data)? {
             if FileFormat::of(&file).is_none() {
@@ -81,7 +83,7 @@ pub fn list_inputs(inputs: &[Input]) -> Result<Vec<PathBuf>> {
                     format!("{}: not a CSV or Parquet file (by its extension)", file.display()),
                 ));
             }
-            if !out.contains(&file) {
+            if seen.insert(file_identity(&file)) {
                 out.push(file);
             }
         }

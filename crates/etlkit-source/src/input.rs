@@ -13,9 +13,15 @@ pub enum Input {
     List(Vec<PathBuf>),
     /// Every file directly inside this directory whose extension fits the format (`.csv`/`.tsv`/`.txt`
     /// for CSV, `.parquet`/`.parq`/`.pq` for Parquet; case-insensitive), sorted by path. Hidden files
-    /// (starting with `.` or `_`, as Spark/Hive write) are skipped.
+    /// (starting with `.` or `_`, as Spark/Hive write) are skipped. A file reached twice (a symlink
+    /// such as `latest.csv -> 2024-05.csv` next to its target) is read once, under the first path
+    /// in sorted order.
     Dir(PathBuf),
-    /// Every file matching this glob pattern (e.g. `data/2024-*.csv`), sorted by path.
+    /// Every file matching this glob pattern (e.g. `data/2024-*.csv`), sorted by path. Hidden files
+    /// and directories (name starting with `.`) are left out as [`Input::Dir`] leaves them out: a
+    /// wildcard never matches them (the `glob` crate's `require_literal_leading_dot`, which also
+    /// skips them for `data/.*.csv`); only a pattern naming them literally (`data/.x.csv`) does. A
+    /// file reached twice (through a symlink) is read once, under the first path in sorted order.
     Glob(String),
 }
 
@@ -74,10 +80,12 @@ impl Input {
                     }
                 }
                 files.sort();
-                files
+                dedup_files(files)
             }
             Input::Glob(pattern) => {
-                let paths = glob::glob(pattern)
+                let options =
+                    glob::MatchOptions { require_literal_leading_dot: true, ..glob::MatchOptions::new() };
+                let paths = glob::glob_with(pattern, options)
                     .map_err(|source| SourceError::Glob { pattern: pattern.clone(), source })?;
                 let mut files = Vec::new();
                 for p in paths {
@@ -90,7 +98,7 @@ impl Input {
                     }
                 }
                 files.sort();
-                files
+                dedup_files(files)
             }
         };
         if files.is_empty() {
@@ -98,6 +106,19 @@ impl Input {
         }
         Ok(files)
     }
+}
+
+/// Where `path` really is (symlinks and `..` resolved), to tell two names of one file apart from two
+/// files; the path itself when it cannot be resolved (it does not exist: opening it says so).
+pub(crate) fn file_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `files` with every file reached a second time (by another name, e.g. a symlink) left out: the
+/// first path naming it stays, for error messages.
+fn dedup_files(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    files.into_iter().filter(|f| seen.insert(file_identity(f))).collect()
 }
 
 impl From<&str> for Input {

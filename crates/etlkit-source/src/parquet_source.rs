@@ -187,6 +187,11 @@ struct RowGroupTask {
 /// A [`Source`] over Parquet files. Reads the footers when opened (for the schema and
 /// [`Source::total_rows`]); decodes row groups on `workers` dedicated threads when streamed.
 ///
+/// Columns keep their file's Arrow type, except INT96 timestamps (as Spark, Impala and Hive write
+/// them), which are read as `Timestamp(Microsecond)` so that every year from 0001 to 9999 (Spark's
+/// `9999-12-31` included) reads correctly; digits below the microsecond, which Spark never writes,
+/// are dropped (rounded down).
+///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
@@ -233,6 +238,7 @@ impl ParquetSource {
         for path in &paths {
             let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
             let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                .and_then(int96_as_micros)
                 .map_err(|source| SourceError::Parquet { path: path.clone(), source })?;
             metas.push(meta);
         }
@@ -270,6 +276,59 @@ impl ParquetSource {
     pub fn metrics(&self) -> Arc<ReadMetrics> {
         Arc::clone(&self.metrics)
     }
+}
+
+/// Reads the file's INT96 columns (legacy Spark/Impala/Hive timestamps) as `Timestamp(Microsecond)`
+/// (same time zone) instead of the parquet crate's default `Timestamp(Nanosecond)`, whose
+/// conversion wraps around silently outside 1677-09-21 – 2262-04-11 (Spark writes `9999-12-31` as
+/// an "open end"). Microseconds hold any year from 0001 to 9999. The parquet crate converts an INT96
+/// to microseconds by dropping its sub-microsecond digits (nanoseconds of the day divided by 1000,
+/// so rounded down); Spark never writes them. A unit coarser than nanoseconds from the file's
+/// embedded Arrow schema is kept.
+fn int96_as_micros(meta: ArrowReaderMetadata) -> parquet::errors::Result<ArrowReaderMetadata> {
+    use parquet::basic::Type as PhysicalType;
+    // One flag per leaf column, in the order of the Arrow schema's leaves (depth first).
+    let int96: Vec<bool> =
+        meta.parquet_schema().columns().iter().map(|c| c.physical_type() == PhysicalType::INT96).collect();
+    if !int96.contains(&true) {
+        return Ok(meta);
+    }
+    fn hint_field(
+        field: &arrow_schema::FieldRef,
+        int96: &[bool],
+        leaf: &mut usize,
+    ) -> arrow_schema::FieldRef {
+        let dt = hint_type(field.data_type(), int96, leaf);
+        Arc::new(field.as_ref().clone().with_data_type(dt))
+    }
+    fn hint_type(dt: &DataType, int96: &[bool], leaf: &mut usize) -> DataType {
+        match dt {
+            DataType::Struct(fields) => {
+                DataType::Struct(fields.iter().map(|f| hint_field(f, int96, leaf)).collect())
+            }
+            DataType::List(f) => DataType::List(hint_field(f, int96, leaf)),
+            DataType::LargeList(f) => DataType::LargeList(hint_field(f, int96, leaf)),
+            DataType::FixedSizeList(f, n) => DataType::FixedSizeList(hint_field(f, int96, leaf), *n),
+            DataType::Map(f, sorted) => DataType::Map(hint_field(f, int96, leaf), *sorted),
+            other => {
+                let is_int96 = int96.get(*leaf).copied().unwrap_or(false);
+                *leaf += 1;
+                match other {
+                    DataType::Timestamp(arrow_schema::TimeUnit::Nanosecond, tz) if is_int96 => {
+                        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, tz.clone())
+                    }
+                    _ => other.clone(),
+                }
+            }
+        }
+    }
+    let mut leaf = 0;
+    let fields: Vec<_> = meta.schema().fields().iter().map(|f| hint_field(f, &int96, &mut leaf)).collect();
+    let hint = Schema::new_with_metadata(fields, meta.schema().metadata().clone());
+    ArrowReaderMetadata::try_new(
+        Arc::clone(meta.metadata()),
+        ArrowReaderOptions::new().with_schema(Arc::new(hint)),
+    )
 }
 
 /// Builds the output schema and each file's plan; fails on type conflicts and (unless allowed) on
@@ -577,34 +636,36 @@ impl Shared {
                 continue;
             };
             let col = batch.column(*i);
-            if col.data_type() == field.data_type() {
-                if !self.allow_nul_in_text {
-                    // PostgreSQL text cannot hold a NUL byte: such a row is bad here, naming its row.
-                    for row in nul_rows(col) {
-                        bad.resize(rows, None);
+            let name = file_schema.field(*i).name();
+            let out = if col.data_type() == field.data_type() {
+                Arc::clone(col)
+            } else {
+                let (converted, faults) = cast_strict(col, field.data_type()).map_err(arrow_err)?;
+                if !faults.is_empty() {
+                    bad.resize(rows, None);
+                    for (row, reason) in faults {
                         if bad[row].is_none() {
                             let value =
                                 arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
-                            let name = file_schema.field(*i).name().clone();
-                            bad[row] = Some((name, value, NUL_IN_TEXT.to_owned()));
+                            bad[row] = Some((name.clone(), value, reason));
                         }
                     }
                 }
-                columns.push(Arc::clone(col));
-                continue;
-            }
-            let (converted, faults) = cast_strict(col, field.data_type()).map_err(arrow_err)?;
-            if !faults.is_empty() {
-                bad.resize(rows, None);
-                for (row, reason) in faults {
+                converted
+            };
+            if !self.allow_nul_in_text {
+                // PostgreSQL text cannot hold a NUL byte: such a row is bad here, naming its row. The
+                // check runs on the output column, so text reached through a pinned type counts too.
+                for row in nul_rows(out.as_ref()) {
+                    bad.resize(rows, None);
                     if bad[row].is_none() {
                         let value =
-                            arrow_cast::display::array_value_to_string(col, row).map_err(arrow_err)?;
-                        bad[row] = Some((file_schema.field(*i).name().clone(), value, reason));
+                            arrow_cast::display::array_value_to_string(&out, row).map_err(arrow_err)?;
+                        bad[row] = Some((name.clone(), value, NUL_IN_TEXT.to_owned()));
                     }
                 }
             }
-            columns.push(converted);
+            columns.push(out);
         }
         let bad_row = |row: usize, (column, value, reason): &(String, String, String)| BadRow {
             path: plan.path.clone(),
@@ -643,9 +704,10 @@ impl Shared {
 /// Why a text value holding a NUL byte is bad (unless `allow_nul_in_text`).
 const NUL_IN_TEXT: &str = "NUL byte in text (PostgreSQL text cannot store it)";
 
-/// Rows of a text column whose value holds a NUL byte (none for other types; one scan of the values
-/// finds the common case of no NUL at all).
-fn nul_rows(col: &ArrayRef) -> Vec<usize> {
+/// Rows of a text column (`Utf8`, `LargeUtf8`, `Utf8View`, or a dictionary of one of them) whose
+/// value holds a NUL byte (none for other types; one scan of the values finds the common case of no
+/// NUL at all).
+fn nul_rows(col: &dyn Array) -> Vec<usize> {
     use arrow_array::cast::AsArray;
     let rows = |values: &[u8], offset: &dyn Fn(usize) -> (usize, usize)| -> Vec<usize> {
         if !values.contains(&0) {
@@ -670,6 +732,23 @@ fn nul_rows(col: &ArrayRef) -> Vec<usize> {
             let s = col.as_string::<i64>();
             let o = s.value_offsets();
             rows(s.value_data(), &|r| (o[r] as usize, o[r + 1] as usize))
+        }
+        DataType::Utf8View => {
+            let s = col.as_string_view();
+            (0..col.len()).filter(|&r| s.is_valid(r) && s.value(r).as_bytes().contains(&0)).collect()
+        }
+        DataType::Dictionary(_, _) => {
+            let dict = col.as_any_dictionary();
+            let bad_values = nul_rows(dict.values().as_ref());
+            if bad_values.is_empty() {
+                return Vec::new();
+            }
+            let mut is_bad = vec![false; dict.values().len()];
+            for v in bad_values {
+                is_bad[v] = true;
+            }
+            let keys = dict.normalized_keys();
+            (0..col.len()).filter(|&r| col.is_valid(r) && is_bad[keys[r]]).collect()
         }
         _ => Vec::new(),
     }

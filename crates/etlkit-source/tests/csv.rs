@@ -924,3 +924,106 @@ fn a_later_file_missing_a_column_fails_when_opened() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_date_with_a_time_of_day_is_a_bad_row_not_a_truncated_date() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2024-03-10 is day 19792. Midnight without an offset (or with offset zero) is still that date;
+    // any other time of day, or an offset that shifts the day, is a bad row.
+    let text = "d\n2024-03-10\n2024-03-10 00:00:00\n2024-03-10T00:00:00Z\n03/10/2024 00:00:00\n\
+                2024-03-10 14:30:00\n2024-03-10T01:00:00+05:00\n2024-03-10T00:00:00+05:00\n\
+                2024-03-09T19:00:00-05:00\n03/10/2024 09:15:00\n";
+    let path = file(dir.path(), "dates.csv", text.as_bytes());
+    let pinned = CsvSourceConfig {
+        column_types: vec![("d".into(), DataType::Date32)],
+        on_error: OnError::Reject,
+        ..cfg(&path)
+    };
+    let (res, rejects) = run(pinned.clone());
+    let b = &res.unwrap()[0];
+    assert_eq!(b.column(0).as_primitive::<Date32Type>().values().to_vec(), [19792; 4]);
+    let seen: Vec<_> = rejects.iter().map(|r| (r.line.unwrap(), r.value.clone().unwrap())).collect();
+    assert_eq!(
+        seen,
+        [
+            (6, "2024-03-10 14:30:00".to_owned()),
+            (7, "2024-03-10T01:00:00+05:00".to_owned()),
+            (8, "2024-03-10T00:00:00+05:00".to_owned()),
+            (9, "2024-03-09T19:00:00-05:00".to_owned()),
+            (10, "03/10/2024 09:15:00".to_owned()),
+        ]
+    );
+    assert!(rejects.iter().all(|r| r.reason.contains("has a time of day")), "{rejects:?}");
+
+    // Fail policy: the first one, by file, line, column and value.
+    let (res, _) = run(CsvSourceConfig { on_error: OnError::Fail, ..pinned });
+    let (p, line, column, value, reason) = bad_row(&res.unwrap_err());
+    assert_eq!(
+        (p, line, column.as_deref(), value.as_deref()),
+        (path, 6, Some("d"), Some("2024-03-10 14:30:00"))
+    );
+    assert!(reason.contains("has a time of day"), "{reason}");
+
+    // A column inferred as dates from its first rows: a later date-time is caught the same way.
+    let path = file(dir.path(), "inferred.csv", b"d\n2024-03-10\n2024-03-11\n2024-03-10T01:00:00+05:00\n");
+    let config = CsvSourceConfig { infer_rows: 2, ..cfg(&path) };
+    assert_eq!(CsvSource::open(config.clone()).unwrap().schema().field(0).data_type(), &DataType::Date32);
+    let (res, _) = run(config);
+    let (_, line, _, value, reason) = bad_row(&res.unwrap_err());
+    assert_eq!((line, value.as_deref()), (4, Some("2024-03-10T01:00:00+05:00")));
+    assert!(reason.contains("has a time of day"), "{reason}");
+}
+
+#[test]
+fn timestamp_formats_with_an_offset_convert_to_utc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), "tz.csv", b"t\n03/01/2024 10:00:00 +0200\n03/01/2024 10:00:00 -01:30\n");
+    let config = CsvSourceConfig {
+        timestamp_formats: vec!["%m/%d/%Y %H:%M:%S %z".into(), "%m/%d/%Y %H:%M:%S %:z".into()],
+        ..cfg(&path)
+    };
+    // Inference reads them the same way as conversion: a timestamp column.
+    let b = read_ok(config);
+    assert_eq!(b.schema().field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+    let t = b.column(0).as_primitive::<TimestampMicrosecondType>();
+    // 2024-03-01 08:00 UTC and 11:30 UTC.
+    assert_eq!(t.values().to_vec(), [1_709_280_000_000_000, 1_709_292_600_000_000]);
+}
+
+#[test]
+fn integers_too_wide_for_int64_are_decimals_not_rounded_floats() {
+    use arrow_array::types::Decimal128Type;
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "123456789012345678901234567890123456789"; // 39 digits: more than a Decimal128 holds
+    let text = format!(
+        "id,mixed,huge,small\n12345678901234567891,1.5,{huge},1\n-5,12345678901234567891,7,-99999999999999999999\n"
+    );
+    let path = file(dir.path(), "wide.csv", text.as_bytes());
+    let b = read_ok(cfg(&path));
+    let types: Vec<DataType> = b.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(
+        types,
+        [DataType::Decimal128(38, 0), DataType::Utf8, DataType::Utf8, DataType::Decimal128(38, 0)]
+    );
+    assert_eq!(
+        b.column(0).as_primitive::<Decimal128Type>().values().to_vec(),
+        [12_345_678_901_234_567_891, -5]
+    );
+    assert_eq!(strs(&b, "mixed"), [Some("1.5".into()), Some("12345678901234567891".into())]);
+    assert_eq!(strs(&b, "huge"), [Some(huge.into()), Some("7".into())]);
+    assert_eq!(
+        b.column(3).as_primitive::<Decimal128Type>().values().to_vec(),
+        [1, -99_999_999_999_999_999_999]
+    );
+}
+
+#[test]
+fn dates_in_a_timestamp_column_load_as_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), "mixed.csv", b"t\n01/15/2024\n01/15/2024 10:30:00\n2024-01-16\n");
+    let b = read_ok(cfg(&path));
+    assert_eq!(b.schema().field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+    let t = b.column(0).as_primitive::<TimestampMicrosecondType>();
+    // 2024-01-15 00:00 UTC, 10:30 UTC, 2024-01-16 00:00 UTC.
+    assert_eq!(t.values().to_vec(), [1_705_276_800_000_000, 1_705_314_600_000_000, 1_705_363_200_000_000]);
+}

@@ -589,3 +589,106 @@ fn pinned_conversions_never_drop_digits() {
         ]
     );
 }
+
+#[test]
+fn int96_timestamps_outside_the_nanosecond_range_read_exactly() {
+    use arrow_array::types::TimestampMicrosecondType;
+    use parquet::data_type::{Int96, Int96Type};
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    // INT96 as Spark writes it: nanoseconds of the day (low, high word), then the Julian day.
+    let int96 = |julian_day: u32, nanos_of_day: u64| {
+        Int96::from(vec![nanos_of_day as u32, (nanos_of_day >> 32) as u32, julian_day])
+    };
+    const EPOCH: u32 = 2_440_588; // Julian day of 1970-01-01
+    let values = [
+        // 9999-12-31 23:59:59.999999789 (Spark's "open end" date), 789 ns below the microsecond.
+        int96(EPOCH + 2_932_896, 86_399_999_999_789),
+        // 0001-01-01 00:00:00
+        int96(EPOCH - 719_162, 0),
+        // 2024-03-01 08:09:10
+        int96(EPOCH + 19_783, 29_350_000_000_000),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spark_int96.parquet");
+    let schema = Arc::new(parse_message_type("message spark { required int96 ts; }").unwrap());
+    let mut w =
+        SerializedFileWriter::new(std::fs::File::create(&path).unwrap(), schema, Default::default()).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<Int96Type>().write_batch(&values, None, None).unwrap();
+    col.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+
+    let source = ParquetSource::open(config(Input::File(path))).unwrap();
+    let ts = DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None);
+    assert_eq!(source.schema().field(0).data_type(), &ts);
+    let batches = read(source);
+    let got: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<TimestampMicrosecondType>().values().to_vec())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999 (sub-microsecond digits dropped)
+            -62_135_596_800_000_000, // 0001-01-01T00:00:00
+            1_709_280_550_000_000,   // 2024-03-01T08:09:10
+        ]
+    );
+}
+
+#[test]
+fn nul_bytes_are_found_in_dictionary_view_and_pinned_text_columns() {
+    use arrow_array::types::Int32Type;
+    use arrow_array::{BinaryArray, DictionaryArray, StringViewArray};
+    use etlkit_core::MemoryRejects;
+    use etlkit_source::OnError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nul.parquet");
+    let dict: DictionaryArray<Int32Type> = vec!["a", "N\0dict", "a", "b"].into_iter().collect();
+    let batch = RecordBatch::try_from_iter([
+        ("dict", Arc::new(dict) as ArrayRef),
+        ("view", Arc::new(StringViewArray::from(vec!["x", "y", "a long value with a NUL \0 inside", "z"]))),
+        ("bin", Arc::new(BinaryArray::from(vec![&b"p"[..], b"q", b"r", b"N\0bin"]))),
+    ])
+    .unwrap();
+    write(&path, &batch, 10);
+    let cfg = ParquetSourceConfig {
+        column_types: vec![("bin".into(), DataType::Utf8)],
+        on_error: OnError::Reject,
+        ..config(Input::File(path.clone()))
+    };
+    let source = ParquetSource::open(cfg).unwrap();
+    // The embedded Arrow schema keeps the dictionary and view types.
+    let types: Vec<DataType> = source.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(
+        types,
+        [
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            DataType::Utf8View,
+            DataType::Utf8
+        ]
+    );
+    let rejects = Arc::new(MemoryRejects::new());
+    let items: Vec<_> = futures::executor::block_on(
+        Box::new(source).into_stream(Context::with_rejects(rejects.clone())).collect(),
+    );
+    let kept: usize = items.into_iter().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(kept, 1);
+    let seen: Vec<_> = rejects
+        .rows()
+        .iter()
+        .map(|r| (r.line, r.column.clone().unwrap(), r.value.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some(2), "dict".to_owned(), "N\0dict".to_owned()),
+            (Some(3), "view".to_owned(), "a long value with a NUL \0 inside".to_owned()),
+            (Some(4), "bin".to_owned(), "N\0bin".to_owned()),
+        ]
+    );
+    assert!(rejects.rows().iter().all(|r| r.reason.contains("NUL")));
+}

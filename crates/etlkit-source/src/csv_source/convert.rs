@@ -11,7 +11,7 @@ use arrow_array::types::{
 use arrow_array::{ArrayRef, ArrowPrimitiveType, BooleanArray, RecordBatch};
 use arrow_cast::parse::Parser;
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
-use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 
 use super::records::RecordChunk;
 use etlkit_core::cast::decimal_places;
@@ -20,7 +20,7 @@ use etlkit_core::cast::decimal_places;
 #[derive(Debug, Clone)]
 pub(crate) struct ValueParser {
     pub(crate) null_markers: Vec<Vec<u8>>,
-    pub(crate) timestamp_formats: Vec<String>,
+    pub(crate) timestamp_formats: Vec<TimestampFormat>,
     pub(crate) date_formats: Vec<String>,
     pub(crate) integers_from_floats: bool,
     /// Keep NUL bytes in text (`Utf8`) values instead of calling them bad.
@@ -96,9 +96,11 @@ impl ValueParser {
     }
 
     /// The instant written in `b` (UTC; naive values are taken as UTC) from ISO 8601 / RFC 3339
-    /// text or any of the configured formats, at full precision: any year chrono can represent, so
-    /// `0001-01-01` and `9999-12-31T23:59:59` parse. [`Moment::in_unit`] converts it to a column's
-    /// unit without passing through nanoseconds.
+    /// text or any of the configured formats (a format with a UTC offset, `%z` and the like, converts
+    /// the value to UTC by it), at full precision: any year chrono can represent, so `0001-01-01` and
+    /// `9999-12-31T23:59:59` parse. A plain date in one of the configured date formats is its
+    /// midnight (UTC), as inference widens a column holding dates and timestamps to a timestamp.
+    /// [`Moment::in_unit`] converts it to a column's unit without passing through nanoseconds.
     pub(crate) fn parse_timestamp(&self, b: &[u8]) -> Option<Moment> {
         if let Some(m) = plain_datetime(b) {
             return Some(m);
@@ -108,24 +110,127 @@ impl ValueParser {
             return Some(Moment { secs: dt.timestamp(), nanos: dt.timestamp_subsec_nanos() });
         }
         let t = s.trim();
-        self.timestamp_formats.iter().find_map(|f| NaiveDateTime::parse_from_str(t, f).ok()).map(|ndt| {
-            let dt = ndt.and_utc();
-            Moment { secs: dt.timestamp(), nanos: dt.timestamp_subsec_nanos() }
-        })
+        if let Some(dt) = self.timestamp_formats.iter().find_map(|f| f.parse(t)) {
+            return Some(Moment { secs: dt.timestamp(), nanos: dt.timestamp_subsec_nanos() });
+        }
+        self.parse_plain_date(b).map(|days| Moment { secs: i64::from(days) * 86_400, nanos: 0 })
     }
 
-    /// Days since the epoch from `YYYY-MM-DD` or any of the configured date formats.
-    pub(crate) fn parse_date(&self, b: &[u8]) -> Option<i32> {
-        let s = std::str::from_utf8(b).ok()?;
-        if let Some(d) = Date32Type::parse(s) {
+    /// Days since the epoch of a plain date (no time of day): `YYYY-MM-DD` (or an extended year such
+    /// as `+10999-12-31`) or any of the configured date formats.
+    pub(crate) fn parse_plain_date(&self, b: &[u8]) -> Option<i32> {
+        let t = std::str::from_utf8(b).ok()?.trim();
+        // Arrow's parser takes longer text as a timestamp and drops its time (through UTC), so only
+        // date-sized text goes there.
+        if (t.len() <= 10 || t.starts_with(['+', '-']))
+            && let Some(d) = Date32Type::parse(t)
+        {
             return Some(d);
         }
-        let t = s.trim();
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-        self.date_formats
-            .iter()
-            .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
-            .and_then(|d| i32::try_from(d.signed_duration_since(epoch).num_days()).ok())
+        self.date_formats.iter().find_map(|f| NaiveDate::parse_from_str(t, f).ok()).and_then(days_since_epoch)
+    }
+
+    /// Days since the epoch for a `Date32` column: a plain date ([`Self::parse_plain_date`]), or a
+    /// date and time (ISO 8601 / RFC 3339 or a configured timestamp format) that is exactly midnight
+    /// with no UTC offset or offset zero (`2024-03-10 00:00:00`, `2024-03-10T00:00:00Z`). Any other
+    /// time of day is [`DateFault::TimeOfDay`] rather than a date silently losing it.
+    pub(crate) fn parse_date(&self, b: &[u8]) -> Result<i32, DateFault> {
+        if let Some(d) = self.parse_plain_date(b) {
+            return Ok(d);
+        }
+        let t = std::str::from_utf8(b).map_err(|_| DateFault::Invalid)?.trim();
+        if let Ok(dt) = arrow_cast::parse::string_to_datetime(&chrono::Utc, t) {
+            // Arrow gives the instant only, not the offset written. The value is midnight without an
+            // offset (or with offset zero) exactly when the instant is midnight UTC and the written
+            // date and hour:minute are that midnight's: an offset that is not zero would move
+            // either of them (offsets are whole minutes).
+            let written_date = t.get(..10).and_then(Date32Type::parse);
+            let written_time = t.get(11..).unwrap_or("");
+            let day = days_since_epoch(dt.date_naive());
+            return if dt.time() == NaiveTime::MIN
+                && written_date.is_some()
+                && written_date == day
+                && (written_time.starts_with("00:00") || written_time.starts_with("0000"))
+            {
+                day.ok_or(DateFault::Invalid)
+            } else {
+                Err(DateFault::TimeOfDay)
+            };
+        }
+        match self.timestamp_formats.iter().find_map(|f| f.parse(t)) {
+            Some(dt) if dt.time() == NaiveTime::MIN && dt.offset().local_minus_utc() == 0 => {
+                days_since_epoch(dt.date_naive()).ok_or(DateFault::Invalid)
+            }
+            Some(_) => Err(DateFault::TimeOfDay),
+            None => Err(DateFault::Invalid),
+        }
+    }
+}
+
+/// Days since 1970-01-01, when they fit a `Date32`.
+fn days_since_epoch(d: NaiveDate) -> Option<i32> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    i32::try_from(d.signed_duration_since(epoch).num_days()).ok()
+}
+
+/// Why text is not a value of a `Date32` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DateFault {
+    /// Not a date at all.
+    Invalid,
+    /// A date and time whose time of day (or UTC offset) is not zero: storing the date would drop it.
+    TimeOfDay,
+}
+
+impl DateFault {
+    /// The reason a bad row gives.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            DateFault::Invalid => "not a valid date",
+            DateFault::TimeOfDay => "has a time of day, which a date column cannot hold",
+        }
+    }
+}
+
+/// One of [`CsvSourceConfig::timestamp_formats`](crate::CsvSourceConfig::timestamp_formats), and
+/// whether it reads a UTC offset (`%z`, `%:z`, `%::z`, `%:::z`, `%#z`, `%+`).
+#[derive(Debug, Clone)]
+pub(crate) struct TimestampFormat {
+    format: String,
+    offset: bool,
+}
+
+impl TimestampFormat {
+    pub(crate) fn new(format: &str) -> Self {
+        use chrono::format::{Fixed, Item, StrftimeItems};
+        let permissive = StrftimeItems::new("%#z").next();
+        let offset = StrftimeItems::new(format).any(|item| {
+            matches!(
+                item,
+                Item::Fixed(
+                    Fixed::TimezoneOffset
+                        | Fixed::TimezoneOffsetColon
+                        | Fixed::TimezoneOffsetDoubleColon
+                        | Fixed::TimezoneOffsetTripleColon
+                        | Fixed::TimezoneOffsetColonZ
+                        | Fixed::TimezoneOffsetZ
+                        | Fixed::RFC2822
+                        | Fixed::RFC3339
+                )
+            ) || permissive.as_ref() == Some(&item)
+        });
+        TimestampFormat { format: format.to_owned(), offset }
+    }
+
+    /// The date and time written in `t` with its UTC offset (zero when the format has none: naive
+    /// values are UTC). chrono's `NaiveDateTime` parser would skip an offset, so a format with one is
+    /// parsed as a `DateTime<FixedOffset>`.
+    fn parse(&self, t: &str) -> Option<DateTime<FixedOffset>> {
+        if self.offset {
+            DateTime::parse_from_str(t, &self.format).ok()
+        } else {
+            NaiveDateTime::parse_from_str(t, &self.format).ok().map(|n| n.and_utc().fixed_offset())
+        }
     }
 }
 
@@ -264,7 +369,11 @@ impl ChunkConverter<'_> {
             DataType::UInt64 => self.uints64(col, faults, dt),
             DataType::Float32 => prim::<Float32Type>(col, v, faults, dt, ValueParser::parse_float::<f32>),
             DataType::Float64 => prim::<Float64Type>(col, v, faults, dt, ValueParser::parse_float::<f64>),
-            DataType::Date32 => prim::<Date32Type>(col, v, faults, dt, |s| v.parse_date(s)),
+            DataType::Date32 => {
+                let why = |s: &[u8]| v.parse_date(s).err().unwrap_or(DateFault::Invalid).reason().to_owned();
+                let col = ColumnCtx { why: Some(&why), ..*col };
+                prim::<Date32Type>(&col, v, faults, dt, |s| v.parse_date(s).ok())
+            }
             DataType::Timestamp(unit, _) => {
                 let unit = *unit;
                 let parse = |s: &[u8]| v.parse_timestamp(s).and_then(|m| m.in_unit(unit));

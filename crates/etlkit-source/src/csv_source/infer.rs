@@ -15,7 +15,9 @@ const INT64_DIGITS: u8 = 19;
 /// What the values of a column seen so far look like.
 ///
 /// Widening order: `Int` → `Float` or `Decimal` → `Text`; `Date` → `Timestamp` → `Text`; anything
-/// else mixed → `Text`.
+/// else mixed → `Text`. An integer too wide for `Int64` is a `Decimal` of scale 0 (whether or not
+/// `infer_decimals` is on), so a column mixing it with floats becomes `Text`, never a rounding
+/// `Float`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Guess {
     /// Only NULLs so far.
@@ -23,8 +25,8 @@ pub(crate) enum Guess {
     Bool,
     Int,
     Float,
-    /// Plain decimal numbers (only with `infer_decimals`): the most integer and fractional digits
-    /// seen.
+    /// Plain decimal numbers (with `infer_decimals`), or integers too wide for `Int64` (scale 0):
+    /// the most integer and fractional digits seen.
     Decimal {
         int_digits: u8,
         scale: u8,
@@ -44,13 +46,20 @@ impl Guess {
         let b = s.as_bytes();
         if Int64Type::parse(s).is_some() {
             Guess::Int
+        } else if wide_integer(s) {
+            // Too wide for Int64: exact as a Decimal128(38, 0) when it has at most 38 digits, else
+            // text; never a Float64, which would round it.
+            match plain_decimal(s) {
+                Some((int_digits, _)) => Guess::Decimal { int_digits, scale: 0 },
+                None => Guess::Text,
+            }
         } else if let Some((int_digits, scale)) = decimals.then(|| plain_decimal(s)).flatten() {
             Guess::Decimal { int_digits, scale }
         } else if Float64Type::parse(s).is_some() {
             Guess::Float
         } else if s.trim().eq_ignore_ascii_case("true") || s.trim().eq_ignore_ascii_case("false") {
             Guess::Bool
-        } else if s.trim().len() <= 10 && values.parse_date(b).is_some() {
+        } else if values.parse_plain_date(b).is_some() {
             Guess::Date
         } else if values.parse_timestamp(b).and_then(|m| m.in_unit(TimeUnit::Microsecond)).is_some() {
             Guess::Timestamp
@@ -98,6 +107,13 @@ fn decimal(int_digits: u8, scale: u8) -> Guess {
     } else {
         Guess::Text
     }
+}
+
+/// `[+-]digits`, surrounding spaces allowed, that does not fit an `i64`.
+fn wide_integer(s: &str) -> bool {
+    let t = s.trim();
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && t.parse::<i64>().is_err()
 }
 
 /// `[+-]digits[.digits]` (or `.digits`), surrounding spaces allowed, no exponent: its integer digits

@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etlkit_core::{BatchStream, Context, Origins, Rejected, Source, TrackedStream};
 use futures::StreamExt;
 
-use self::convert::{Bad, ChunkConverter, ValueParser, keep_mask, supported};
+use self::convert::{Bad, ChunkConverter, TimestampFormat, ValueParser, keep_mask, supported};
 use self::infer::Guess;
 use self::records::{Dialect, RecordChunk, RecordReader, read_raw, strip_terminator, unterminated_quote};
 use crate::error::{BadRow, OnError, Result, SourceError, into_core};
@@ -61,23 +61,34 @@ pub struct CsvSourceConfig {
     /// columns too (in any order; extra columns are not read), else opening fails. Each column gets the narrowest type that fits its samples in every
     /// file: Int64, Float64, Boolean, Date32, Timestamp(µs), else Utf8, widening across files
     /// (Int64 → Float64 or Decimal128 → Utf8; Date32 → Timestamp → Utf8); every column is nullable.
+    /// An integer too wide for Int64 (`12345678901234567891`) makes its column Decimal128(38, 0), so
+    /// it loads exactly, or Utf8 when it has more than 38 digits or the column also holds floats
+    /// (never a rounding Float64). A column mixing dates and timestamps is a Timestamp column whose
+    /// dates load as their midnight (UTC).
     /// Opening therefore reads the beginning of every input file. Default: 1000.
     pub infer_rows: usize,
     /// Infer columns whose samples are plain decimal numbers with a fractional part (`13.37`,
     /// `-0.5`; no exponent) as `Decimal128(38, s)`, `s` the most fractional digits seen, instead of
-    /// Float64, so money-like columns are read exactly. Integer-only columns stay Int64. Default:
-    /// `false`.
+    /// Float64, so money-like columns are read exactly. Integer-only columns stay Int64 (integers too
+    /// wide for it are Decimal128(38, 0) either way, see `infer_rows`). Default: `false`.
     pub infer_decimals: bool,
     /// Timestamp formats (chrono `strftime` syntax) tried after ISO 8601 / RFC 3339 (which are always
     /// accepted: `2024-01-02T03:04:05Z`, `2024-01-02 03:04:05.123`, `2024-01-02T03:04:05+02:00`).
-    /// Values without an offset are taken as UTC. Values are parsed straight into the column's unit
+    /// Values without an offset are taken as UTC; a format with an offset (`%z`, `%:z`, `%::z`, `%#z`)
+    /// converts the value to UTC by it (`03/01/2024 10:00:00 +0200` with `%m/%d/%Y %H:%M:%S %z` is
+    /// 08:00 UTC). A plain date (`YYYY-MM-DD` or one of `date_formats`) in a timestamp column is its
+    /// midnight UTC. Values are parsed straight into the column's unit
     /// (rounded down to it), so any year from 0001 to 9999 loads into second, millisecond and
     /// microsecond columns (`9999-12-31T23:59:59`, `0001-01-01`); only a nanosecond column is limited
     /// to 1677-09-21 – 2262-04-11, and a value outside that is a bad row saying so. Default:
     /// `%m/%d/%Y %H:%M:%S`, `%m/%d/%Y %I:%M:%S %p`, `%m/%d/%Y %H:%M`, `%Y/%m/%d %H:%M:%S`,
     /// `%d.%m.%Y %H:%M:%S`.
     pub timestamp_formats: Vec<String>,
-    /// Date formats tried after `YYYY-MM-DD`. Default: `%m/%d/%Y`, `%Y/%m/%d`, `%d.%m.%Y`.
+    /// Date formats tried after `YYYY-MM-DD`. A value of a Date32 column may also be a date and time
+    /// (ISO 8601 or one of `timestamp_formats`) at exactly midnight without an offset or with offset
+    /// zero (`2024-03-10 00:00:00`, `2024-03-10T00:00:00Z`); any other time of day
+    /// (`2024-03-10 14:30:00`, `2024-03-10T00:00:00+05:00`) is a bad row saying the value has a time
+    /// of day, not a date silently losing it. Default: `%m/%d/%Y`, `%Y/%m/%d`, `%d.%m.%Y`.
     pub date_formats: Vec<String>,
     /// Accept whole numbers written as floats (`2.0`, as pandas writes integer columns holding NaN)
     /// in integer columns. `2.5` is still an error. Default: `true`.
@@ -142,6 +153,13 @@ impl Default for CsvSourceConfig {
 }
 
 impl CsvSourceConfig {
+    /// Whether the reader can read a column as `data_type` (in `schema` or `column_types`):
+    /// Boolean, integers, floats, Utf8, Date32, Timestamp (any unit, with or without a zone) and
+    /// Decimal128.
+    pub fn reads(data_type: &DataType) -> bool {
+        supported(data_type)
+    }
+
     /// Checks every field; returns [`SourceError::InvalidConfig`] naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
@@ -221,7 +239,7 @@ impl CsvSourceConfig {
     fn value_parser(&self) -> ValueParser {
         ValueParser {
             null_markers: self.null_markers.iter().map(|m| m.as_bytes().to_vec()).collect(),
-            timestamp_formats: self.timestamp_formats.clone(),
+            timestamp_formats: self.timestamp_formats.iter().map(|f| TimestampFormat::new(f)).collect(),
             date_formats: self.date_formats.clone(),
             integers_from_floats: self.integers_from_floats,
             allow_nul_in_text: self.allow_nul_in_text,
