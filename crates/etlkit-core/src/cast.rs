@@ -3,9 +3,15 @@
 //! and sink that maps input columns onto declared types (pure functions, no I/O).
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Decimal128Type, Decimal256Type, Float64Type, Int64Type};
+use arrow_array::temporal_conversions::as_datetime_with_timezone;
+use arrow_array::timezone::Tz;
+use arrow_array::types::{
+    Decimal128Type, Decimal256Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use arrow_array::{Array, ArrayRef};
 use arrow_buffer::i256;
+use arrow_cast::parse::string_to_datetime;
 use arrow_cast::{CastOptions, cast, cast_with_options};
 use arrow_schema::{ArrowError, DataType, TimeUnit};
 
@@ -15,8 +21,11 @@ use arrow_schema::{ArrowError, DataType, TimeUnit};
 /// - a value that does not convert (text that is not a number, a number out of range, NaN into an
 ///   integer): `not a valid <type>`; it is NULL in the returned column;
 /// - a value the cast would change rather than convert: a fraction into an integer (`2.5` → `2`),
-///   more decimal places than a decimal's scale (text or a decimal of a larger scale), sub-unit
-///   precision into a coarser timestamp (nanoseconds into microseconds), a time of day into a date.
+///   more decimal places than a decimal's scale (text, a float or a decimal of a larger scale), an
+///   integer a float cannot hold exactly (`2^53 + 1` into `Float64`), a finite float that overflows
+///   a narrower float, sub-unit precision into a coarser timestamp (nanoseconds into microseconds,
+///   from a timestamp or from text), a time of day into a date (for a zoned timestamp, the time of
+///   day in its zone; for text, any time but midnight UTC).
 ///
 /// A column already of type `to` is returned as is, with no bad rows. `Err` only when arrow has no
 /// cast from the column's type to `to` at all.
@@ -41,7 +50,7 @@ pub fn cast_strict(column: &ArrayRef, to: &DataType) -> Result<(ArrayRef, Vec<(u
         // Some values do not convert: the lenient cast makes them NULL.
         Err(_) => (cast(column, to)?, false),
     };
-    let mut bad = changed_values(column, to)?;
+    let mut bad = changed_values(column, &converted, to)?;
     if !lossless {
         let reason = format!("not a valid {to}");
         bad.extend(
@@ -56,11 +65,76 @@ pub fn cast_strict(column: &ArrayRef, to: &DataType) -> Result<(ArrayRef, Vec<(u
     Ok((converted, bad))
 }
 
-/// Rows whose value a cast from `column` to `to` would change (digits or precision dropped).
-fn changed_values(column: &ArrayRef, to: &DataType) -> Result<Vec<(usize, String)>, ArrowError> {
+/// Rows whose value the cast of `column` to `to` (giving `converted`) changed: digits or precision
+/// dropped.
+fn changed_values(
+    column: &ArrayRef,
+    converted: &ArrayRef,
+    to: &DataType,
+) -> Result<Vec<(usize, String)>, ArrowError> {
     use DataType::*;
     let mut out = Vec::new();
     match (column.data_type(), to) {
+        // Exact when the float holds the integer: compare the value cast back.
+        (from, Float16 | Float32 | Float64) if from.is_integer() => {
+            out = differs_after_round_trip(column, converted, &format!("cannot be held exactly by {to}"))?;
+        }
+        // Compared as floats: a decimal that gives the float back holds every digit it carries.
+        (Float16 | Float32 | Float64, Decimal128(_, s) | Decimal256(_, s)) => {
+            let given = cast(column, &Float64)?;
+            let back = cast(converted, &Float64)?;
+            let (given, back) = (given.as_primitive::<Float64Type>(), back.as_primitive::<Float64Type>());
+            let reason = format!("more than {s} decimal places for {to}");
+            out.extend(
+                (0..column.len())
+                    .filter(|&r| given.is_valid(r) && back.is_valid(r) && given.value(r) != back.value(r))
+                    .map(|r| (r, reason.clone())),
+            );
+        }
+        (Float64, Float32 | Float16) | (Float32, Float16) => {
+            let given = cast(column, &Float64)?;
+            let back = cast(converted, &Float64)?;
+            let (given, back) = (given.as_primitive::<Float64Type>(), back.as_primitive::<Float64Type>());
+            let reason = format!("out of range for {to}");
+            out.extend(
+                (0..column.len())
+                    .filter(|&r| {
+                        given.is_valid(r) && given.value(r).is_finite() && !back.value(r).is_finite()
+                    })
+                    .map(|r| (r, reason.clone())),
+            );
+        }
+        (Utf8 | LargeUtf8 | Utf8View, Timestamp(unit, _)) => {
+            let digits = match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            };
+            let text = cast(column, &Utf8)?;
+            let reason = format!("finer than {to}");
+            for (row, v) in text.as_string::<i32>().iter().enumerate() {
+                if v.is_some_and(|v| {
+                    fraction_of_second(v).is_some_and(|f| f.bytes().skip(digits).any(|d| d != b'0'))
+                }) {
+                    out.push((row, reason.clone()));
+                }
+            }
+        }
+        (Utf8 | LargeUtf8 | Utf8View, Date32 | Date64) => {
+            let utc: Tz = "+00:00".parse()?;
+            let text = cast(column, &Utf8)?;
+            for (row, v) in text.as_string::<i32>().iter().enumerate() {
+                // Longer than `YYYY-MM-DD`: arrow reads a timestamp and keeps its UTC date.
+                if let Some(v) = v.map(str::trim).filter(|v| v.len() > 10)
+                    && string_to_datetime(&utc, v).is_ok_and(|t| {
+                        t.timestamp_nanos_opt().is_none_or(|n| n.rem_euclid(86_400 * 1_000_000_000) != 0)
+                    })
+                {
+                    out.push((row, "has a time of day".to_owned()));
+                }
+            }
+        }
         (Utf8 | LargeUtf8 | Utf8View, Decimal128(_, s) | Decimal256(_, s)) => {
             let text = cast(column, &Utf8)?;
             for (row, v) in text.as_string::<i32>().iter().enumerate() {
@@ -118,13 +192,65 @@ fn changed_values(column: &ArrayRef, to: &DataType) -> Result<Vec<(usize, String
             let unit = ticks_per_second(from) / ticks_per_second(into);
             out = multiples_of(column, unit, &format!("finer than {to}"))?;
         }
-        (Timestamp(from, _), Date32 | Date64) => {
+        (Timestamp(from, None), Date32 | Date64) => {
             out = multiples_of(column, ticks_per_second(from) * 86_400, "has a time of day")?;
+        }
+        // The date of a zoned timestamp is its date in that zone: so is its time of day.
+        (Timestamp(_, Some(zone)), Date32 | Date64) => {
+            let zone: Tz = zone.parse()?;
+            let local = |v: i64| -> Option<i64> {
+                let t = match column.data_type() {
+                    Timestamp(TimeUnit::Second, _) => {
+                        as_datetime_with_timezone::<TimestampSecondType>(v, zone)
+                    }
+                    Timestamp(TimeUnit::Millisecond, _) => {
+                        as_datetime_with_timezone::<TimestampMillisecondType>(v, zone)
+                    }
+                    Timestamp(TimeUnit::Microsecond, _) => {
+                        as_datetime_with_timezone::<TimestampMicrosecondType>(v, zone)
+                    }
+                    _ => as_datetime_with_timezone::<TimestampNanosecondType>(v, zone),
+                }?;
+                t.naive_local().and_utc().timestamp_nanos_opt()
+            };
+            let raw = cast(column, &Int64)?;
+            out.extend(
+                raw.as_primitive::<Int64Type>()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| {
+                        v.is_some_and(|v| local(v).is_none_or(|n| n.rem_euclid(86_400 * 1_000_000_000) != 0))
+                    })
+                    .map(|(r, _)| (r, "has a time of day".to_owned())),
+            );
         }
         (Date64, Date32) => out = multiples_of(column, 86_400_000, "has a time of day")?,
         _ => {}
     }
     Ok(out)
+}
+
+/// Rows (valid in both) where `converted` cast back to the type of `column` differs from it.
+fn differs_after_round_trip(
+    column: &ArrayRef,
+    converted: &ArrayRef,
+    reason: &str,
+) -> Result<Vec<(usize, String)>, ArrowError> {
+    let back = cast(converted, column.data_type())?;
+    let same = arrow_ord::cmp::eq(column, &back)?;
+    Ok((0..column.len())
+        .filter(|&r| column.is_valid(r) && converted.is_valid(r) && (back.is_null(r) || !same.value(r)))
+        .map(|r| (r, reason.to_owned()))
+        .collect())
+}
+
+/// The fractional-second digits of a timestamp written as text (`…:05.123456789+02:00` →
+/// `123456789`): the digits after the first `.` that follows a `:`.
+fn fraction_of_second(t: &str) -> Option<&str> {
+    let after = &t[t.find(':')?..];
+    let digits = &after[after.find('.')? + 1..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    Some(&digits[..end])
 }
 
 fn ticks_per_second(unit: &TimeUnit) -> i64 {
@@ -180,8 +306,8 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{
-        Date64Array, Decimal128Array, Float64Array, Int32Array, StringArray, TimestampMicrosecondArray,
-        TimestampNanosecondArray,
+        Date64Array, Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
+        TimestampMicrosecondArray, TimestampNanosecondArray,
     };
 
     use super::*;
@@ -218,6 +344,43 @@ mod tests {
         assert!(cast_strict(&ints, &DataType::Float64).unwrap().1.is_empty());
         let (same, bad) = cast_strict(&ints, &DataType::Int32).unwrap();
         assert!(Arc::ptr_eq(&same, &ints) && bad.is_empty());
+    }
+
+    #[test]
+    fn floats_into_decimals_wide_integers_into_floats_and_times_from_text_or_a_zone_are_checked() {
+        // Rounding to the scale is a change; a float that is the decimal's nearest double is not.
+        let prices =
+            Float64Array::from(vec![Some(12.34), Some(12.345), Some(0.1), None, Some(1e30), Some(1.15)]);
+        assert_eq!(bad_rows(Arc::new(prices), DataType::Decimal128(12, 2)), [1, 4]);
+        let ids =
+            Int64Array::from(vec![Some(9_007_199_254_740_992), Some(9_007_199_254_740_993), Some(-3), None]);
+        assert_eq!(bad_rows(Arc::new(ids), DataType::Float64), [1]);
+        let wide = Float64Array::from(vec![Some(1e300), Some(0.1), Some(f64::INFINITY), Some(f64::NAN)]);
+        assert_eq!(bad_rows(Arc::new(wide), DataType::Float32), [0]);
+        let stamps = StringArray::from(vec![
+            Some("2024-01-01T00:00:00.123456"),
+            Some("2024-01-01T00:00:00.1234567"),
+            Some("2024-01-01 00:00:00.123456000+02:00"),
+            Some("2024-01-01T00:00:00Z"),
+            None,
+        ]);
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
+        assert_eq!(bad_rows(Arc::new(stamps), micros), [1]);
+        let days = StringArray::from(vec![
+            Some("2024-03-10"),
+            Some("2024-03-10 00:00:00"),
+            Some("2024-03-10 14:30:00"),
+            Some("2024-03-10T01:00:00+05:00"),
+            Some("2024-03-10T00:00:00Z"),
+        ]);
+        assert_eq!(bad_rows(Arc::new(days), DataType::Date32), [2, 3]);
+        // Midnight at +01:00 is 23:00 UTC the day before: its date is local, and so is its time.
+        let hour = 3_600_000_000i64;
+        let zoned = TimestampMicrosecondArray::from(vec![Some(-hour), Some(0), Some(86_400_000_000 - hour)])
+            .with_timezone("+01:00");
+        let (dates, bad) = cast_strict(&(Arc::new(zoned) as ArrayRef), &DataType::Date32).unwrap();
+        assert_eq!(bad.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [1]);
+        assert_eq!(dates.as_primitive::<arrow_array::types::Date32Type>().value(0), 0);
     }
 
     #[test]

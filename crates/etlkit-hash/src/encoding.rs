@@ -718,44 +718,51 @@ fn push_list(out: &mut Vec<u8>, elements: &ArrayRef) -> Result<(), ValueError> {
 
 /// Whether `data_type` can be hashed (checked up front so errors name the column before any work).
 pub(crate) fn check_supported(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Null
-        | DataType::Boolean
-        | DataType::Int8
+    value_kind(data_type).is_some()
+}
+
+/// The logical kind (docs/row-hash.md, section 3) that values of `data_type` are hashed as:
+/// `integer`, `float`, `decimal`, `string`, `binary`, `boolean`, `date`, `instant`,
+/// `local timestamp`, `time`, `duration`, `null`, `list<kind>`, `struct<kind,…>` (a dictionary is its
+/// value type's kind). Columns of two types with one kind give equal values equal hashes; across
+/// kinds, values never hash alike. `None`: the type cannot be hashed.
+pub fn value_kind(data_type: &DataType) -> Option<String> {
+    Some(match data_type {
+        DataType::Null => "null".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8
         | DataType::Int16
         | DataType::Int32
         | DataType::Int64
         | DataType::UInt8
         | DataType::UInt16
         | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal32(_, _)
+        | DataType::UInt64 => "integer".into(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => "float".into(),
+        DataType::Decimal32(_, _)
         | DataType::Decimal64(_, _)
         | DataType::Decimal128(_, _)
-        | DataType::Decimal256(_, _)
-        | DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_)
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Timestamp(_, _)
-        | DataType::Time32(TimeUnit::Second | TimeUnit::Millisecond)
-        | DataType::Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond)
-        | DataType::Duration(_) => true,
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            check_supported(f.data_type())
+        | DataType::Decimal256(_, _) => "decimal".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            "binary".into()
         }
-        DataType::Struct(fields) => fields.iter().all(|f| check_supported(f.data_type())),
-        DataType::Dictionary(key, value) => key.is_dictionary_key_type() && check_supported(value),
-        _ => false,
-    }
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, Some(_)) => "instant".into(),
+        DataType::Timestamp(_, None) => "local timestamp".into(),
+        DataType::Time32(TimeUnit::Second | TimeUnit::Millisecond)
+        | DataType::Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond) => "time".into(),
+        DataType::Duration(_) => "duration".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("list<{}>", value_kind(f.data_type())?)
+        }
+        DataType::Struct(fields) => {
+            let kinds = fields.iter().map(|f| value_kind(f.data_type())).collect::<Option<Vec<_>>>()?;
+            format!("struct<{}>", kinds.join(","))
+        }
+        DataType::Dictionary(key, value) if key.is_dictionary_key_type() => value_kind(value)?,
+        _ => return None,
+    })
 }
 
 /// Builds the type-specialised encoder of one column. `array` must not be a dictionary at top level

@@ -39,5 +39,6 @@ mod row_hash;
 
 pub use dedup::{DEDUP_BYTES_PER_ROW, Dedup, DedupConfig, DigestPartition};
 pub use digest::{Algorithm, DIGEST_LEN, RowHasher, to_hex};
+pub use encoding::value_kind;
 pub use error::HashError;
 pub use row_hash::{HashFormat, RowHashConfig, RowHashTransform};

@@ -3,8 +3,9 @@
 
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
+use arrow_schema::DataType;
 use etlkit_core::{Context, Source};
-use etlkit_hash::{Algorithm, Dedup, DedupConfig, DigestPartition};
+use etlkit_hash::{Algorithm, Dedup, DedupConfig, DigestPartition, value_kind};
 use etlkit_postgres::sqlx::PgPool;
 use etlkit_postgres::{PgSource, PgSourceConfig, SourceQuery, TableRef, quote_ident};
 use futures::StreamExt;
@@ -32,10 +33,23 @@ impl Default for RowHash {
 }
 
 impl RowHash {
-    /// What the table records about its hashes (algorithm and columns): a job computing other
-    /// hashes is refused.
-    pub(crate) fn describe(&self, columns: &[String]) -> String {
+    /// What the table records about its hashes (algorithm, columns and the kind each column is
+    /// hashed as, e.g. `etlkit-row-v1 sha256 (fare float,city string)`): a job computing other
+    /// hashes is refused. A column changed from `Float64` to `Decimal128` hashes differently, so
+    /// nothing loaded before would be found again; `Int32` to `Int64` does not.
+    pub(crate) fn describe(&self, columns: &[(&str, &DataType)]) -> String {
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|(name, t)| format!("{name} {}", value_kind(t).unwrap_or_else(|| t.to_string())))
+            .collect();
         format!("etlkit-row-v1 {} ({})", self.algorithm.name(), columns.join(","))
+    }
+
+    /// What versions before the kinds were recorded wrote for the same hashes (accepted, and
+    /// replaced by [`RowHash::describe`]).
+    pub(crate) fn describe_without_kinds(&self, columns: &[(&str, &DataType)]) -> String {
+        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        format!("etlkit-row-v1 {} ({})", self.algorithm.name(), names.join(","))
     }
 }
 

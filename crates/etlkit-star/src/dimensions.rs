@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Date32Type;
-use arrow_array::{ArrayRef, Int16Array, Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int16Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, SchemaRef};
+use arrow_select::filter::filter_record_batch;
 use async_trait::async_trait;
-use etlkit_core::{Pipeline, PipelineConfig};
+use etlkit_core::{Context, Pipeline, PipelineConfig, Transform};
 use etlkit_dimcache::{DimensionSpec, DimensionStore, NullKeyPolicy};
 use etlkit_postgres::{
     ChangeDetection, OnConflict, PgCopySink, PgDimensionStore, PgSinkConfig, WriteMode, sqlx::PgPool,
@@ -47,7 +48,9 @@ pub struct DimensionRole {
 
 /// Attributes of a dimension's members from another file (e.g. zone names for location ids): every
 /// row of the file is upserted into the dimension table (inserted, or its attributes updated) before
-/// the load starts.
+/// the load starts. Rows with a NULL in their key are skipped (counted in
+/// [`StarReport::lookup_rows_without_key`](crate::StarReport::lookup_rows_without_key)).
+/// CSV columns are read as the dimension's key and attribute types.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttributeLookup {
     /// The file(s).
@@ -275,14 +278,15 @@ pub(crate) fn calendar(days: i32) -> [i16; 5] {
     [year as i16, ((month - 1) / 3 + 1) as i16, month as i16, day as i16, weekday as i16]
 }
 
-/// Upserts every row of `dim`'s lookup file(s) into its table; returns the rows read.
+/// Upserts every row of `dim`'s lookup file(s) with a whole natural key into its table; returns the
+/// rows read and, of those, the rows skipped for a NULL in their key.
 pub(crate) async fn load_lookup(
     pool: &PgPool,
     store: &PgDimensionStore,
     dim: &DimensionConfig,
     inputs: &InputsConfig,
-) -> Result<u64> {
-    let Some(lookup) = &dim.lookup else { return Ok(0) };
+) -> Result<(u64, u64)> {
+    let Some(lookup) = &dim.lookup else { return Ok((0, 0)) };
     let spec = dim.spec();
     let fields: Vec<&Field> = dim.key.iter().chain(&dim.attributes).collect();
     let columns: Vec<TargetColumn> = fields
@@ -296,14 +300,16 @@ pub(crate) async fn load_lookup(
         })
         .collect();
     let files: Vec<PathBuf> = list_inputs(std::slice::from_ref(&lookup.input))?;
-    let mut rows = 0;
+    let (mut read, mut keyless) = (0, 0);
     for file in files {
         let source = open_file(&file, &inputs.open)?;
         // The file's own names must match (not the dimension's), so match only the aliases.
         let file_only: Vec<TargetColumn> =
             columns.iter().map(|c| TargetColumn { name: c.aliases[0].clone(), ..c.clone() }).collect();
         let mapping = map_file(&file, &source.schema(), &file_only, inputs.matching)?;
+        let source = open_file(&file, &mapping.open_options(&inputs.open))?;
         let conform = Conform::new(&file, mapping, &columns, &[], OnError::Fail)?;
+        let keyed = KeyedRows { key_columns: dim.key.len(), file: file.clone() };
         let sink = PgCopySink::new(
             pool.clone(),
             PgSinkConfig {
@@ -318,12 +324,51 @@ pub(crate) async fn load_lookup(
         let stats = Pipeline::from_boxed(source, Arc::new(sink))
             .config(PipelineConfig { workers: 1, ..Default::default() })
             .transform(conform)
+            .transform(keyed)
             .run()
             .await
             .map_err(|e| StarError::Load { file: file.clone(), source: Box::new(e) })?;
-        rows += stats.rows_read;
+        read += stats.rows_read;
+        keyless += stats.rows_filtered;
     }
-    Ok(rows)
+    Ok((read, keyless))
+}
+
+/// Drops lookup rows with a NULL in their natural key (counted as filtered): no fact row resolves
+/// to such a member (a NULL key is the unknown member's), and as NULLs never conflict, an upsert
+/// would add the row again on every run.
+struct KeyedRows {
+    /// The key is the first this many columns.
+    key_columns: usize,
+    file: PathBuf,
+}
+
+impl Transform for KeyedRows {
+    fn name(&self) -> &str {
+        "keyed-lookup-rows"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> etlkit_core::Result<SchemaRef> {
+        Ok(input.clone())
+    }
+
+    fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
+        let key = &batch.columns()[..self.key_columns];
+        if key.iter().all(|c| c.null_count() == 0) {
+            return Ok(vec![batch]);
+        }
+        let keep =
+            BooleanArray::from_iter((0..batch.num_rows()).map(|r| Some(key.iter().all(|c| c.is_valid(r)))));
+        tracing::warn!(
+            file = %self.file.display(),
+            rows = keep.false_count(),
+            "lookup rows with a NULL key skipped"
+        );
+        ctx.keep_rows(&keep);
+        let kept = filter_record_batch(&batch, &keep)
+            .map_err(|e| etlkit_core::Error::stage(etlkit_core::Stage::Transform, self.name(), false, e))?;
+        Ok(if kept.num_rows() == 0 { Vec::new() } else { vec![kept] })
+    }
 }
 
 #[cfg(test)]

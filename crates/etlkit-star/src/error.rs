@@ -39,6 +39,17 @@ pub enum StarError {
         /// The matching file columns.
         found: Vec<String>,
     },
+    /// One column of `file` matches several target columns (by their names or aliases): its values
+    /// would silently fill them all.
+    #[error("{}: column `{column}` matches {}", file.display(), targets.join(" and "))]
+    ColumnMatchedTwice {
+        /// The input file.
+        file: PathBuf,
+        /// The file's column.
+        column: String,
+        /// The target columns it matches.
+        targets: Vec<String>,
+    },
     /// The table's row hashes were made with another algorithm or other columns: loading would
     /// store duplicates that do not look like duplicates.
     #[error("{table} holds row hashes `{stored}`; this job computes `{configured}`")]

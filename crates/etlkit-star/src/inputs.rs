@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, make_array, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use etlkit_core::{Context, Rejected, Transform, cast_strict};
-use etlkit_source::{Input, OnError, OpenOptions};
+use etlkit_source::{CsvSourceConfig, FileFormat, Input, OnError, OpenOptions};
 
 use crate::error::{Result, StarError};
 
@@ -19,7 +19,10 @@ pub struct TargetColumn {
     /// The column's name in the target tables.
     pub name: String,
     /// Its type; file columns are cast to it strictly: a value that does not convert, or that the
-    /// cast would change (2.5 into an integer, nanoseconds into microseconds), is a bad row.
+    /// cast would change (2.5 into an integer, nanoseconds into microseconds), is a bad row. CSV
+    /// columns are read as this type (not as the type the reader would guess: `007` stays `007` in
+    /// a text column). A timestamp without a time zone is taken as UTC, and a zoned target keeps
+    /// each value's instant.
     pub data_type: DataType,
     /// Other names the column may have in input files. Default: none.
     pub aliases: Vec<String>,
@@ -120,6 +123,35 @@ pub(crate) struct FileMapping {
     pub inputs: Vec<Option<usize>>,
     /// Optional target columns the file lacks.
     pub missing: Vec<String>,
+    /// For a CSV file, its mapped columns with the target types to read them as (text is read as
+    /// the target type, not as the type the reader would guess: `007` stays `007` for a text target).
+    pub csv_types: Vec<(String, DataType)>,
+}
+
+impl FileMapping {
+    /// `base` with the file's mapped CSV columns read as their target types. A column the user
+    /// pinned in `base.csv.column_types`, or a full `base.csv.schema`, wins.
+    pub(crate) fn open_options(&self, base: &OpenOptions) -> OpenOptions {
+        let mut open = base.clone();
+        if open.csv.schema.is_none() {
+            for (name, data_type) in &self.csv_types {
+                if !open.csv.column_types.iter().any(|(n, _)| n == name) {
+                    open.csv.column_types.push((name.clone(), data_type.clone()));
+                }
+            }
+        }
+        open
+    }
+}
+
+/// The type a CSV column is read as for a target of type `target`: the target type when the reader
+/// reads it, text for other text types; `None` (the reader's guess, then a strict cast) otherwise.
+fn csv_type(target: &DataType) -> Option<DataType> {
+    match target {
+        DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+        t if CsvSourceConfig::reads(t) => Some(t.clone()),
+        _ => None,
+    }
 }
 
 /// Maps `schema` (one file's) onto `columns`: every target column by its name or an alias.
@@ -163,7 +195,29 @@ pub(crate) fn map_file(
             }
         }
     }
-    Ok(FileMapping { inputs, missing })
+    for (t, input) in inputs.iter().enumerate() {
+        let Some(i) = input else { continue };
+        let targets: Vec<String> = (t..inputs.len())
+            .filter(|&u| inputs[u] == Some(*i))
+            .map(|u| format!("`{}`", columns[u].name))
+            .collect();
+        if targets.len() > 1 {
+            return Err(StarError::ColumnMatchedTwice {
+                file: file.to_owned(),
+                column: schema.field(*i).name().clone(),
+                targets,
+            });
+        }
+    }
+    let csv_types = match FileFormat::of(file) {
+        Some(FileFormat::Csv) => columns
+            .iter()
+            .zip(&inputs)
+            .filter_map(|(c, i)| Some((schema.field((*i)?).name().clone(), csv_type(&c.data_type)?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(FileMapping { inputs, missing, csv_types })
 }
 
 /// The target schema: the target columns, all nullable, in order.
@@ -285,8 +339,20 @@ impl Transform for Conform {
                 }
                 _ => col.clone(),
             };
-            let (cast, bad_rows) =
-                cast_strict(&col, field.data_type()).map_err(|e| self.fail(e.to_string()))?;
+            // A zoned target keeps the instant: a timestamp without a zone is UTC here, so cast to the
+            // target's zoneless twin and label the result with the zone (arrow's cast from zoneless
+            // to zoned would read the value as local time in that zone).
+            let (target, zoned) = match field.data_type() {
+                DataType::Timestamp(unit, Some(_)) => (DataType::Timestamp(*unit, None), true),
+                t => (t.clone(), false),
+            };
+            let (cast, bad_rows) = cast_strict(&col, &target).map_err(|e| self.fail(e.to_string()))?;
+            let cast = if zoned {
+                let data = cast.to_data().into_builder().data_type(field.data_type().clone()).build();
+                make_array(data.map_err(|e| self.fail(e.to_string()))?)
+            } else {
+                cast
+            };
             for (row, reason) in bad_rows {
                 let value = arrow_cast::display::array_value_to_string(&col, row).unwrap_or_default();
                 let line = ctx.origin(row).map(|o| o.line);
@@ -359,6 +425,22 @@ mod tests {
             NameMatching::Loose,
         );
         assert!(matches!(twice, Err(StarError::AmbiguousColumn { column, .. }) if column == "fare"));
+        // One file column may not fill two target columns (overlapping aliases).
+        let roles = [
+            TargetColumn::new("customer_city", DataType::Utf8).aliases(["city"]),
+            TargetColumn::new("ship_city", DataType::Utf8).aliases(["city"]),
+        ];
+        let both = map_file(Path::new("c.csv"), &schema(&["city"]), &roles, NameMatching::Loose);
+        let err = both.unwrap_err();
+        assert!(matches!(&err, StarError::ColumnMatchedTwice { column, .. } if column == "city"), "{err}");
+        assert_eq!(err.to_string(), "c.csv: column `city` matches `customer_city` and `ship_city`");
+        let apart = map_file(
+            Path::new("c.csv"),
+            &schema(&["ship_city", "customer_city"]),
+            &roles,
+            NameMatching::Loose,
+        );
+        assert_eq!(apart.unwrap().inputs, [Some(1), Some(0)]);
     }
 
     #[test]
@@ -410,6 +492,27 @@ mod tests {
         let kept = out[0].column(0).as_primitive::<arrow_array::types::TimestampMicrosecondType>();
         assert_eq!(kept, &TimestampMicrosecondArray::from(vec![Some(5), None, Some(-7)]));
         assert_eq!(rejects.rows().len(), 1);
+    }
+
+    #[test]
+    fn a_zoned_target_keeps_each_instant() {
+        let zone = DataType::Timestamp(TimeUnit::Microsecond, Some("+01:00".into()));
+        let cols = [TargetColumn::new("t", zone.clone())];
+        let hour = 3_600_000_000i64;
+        for input in [
+            TimestampMicrosecondArray::from(vec![Some(10 * hour), None]),
+            TimestampMicrosecondArray::from(vec![Some(10 * hour), None]).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![Some(10 * hour), None]).with_timezone("-05:00"),
+        ] {
+            let schema = Schema::new(vec![Field::new("t", input.data_type().clone(), true)]);
+            let mapping = map_file(Path::new("f.parquet"), &schema, &cols, NameMatching::Loose).unwrap();
+            let conform = Conform::new(Path::new("f.parquet"), mapping, &cols, &[], OnError::Fail).unwrap();
+            let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(input)]).unwrap();
+            let out = conform.apply(batch, &Context::default()).unwrap();
+            assert_eq!(out[0].column(0).data_type(), &zone);
+            let t = out[0].column(0).as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+            assert_eq!((t.value(0), t.is_null(1)), (10 * hour, true)); // 10:00Z, not 09:00Z
+        }
     }
 
     #[test]

@@ -411,7 +411,9 @@ impl StarJob {
         self.create_tables(pool, &store).await?;
         let mut caches = Vec::with_capacity(cfg.dimensions.len());
         for d in &cfg.dimensions {
-            report.lookup_rows += load_lookup(pool, &store, d, &cfg.inputs).await?;
+            let (read, keyless) = load_lookup(pool, &store, d, &cfg.inputs).await?;
+            report.lookup_rows += read;
+            report.lookup_rows_without_key += keyless;
             let s: Arc<dyn DimensionStore> = match d.kind {
                 DimensionKind::Date => Arc::new(CalendarStore(store.clone())),
                 _ => store.clone(),
@@ -682,7 +684,10 @@ impl StarJob {
             }
         }
         let key = cfg.key_table().quoted();
-        let configured = cfg.row_hash.describe(&cfg.hash_columns());
+        let hashed = cfg.hash_columns();
+        let hashed: Vec<(&str, &DataType)> =
+            hashed.iter().map(|c| (c.as_str(), cfg.target_type(c))).collect();
+        let configured = cfg.row_hash.describe(&hashed);
         let stored: Option<String> =
             sqlx::query_scalar("SELECT row_hash FROM etlkit.star_loads WHERE key_table = $1")
                 .bind(&key)
@@ -690,6 +695,16 @@ impl StarJob {
                 .await
                 .map_err(StarError::db("reading etlkit.star_loads"))?;
         match stored {
+            // Recorded before the kinds were: the same hashes if the kinds are unchanged, which
+            // that record cannot tell; record them now.
+            Some(s) if s == cfg.row_hash.describe_without_kinds(&hashed) => {
+                sqlx::query("UPDATE etlkit.star_loads SET row_hash = $2 WHERE key_table = $1")
+                    .bind(&key)
+                    .bind(&configured)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StarError::db("writing etlkit.star_loads"))?;
+            }
             Some(s) if s != configured => {
                 return Err(StarError::HashMismatch { table: key, stored: s, configured });
             }
@@ -799,7 +814,7 @@ impl StarJob {
         quiet_rejects: bool,
     ) -> etlkit_core::Result<LoadStats> {
         let cfg = &self.config;
-        let source = open_file(&p.file, &self.open_options())?;
+        let source = open_file(&p.file, &p.mapping.open_options(&self.open_options()))?;
         let conform = Conform::new(
             &p.file,
             p.mapping.clone(),

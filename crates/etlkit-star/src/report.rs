@@ -28,6 +28,9 @@ pub struct StarReport {
     pub members_created: BTreeMap<String, u64>,
     /// Rows read from attribute lookups (upserted into their dimensions).
     pub lookup_rows: u64,
+    /// Lookup rows skipped because their key, or part of it, is NULL (of `lookup_rows`): no fact row
+    /// resolves to them, a NULL key being the unknown member's.
+    pub lookup_rows_without_key: u64,
     /// Passes of the in-memory de-duplication over the input; 0 when de-duplicating in the database.
     pub passes: u32,
     /// Whether the load ran as a bulk load (constraint dropped and rebuilt, if any rows were new).

@@ -4,8 +4,13 @@
 
 mod common;
 
+use arrow_schema::{DataType, Field};
 use common::*;
-use etlkit_star::{Algorithm, BulkWhen, DedupStrategy, StarError, StarJob};
+use etlkit_postgres::TableRef;
+use etlkit_star::{
+    Algorithm, AttributeLookup, BulkWhen, DedupStrategy, DimensionConfig, FactConfig, Input, InputsConfig,
+    StarError, StarJob, StarJobConfig, TargetColumn,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retail_job_loads_roles_lookups_dates_and_foreign_keys_and_a_rerun_inserts_nothing() {
@@ -307,4 +312,81 @@ async fn the_password_never_shows_in_errors_or_debug_output() {
         assert!(!text.contains("s3cr3t"), "{text}");
     }
     assert!(core.report().to_string().to_lowercase().contains("refused"), "{}", core.report());
+}
+
+/// A small job over codes with leading zeros: a text target keeps every digit, from CSV as from
+/// Parquet, in the facts, the dimension and its lookup (a NULL-keyed lookup row is skipped).
+fn codes_job(dir: &std::path::Path, qty: DataType) -> StarJobConfig {
+    StarJobConfig {
+        inputs: InputsConfig {
+            inputs: vec![
+                Input::Glob(format!("{}/*.csv", dir.join("in").display())),
+                Input::Glob(format!("{}/*.parquet", dir.join("in").display())),
+            ],
+            ..Default::default()
+        },
+        columns: vec![TargetColumn::new("code", DataType::Utf8), TargetColumn::new("qty", qty)],
+        dimensions: vec![
+            DimensionConfig::new("dim_code", vec![Field::new("code", DataType::Utf8, false)], "code_key")
+                .attributes(vec![Field::new("name", DataType::Utf8, true)])
+                .role(["code"], "code_key")
+                .lookup(AttributeLookup {
+                    input: dir.join("codes.csv").into(),
+                    key_columns: vec!["code".into()],
+                    attribute_columns: vec!["name".into()],
+                }),
+        ],
+        fact: FactConfig {
+            table: TableRef::new("fact_code"),
+            measures: vec!["qty".into()],
+            degenerate: Vec::new(),
+            foreign_keys: true,
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_text_keeps_its_digits_and_a_lookup_row_without_a_key_is_skipped() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    // The reader alone would guess these codes are integers: 007, 07 and 7 would be one code.
+    std::fs::write(dir.path().join("in/a.csv"), "code,qty\n007,1\n7,2\n07,3\n007,1\n").unwrap();
+    let batch = RecordBatch::try_from_iter([
+        ("code", Arc::new(StringArray::from(vec!["007", "0007"])) as ArrayRef),
+        ("qty", Arc::new(Int64Array::from(vec![1, 4])) as ArrayRef),
+    ])
+    .unwrap();
+    etlkit_testkit::taxi::write_parquet(dir.path().join("in/b.parquet"), &[batch]).unwrap();
+    std::fs::write(dir.path().join("codes.csv"), "code,name\n007,Bond\n7,Seven\n,Misc\n").unwrap();
+    let url = fresh_url().await;
+    let p = pool(&url).await;
+    let job = StarJob::new(codes_job(dir.path(), DataType::Int64)).unwrap();
+    let first = job.run(&url).await.unwrap();
+    // (007, 1) twice in the CSV and once in the Parquet file: one row.
+    assert_eq!((first.rows_read, first.inserted, first.duplicates), (6, 4, 2));
+    assert_eq!((first.lookup_rows, first.lookup_rows_without_key), (3, 1));
+    let codes: Vec<String> = etlkit_postgres::sqlx::query_scalar(
+        "SELECT d.code || ':' || coalesce(d.name, '') || ':' || f.qty FROM fact_code f \
+         JOIN dim_code d USING (code_key) ORDER BY 1",
+    )
+    .fetch_all(&p)
+    .await
+    .unwrap();
+    assert_eq!(codes, ["0007::4", "007:Bond:1", "07::3", "7:Seven:2"]);
+    // Again: nothing new, and the NULL-keyed lookup row has not become a member.
+    let again = job.run(&url).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 6));
+    assert_eq!(scalar(&p, "SELECT count(*) FROM dim_code").await, 5); // 4 codes + the unknown member
+    // A column type that hashes as another kind would not find these rows again: refused. A
+    // narrower integer hashes alike: accepted.
+    let floats = StarJob::new(codes_job(dir.path(), DataType::Float64)).unwrap().run(&url).await.unwrap_err();
+    assert!(
+        matches!(&floats, StarError::HashMismatch { configured, .. } if configured.contains("qty float")),
+        "{floats}"
+    );
+    let narrower = StarJob::new(codes_job(dir.path(), DataType::Int32)).unwrap().run(&url).await.unwrap();
+    assert_eq!((narrower.inserted, narrower.duplicates), (0, 6));
 }
