@@ -1,9 +1,13 @@
 //! Conforming Arrow batches to a target table: each input column is matched to a table column by
 //! name, then cast to the Arrow type whose binary COPY encoding is exactly that column's
-//! PostgreSQL type (e.g. `Int64` → `Int32` for `integer`, range-checked; a float or decimal with a
-//! fraction into an integer column is refused by `etlkit_core::cast_strict`, as PostgreSQL's text
-//! COPY refuses `2.5` for `integer`). Values that do not fit produce [`PgError::InvalidValue`]
-//! naming the row, the column and the value.
+//! PostgreSQL type (e.g. `Int64` → `Int32` for `integer`, range-checked). Conversions are strict
+//! (`etlkit_core::cast_strict`): a value the cast would change is refused, as PostgreSQL's text
+//! COPY refuses `2.5` for `integer` or `1e39` for `real` — a fraction into an integer, a float
+//! overflowing `real`, a time of day into a `date`, an integer a float cannot hold exactly.
+//! Dictionary columns are converted as their values. Two exceptions follow PostgreSQL: a value with
+//! more decimal places than a `numeric(p, s)` column's scale is rounded to it, and timestamps follow
+//! [`NanosPolicy`] for sub-microsecond digits. Values that do not fit produce
+//! [`PgError::InvalidValue`] naming the row, the column and the value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +59,8 @@ struct ColumnPlan {
     declared: String,
     target: DataType,
     nul_check: bool,
+    /// A value is needed (an upsert key column): NULL is an invalid value.
+    required: bool,
 }
 
 /// A plan to turn input batches into COPY-ready batches for one table.
@@ -115,12 +121,21 @@ impl Conformer {
                 declared: col.declared.clone(),
                 target,
                 nul_check,
+                required: false,
             });
         }
         let target_schema = Arc::new(Schema::new(
             columns.iter().map(|c| Field::new(&c.name, c.target.clone(), true)).collect::<Vec<_>>(),
         ));
         Ok(Conformer { columns, target_schema, nanos, nul })
+    }
+
+    /// Makes a NULL in any of `columns` an invalid value (upsert keys: NULLs never conflict, so a
+    /// row with one would be inserted again by every run).
+    pub(crate) fn require(&mut self, columns: &[String]) {
+        for c in &mut self.columns {
+            c.required |= columns.contains(&c.name);
+        }
     }
 
     /// The table column names, in COPY order.
@@ -164,6 +179,13 @@ impl Conformer {
         for plan in &self.columns {
             let input = batch.column(plan.input);
             let mut out = self.convert(plan, input, first_row)?;
+            if plan.required
+                && out.null_count() > 0
+                && let Some(i) = (0..out.len()).find(|&i| out.is_null(i))
+            {
+                let reason = "is NULL in an upsert key column (NULL keys never conflict: every run would insert the row again)";
+                return Err(invalid(plan, input, i, first_row, reason));
+            }
             if plan.nul_check {
                 out = self.check_nul(plan, out, first_row)?;
             }
@@ -174,6 +196,15 @@ impl Conformer {
     }
 
     fn convert(&self, plan: &ColumnPlan, input: &ArrayRef, first_row: u64) -> Result<ArrayRef> {
+        if input.data_type() == &plan.target {
+            return Ok(input.clone());
+        }
+        // A dictionary is converted as its values (so its floats, decimals and nanoseconds get the
+        // same checks as plain ones).
+        let input = &match input.data_type() {
+            DataType::Dictionary(_, values) => cast_exact(input, values, &plan.name)?,
+            _ => input.clone(),
+        };
         let from = input.data_type();
         if from == &plan.target {
             return Ok(input.clone());
@@ -197,19 +228,38 @@ impl Conformer {
                     ));
                 }
             }
-            // A fraction into an integer column: refused (a plain cast would cut it off).
-            (_, from) if plan.target.is_integer() && (from.is_floating() || from.is_decimal()) => {
-                let (out, bad) = cast_strict(input, &plan.target)
-                    .map_err(|source| PgError::Arrow { column: plan.name.clone(), source })?;
-                if let Some((i, _)) = bad.first() {
-                    let reason = format!("does not fit column type `{}`", plan.declared);
-                    return Err(invalid(plan, input, *i, first_row, &reason));
-                }
-                return Ok(out);
+            // Timestamps: nanoseconds were checked above as `NanosPolicy` says; text has
+            // sub-microsecond digits refused (below) unless truncating them was asked for.
+            (PgType::Timestamp | PgType::Timestamptz, DataType::Timestamp(..)) => {
+                return checked_cast(plan, input, first_row);
+            }
+            (PgType::Timestamp | PgType::Timestamptz, _) if self.nanos == NanosPolicy::Truncate => {
+                return checked_cast(plan, input, first_row);
             }
             _ => {}
         }
-        checked_cast(plan, input, first_row)
+        // numeric(p, s) rounds to its scale, as PostgreSQL does; a float is rounded from its
+        // shortest decimal text (0.285 → 0.29, as PostgreSQL's float8 → numeric, not from the binary
+        // 0.28499…). Arrays have no per-row checks.
+        if plan.target.is_decimal() && from.is_floating() {
+            let text = cast_exact(input, &DataType::Utf8, &plan.name)?;
+            return checked_cast(plan, &text, first_row);
+        }
+        if plan.target.is_decimal() || matches!(plan.target, DataType::List(_)) {
+            return checked_cast(plan, input, first_row);
+        }
+        // Everything else: a value the cast would change (a fraction into an integer, a float
+        // overflowing `real`, a time of day into a date) is refused, as a plain cast would not.
+        let (out, bad) = cast_strict(input, &plan.target)
+            .map_err(|source| PgError::Arrow { column: plan.name.clone(), source })?;
+        if let Some((i, why)) = bad.first() {
+            let reason = match why.starts_with("not a valid") {
+                true => format!("does not fit column type `{}`", plan.declared),
+                false => format!("does not fit column type `{}` ({why})", plan.declared),
+            };
+            return Err(invalid(plan, input, *i, first_row, &reason));
+        }
+        Ok(out)
     }
 
     fn check_nul(&self, plan: &ColumnPlan, array: ArrayRef, first_row: u64) -> Result<ArrayRef> {

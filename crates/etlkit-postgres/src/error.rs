@@ -102,6 +102,17 @@ pub enum PgError {
         /// The timeout.
         seconds: f64,
     },
+    /// A batch's columns differ from those of the schema the sink was started with (a sink plans
+    /// which input column goes to which table column once per run).
+    #[error("a batch for {table} has columns ({batch}), not the ({planned}) the sink was started with")]
+    SchemaChanged {
+        /// The target table (quoted).
+        table: String,
+        /// The columns the sink planned for.
+        planned: String,
+        /// The batch's columns.
+        batch: String,
+    },
     /// `write` was called before `start` or after `finish`.
     #[error("sink used out of order: {0}")]
     Lifecycle(&'static str),

@@ -59,6 +59,7 @@ mod identifier;
 mod merge;
 mod rejects;
 mod retry;
+mod run_plan;
 mod sink;
 mod source;
 mod star;

@@ -2,8 +2,8 @@
 //! units, over up to `workers` connections at once.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use etlkit_core::{Context, LoadStats, Origins, Rejected, Sink, Stage};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
-use tokio::sync::OnceCell;
 
 use crate::catalog::table_columns;
 use crate::conform::{Conformer, NanosPolicy, NulPolicy};
@@ -23,6 +22,7 @@ use crate::error::{PgError, RefusedRow, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
 use crate::merge::{OnConflict, merge_sql};
 use crate::retry::RetryPolicy;
+use crate::run_plan::RunPlan;
 
 /// How rows reach the target table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,7 +36,12 @@ pub enum WriteMode {
     Truncate,
     /// COPY into a staging table in the same transaction, then merge into the target with
     /// `INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT (key)`. Needs a unique index or primary
-    /// key on exactly `key`. Among rows with the same key in one commit unit, the last one wins.
+    /// key on exactly `key`. Loads over one connection, whatever `workers` is (conversion still runs
+    /// in parallel), so batches merge in the order they are written: among rows with the same key,
+    /// the last one written wins (the last in the input with
+    /// [`PipelineConfig::preserve_order`](etlkit_core::PipelineConfig)). A NULL in a key column is
+    /// an invalid value (see [`InvalidRows`]): NULL keys never conflict, so the row would be
+    /// inserted again by every run.
     Upsert {
         /// The conflict key columns.
         key: Vec<String>,
@@ -211,8 +216,9 @@ static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 ///   sink's connections; it is committed when that connection's unit reaches
 ///   [`PgSinkConfig::rows_per_transaction`] rows or by `finish`. `abort` (or any error) rolls back
 ///   every open unit: a unit is all-or-nothing.
-/// - `write` may run concurrently (the pipeline's `workers`): each concurrent call uses its own
-///   connection and its own COPY, so the pool needs at least `workers` connections.
+/// - `write` may run concurrently (the pipeline's `workers`): in append mode each concurrent call
+///   uses its own connection and its own COPY, so the pool needs at least `workers` connections
+///   (truncate and upsert loads write over one connection, in order).
 /// - `finish` returns counters `inserted`, `updated`, `unchanged`, `duplicate_keys` (rows that lost
 ///   to a later row with the same key in the same unit; upsert only), `transactions`,
 ///   `connections` and `copy_messages` (COPY data messages sent, each about
@@ -221,9 +227,9 @@ pub struct PgCopySink {
     pool: PgPool,
     config: PgSinkConfig,
     quoted: String,
-    plan: OnceCell<Plan>,
+    plan: RunPlan<Plan>,
     idle: Mutex<Vec<Writer>>,
-    truncate_gate: tokio::sync::Mutex<()>,
+    serial_gate: tokio::sync::Mutex<()>,
     rows_seen: AtomicU64,
     retries: AtomicU64,
     copy_messages: AtomicU64,
@@ -248,9 +254,9 @@ impl PgCopySink {
             pool,
             config,
             quoted,
-            plan: OnceCell::new(),
+            plan: RunPlan::new(),
             idle: Mutex::new(Vec::new()),
-            truncate_gate: tokio::sync::Mutex::new(()),
+            serial_gate: tokio::sync::Mutex::new(()),
             rows_seen: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             copy_messages: AtomicU64::new(0),
@@ -265,52 +271,53 @@ impl PgCopySink {
         &self.config
     }
 
-    async fn plan(&self, schema: &SchemaRef) -> Result<&Plan> {
-        self.plan
-            .get_or_try_init(|| async {
-                let mut conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
-                let table = table_columns(&mut conn, &self.config.table).await?;
-                let conformer = Conformer::plan(
-                    &self.quoted,
-                    &table,
-                    schema,
-                    self.config.nanos,
-                    self.config.nul.clone(),
-                )?;
-                let columns: Vec<String> = conformer.column_names().map(str::to_owned).collect();
-                if let WriteMode::Upsert { key, .. } = &self.config.mode
-                    && let Some(k) = key.iter().find(|k| !columns.contains(k))
-                {
-                    return Err(PgError::InvalidConfig {
-                        field: "mode",
-                        reason: format!("upsert key column `{k}` is not among the input columns"),
-                    });
-                }
-                if let WriteMode::Upsert { key, .. } = &self.config.mode
-                    && !crate::catalog::has_unique_index_on(&mut conn, &self.config.table, key).await?
-                {
-                    // ON CONFLICT would only fail at the first merge, after a whole unit was staged.
-                    return Err(PgError::InvalidConfig {
-                        field: "mode",
-                        reason: format!(
-                            "upsert key ({}) has no unique index or constraint on table {}: add one (e.g. \
+    /// The plan for a batch of `schema`: this run's (made by `start`), or a new one when `write` is
+    /// called first.
+    async fn plan(&self, schema: &SchemaRef) -> Result<Arc<Plan>> {
+        match self.plan.for_batch(schema, &self.quoted)? {
+            Some(plan) => Ok(plan),
+            None => Ok(self.plan.set(schema, self.make_plan(schema).await?)),
+        }
+    }
+
+    /// Reads the table's columns and plans how `schema`'s columns are converted into them.
+    async fn make_plan(&self, schema: &SchemaRef) -> Result<Plan> {
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
+        let table = table_columns(&mut conn, &self.config.table).await?;
+        let mut conformer =
+            Conformer::plan(&self.quoted, &table, schema, self.config.nanos, self.config.nul.clone())?;
+        if let WriteMode::Upsert { key, .. } = &self.config.mode {
+            conformer.require(key);
+        }
+        let columns: Vec<String> = conformer.column_names().map(str::to_owned).collect();
+        if let WriteMode::Upsert { key, .. } = &self.config.mode
+            && let Some(k) = key.iter().find(|k| !columns.contains(k))
+        {
+            return Err(PgError::InvalidConfig {
+                field: "mode",
+                reason: format!("upsert key column `{k}` is not among the input columns"),
+            });
+        }
+        if let WriteMode::Upsert { key, .. } = &self.config.mode
+            && !crate::catalog::has_unique_index_on(&mut conn, &self.config.table, key).await?
+        {
+            // ON CONFLICT would only fail at the first merge, after a whole unit was staged.
+            return Err(PgError::InvalidConfig {
+                field: "mode",
+                reason: format!(
+                    "upsert key ({}) has no unique index or constraint on table {}: add one (e.g. \
                              `ALTER TABLE {} ADD UNIQUE ({})`) or use WriteMode::Append",
-                            key.join(", "),
-                            self.quoted,
-                            self.quoted,
-                            crate::identifier::column_list(key.iter().map(String::as_str)),
-                        ),
-                    });
-                }
-                // Check the encoders build now rather than on the first write.
-                TupleEncoder::new(&conformer)?;
-                Ok(Plan { conformer, columns })
-            })
-            .await
+                    key.join(", "),
+                    self.quoted,
+                    self.quoted,
+                    crate::identifier::column_list(key.iter().map(String::as_str)),
+                ),
+            });
+        }
+        // Check the encoders build now rather than on the first write.
+        TupleEncoder::new(&conformer)?;
+        Ok(Plan { conformer, columns })
     }
 
     fn retain(&self) -> bool {
@@ -599,6 +606,7 @@ impl PgCopySink {
             return Ok(0);
         }
         let plan = self.plan(&batch.schema()).await.map_err(stage)?;
+        let plan = &*plan;
         let first_row = self.rows_seen.fetch_add(n, Ordering::Relaxed) + 1;
         let (conformed, rejected) = self.conform(plan, &batch, first_row, ctx)?;
         drop(batch);
@@ -606,8 +614,10 @@ impl PgCopySink {
         if n == 0 {
             return Ok(0);
         }
-        let _gate = if self.config.mode == WriteMode::Truncate {
-            Some(self.truncate_gate.lock().await)
+        // Truncate: one transaction holds the table. Upsert: one connection, so units merge in
+        // the order their batches came and a later row always wins over an earlier one.
+        let _gate = if matches!(self.config.mode, WriteMode::Truncate | WriteMode::Upsert { .. }) {
+            Some(self.serial_gate.lock().await)
         } else {
             None
         };
@@ -667,7 +677,8 @@ impl PgCopySink {
     async fn finish_inner(&self) -> Result<LoadStats> {
         let writers = std::mem::take(&mut *self.idle.lock().expect("sink state poisoned"));
         let mut first_err = None;
-        if let Some(plan) = self.plan.get() {
+        if let Some(plan) = self.plan.current() {
+            let plan = &*plan;
             for mut w in writers {
                 if first_err.is_none() {
                     if let Err(e) = self.run_step(&mut w, plan, None, true).await {
@@ -682,8 +693,10 @@ impl PgCopySink {
             let _ = self.rebuild_indexes().await;
             return Err(e);
         }
-        if self.config.mode == WriteMode::Truncate && self.rows_seen.load(Ordering::Relaxed) == 0 {
-            // No rows at all: the table must still end up empty.
+        if self.config.mode == WriteMode::Truncate
+            && self.tally.lock().expect("sink state poisoned").transactions == 0
+        {
+            // No rows written (none read, or every one rejected): the table must still end up empty.
             let mut conn =
                 self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.quoted.clone(), e))?;
             exec(&mut conn, format!("TRUNCATE {}", self.quoted))
@@ -727,7 +740,9 @@ impl Sink for PgCopySink {
     }
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
-        self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        // A new plan for each run: its schema (and the table) may differ from the last run's.
+        let plan = self.make_plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        self.plan.set(schema, plan);
         // Counters describe one run: a sink used for a second run starts from zero.
         *self.tally.lock().expect("sink state poisoned") = Tally::default();
         for c in [&self.rows_seen, &self.retries, &self.copy_messages] {

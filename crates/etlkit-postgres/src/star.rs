@@ -2,8 +2,8 @@
 //! by a [`StarSchema`], into a fact table and (optionally) into a row table of the normalized source
 //! rows — both in ONE transaction, so the two tables always gain exactly the same rows.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -13,7 +13,6 @@ use bytes::BytesMut;
 use etlkit_core::{Context, LoadStats, Sink, Stage};
 use etlkit_dimcache::StarSchema;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
-use tokio::sync::OnceCell;
 
 use crate::catalog::{TableColumn, table_columns};
 use crate::conform::{NanosPolicy, NulPolicy};
@@ -21,6 +20,7 @@ use crate::copy::{CopyEncoder, CopyFlow, EncodedBatches, copy_in};
 use crate::error::{PgError, Result};
 use crate::identifier::{TableRef, column_list, quote_ident};
 use crate::retry::RetryPolicy;
+use crate::run_plan::RunPlan;
 use crate::sink::exec;
 
 static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -229,7 +229,7 @@ pub struct PgStarSink {
     pool: PgPool,
     star: StarSchema,
     config: PgStarConfig,
-    plan: OnceCell<Plan>,
+    plan: RunPlan<Plan>,
     tally: Mutex<Tally>,
     retries: AtomicU64,
     /// Dimension members created before this run ([`StarSchema::created_marks`] at `start`).
@@ -265,7 +265,7 @@ impl PgStarSink {
             pool,
             star,
             config,
-            plan: OnceCell::new(),
+            plan: RunPlan::new(),
             tally: Mutex::new(Tally::default()),
             marks: Mutex::new(Vec::new()),
             retries: AtomicU64::new(0),
@@ -289,45 +289,48 @@ impl PgStarSink {
         (t.rows_inserted, t.fact_inserted, t.conflicts)
     }
 
-    async fn plan(&self, schema: &SchemaRef) -> Result<&Plan> {
-        self.plan
-            .get_or_try_init(|| async {
-                let mut conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(|e| PgError::db("connecting", self.key_table().quoted(), e))?;
-                let rows_table = match &self.config.rows_table {
-                    Some(t) => Some(table_columns(&mut conn, t).await?),
-                    None => None,
-                };
-                let fact_table = table_columns(&mut conn, &self.config.fact_table).await?;
-                let rows_projection = if self.config.rows_table.is_none() {
-                    Vec::new()
-                } else if self.config.rows_columns.is_empty() {
-                    (0..schema.fields().len()).collect()
-                } else {
-                    let mut p = Vec::with_capacity(self.config.rows_columns.len());
-                    for c in &self.config.rows_columns {
-                        p.push(schema.index_of(c).map_err(|_| PgError::InvalidConfig {
-                            field: "rows_columns",
-                            reason: format!("column `{c}` is not in the input"),
-                        })?);
-                    }
-                    p
-                };
-                let plan = Plan { rows_table, fact_table, rows_projection };
-                // Check both tables accept the columns now rather than on the first write.
-                if let Some(rows_table) = &plan.rows_table {
-                    let projected = schema
-                        .project(&plan.rows_projection)
-                        .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
-                    self.encoder(rows_table, &projected)?;
-                }
-                self.encoder(&plan.fact_table, &self.star.output_schema())?;
-                Ok(plan)
-            })
-            .await
+    /// The plan for a batch of `schema`: this run's (made by `start`), or a new one when `write` is
+    /// called first.
+    async fn plan(&self, schema: &SchemaRef) -> Result<Arc<Plan>> {
+        match self.plan.for_batch(schema, &self.key_table().quoted())? {
+            Some(plan) => Ok(plan),
+            None => Ok(self.plan.set(schema, self.make_plan(schema).await?)),
+        }
+    }
+
+    /// Reads both tables' columns and plans the rows projection for `schema`.
+    async fn make_plan(&self, schema: &SchemaRef) -> Result<Plan> {
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| PgError::db("connecting", self.key_table().quoted(), e))?;
+        let rows_table = match &self.config.rows_table {
+            Some(t) => Some(table_columns(&mut conn, t).await?),
+            None => None,
+        };
+        let fact_table = table_columns(&mut conn, &self.config.fact_table).await?;
+        let rows_projection = if self.config.rows_table.is_none() {
+            Vec::new()
+        } else if self.config.rows_columns.is_empty() {
+            (0..schema.fields().len()).collect()
+        } else {
+            let mut p = Vec::with_capacity(self.config.rows_columns.len());
+            for c in &self.config.rows_columns {
+                p.push(schema.index_of(c).map_err(|_| PgError::InvalidConfig {
+                    field: "rows_columns",
+                    reason: format!("column `{c}` is not in the input"),
+                })?);
+            }
+            p
+        };
+        let plan = Plan { rows_table, fact_table, rows_projection };
+        // Check both tables accept the columns now rather than on the first write.
+        if let Some(rows_table) = &plan.rows_table {
+            let projected = schema
+                .project(&plan.rows_projection)
+                .map_err(|source| PgError::Arrow { column: "*".into(), source })?;
+            self.encoder(rows_table, &projected)?;
+        }
+        self.encoder(&plan.fact_table, &self.star.output_schema())?;
+        Ok(plan)
     }
 
     /// The table holding the `conflict_key` under its UNIQUE constraint: the rows table, or the fact
@@ -623,7 +626,9 @@ impl Sink for PgStarSink {
     }
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
-        self.plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        // A new plan for each run: its schema (and the tables) may differ from the last run's.
+        let plan = self.make_plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
+        self.plan.set(schema, plan);
         // Counters describe one run: a sink (and its caches) used again starts from zero.
         *self.tally.lock().expect("star sink poisoned") = Tally::default();
         self.retries.store(0, Ordering::Relaxed);
@@ -638,7 +643,7 @@ impl Sink for PgStarSink {
         let plan = self.plan(&batch.schema()).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
         let fact = self.star.fact_batch(&batch).await?;
         // Conversion errors count rows from 1 within the batch: name the input row instead.
-        self.write_batch(plan, batch, fact)
+        self.write_batch(&plan, batch, fact)
             .await
             .map_err(|e| e.at_origin(ctx, 1).into_stage(Stage::Sink, self.name()))
     }

@@ -774,3 +774,156 @@ async fn copy_source_streams_in_batches_of_batch_size() {
     // The connection went back to the pool clean: it can run a query.
     assert_eq!(count(&pool, "s").await, 30000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_sink_plans_each_run_for_its_own_columns() {
+    let (pool, _) = fresh_pool("etlkit-replan").await;
+    exec(&pool, "CREATE TABLE p (first text, last text)").await;
+    let people = |names: [(&str, &str); 2]| {
+        RecordBatch::try_from_iter(
+            names.map(|(col, v)| (col, Arc::new(StringArray::from(vec![v])) as ArrayRef)),
+        )
+        .unwrap()
+    };
+    let sink = Arc::new(sink(&pool, "p", WriteMode::Append));
+    run(sink.clone(), vec![people([("first", "Ada"), ("last", "Lovelace")])], 1).await.unwrap();
+    // The same sink, another column order: each value still lands in its own column.
+    run(sink.clone(), vec![people([("last", "Hopper"), ("first", "Grace")])], 1).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query("SELECT first, last FROM p ORDER BY first")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [("Ada".into(), "Lovelace".into()), ("Grace".into(), "Hopper".into())]);
+    // A batch whose columns differ from those the run started with is refused, not written.
+    let started = people([("first", "A"), ("last", "B")]);
+    sink.start(&started.schema()).await.unwrap();
+    let err = sink.write(people([("last", "C"), ("first", "D")]), &Context::default()).await.unwrap_err();
+    assert!(matches!(pg_error(&err), PgError::SchemaChanged { .. }), "{err}");
+    sink.abort().await;
+    assert_eq!(count(&pool, "p").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_a_cast_would_change_are_refused_and_numeric_rounds_as_postgresql_does() {
+    let (pool, _) = fresh_pool("etlkit-strict").await;
+    exec(&pool, "CREATE TABLE c (n integer, r real, d numeric(10,2), day date)").await;
+    let refused = |col: &str, array: ArrayRef| {
+        let pool = pool.clone();
+        let batch = RecordBatch::try_from_iter([(col, array)]).unwrap();
+        async move {
+            let err = run(Arc::new(sink(&pool, "c", WriteMode::Append)), vec![batch], 1).await.unwrap_err();
+            pg_error(&err).to_string()
+        }
+    };
+    // A dictionary of floats gets the checks plain floats get: 2.5 is no integer.
+    let dictionary = arrow_schema::DataType::Dictionary(
+        Box::new(arrow_schema::DataType::Int32),
+        Box::new(arrow_schema::DataType::Float64),
+    );
+    let floats = arrow_cast::cast(&Float64Array::from(vec![1.0, 2.5]), &dictionary).unwrap();
+    let msg = refused("n", floats).await;
+    assert!(
+        msg.starts_with("memory:2, column `n`: value \"2.5\" does not fit column type `integer`"),
+        "{msg}"
+    );
+    // A float that overflows `real` (PostgreSQL's text COPY refuses it too).
+    let msg = refused("r", Arc::new(Float64Array::from(vec![1.5, 1e39]))).await;
+    assert!(msg.starts_with("memory:2, column `r`: value \"1e39\" does not fit column type `real`"), "{msg}");
+    // A time of day into a date.
+    let noon = TimestampMicrosecondArray::from(vec![0, 43_200_000_000]);
+    let msg = refused("day", Arc::new(noon)).await;
+    assert!(msg.starts_with("memory:2, column `day`:") && msg.contains("has a time of day"), "{msg}");
+    assert_eq!(count(&pool, "c").await, 0);
+    // numeric(10, 2) rounds, from the float's decimal text as PostgreSQL's float8 → numeric does.
+    let prices = RecordBatch::try_from_iter([(
+        "d",
+        Arc::new(Float64Array::from(vec![0.285, 2.675, 1.005, -0.125])) as ArrayRef,
+    )])
+    .unwrap();
+    run(Arc::new(sink(&pool, "c", WriteMode::Append)), vec![prices], 1).await.unwrap();
+    let ours: Vec<String> =
+        sqlx::query_scalar("SELECT d::text FROM c ORDER BY d").fetch_all(&pool).await.unwrap();
+    let theirs: Vec<String> = sqlx::query_scalar(
+        "SELECT v::float8::numeric(10,2)::text FROM unnest('{0.285,2.675,1.005,-0.125}'::float8[]) v ORDER BY v",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ours, ["-0.13", "0.29", "1.01", "2.68"]);
+    assert_eq!(ours, theirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_load_whose_every_row_is_rejected_leaves_the_table_empty() {
+    let (pool, _) = fresh_pool("etlkit-trunc-rejects").await;
+    exec(&pool, "CREATE TABLE tr (n integer); INSERT INTO tr SELECT generate_series(1, 100)").await;
+    let cfg = PgSinkConfig {
+        table: TableRef::new("tr"),
+        mode: WriteMode::Truncate,
+        invalid_rows: InvalidRows::Reject,
+        ..Default::default()
+    };
+    let bad = RecordBatch::try_from_iter([(
+        "n",
+        Arc::new(Int64Array::from(vec![3_000_000_000, -3_000_000_000])) as ArrayRef,
+    )])
+    .unwrap();
+    let stats = run(Arc::new(PgCopySink::new(pool.clone(), cfg).unwrap()), vec![bad], 1).await.unwrap();
+    assert_eq!((stats.rows_read, stats.rows_written, stats.rows_rejected), (2, 0, 2));
+    assert_eq!(count(&pool, "tr").await, 0, "yesterday's rows must not survive today's load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_refuses_null_keys_and_the_last_row_wins_whatever_the_workers() {
+    let (pool, _) = fresh_pool("etlkit-upsert-keys").await;
+    exec(&pool, "CREATE TABLE u (tenant integer, ext text, v text, UNIQUE (tenant, ext))").await;
+    let upsert = |invalid_rows| {
+        let cfg = PgSinkConfig {
+            table: TableRef::new("u"),
+            // A commit per batch: two concurrent writers would race to commit the same key.
+            rows_per_transaction: 1,
+            mode: WriteMode::Upsert {
+                key: vec!["tenant".into(), "ext".into()],
+                on_conflict: OnConflict::DoUpdate { compare: ChangeDetection::AllColumns },
+            },
+            invalid_rows,
+            ..Default::default()
+        };
+        Arc::new(PgCopySink::new(pool.clone(), cfg).unwrap())
+    };
+    let rows = |ext: Vec<Option<&str>>, v: Vec<&str>| {
+        RecordBatch::try_from_iter([
+            ("tenant", Arc::new(Int32Array::from(vec![1; ext.len()])) as ArrayRef),
+            ("ext", Arc::new(StringArray::from(ext)) as ArrayRef),
+            ("v", Arc::new(StringArray::from(v)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    // NULL keys never conflict: each run would insert them again. They are invalid rows.
+    let err = run(upsert(InvalidRows::Fail), vec![rows(vec![Some("x"), None], vec!["a", "b"])], 1)
+        .await
+        .unwrap_err();
+    assert!(pg_error(&err).to_string().contains("upsert key"), "{err}");
+    for _ in 0..2 {
+        let batch = rows(vec![None, None, Some("x")], vec!["a", "b", "c"]);
+        let source = MemorySource::new(batch.schema(), vec![batch]).unwrap();
+        let stats = Pipeline::new(source, upsert(InvalidRows::Reject))
+            .rejects(Arc::new(etlkit_core::MemoryRejects::new()))
+            .run()
+            .await
+            .unwrap();
+        assert_eq!((stats.rows_written, stats.rows_rejected), (1, 2));
+    }
+    assert_eq!(count(&pool, "u").await, 1);
+    // One key written by many batches over 2 workers, in input order: the last row wins.
+    let batches: Vec<RecordBatch> =
+        (0..60).map(|i| rows(vec![Some("k")], vec![&format!("{i:03}")])).collect();
+    let source = MemorySource::new(batches[0].schema(), batches).unwrap();
+    let cfg = PipelineConfig { workers: 2, batch_size: 1, preserve_order: true, ..Default::default() };
+    Pipeline::new(source, upsert(InvalidRows::Fail)).config(cfg).run().await.unwrap();
+    let v: String = sqlx::query_scalar("SELECT v FROM u WHERE ext = 'k'").fetch_one(&pool).await.unwrap();
+    assert_eq!(v, "059");
+}
