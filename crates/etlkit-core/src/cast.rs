@@ -81,28 +81,12 @@ fn changed_values(
         }
         // Compared as floats: a decimal that gives the float back holds every digit it carries.
         (Float16 | Float32 | Float64, Decimal128(_, s) | Decimal256(_, s)) => {
-            let given = cast(column, &Float64)?;
-            let back = cast(converted, &Float64)?;
-            let (given, back) = (given.as_primitive::<Float64Type>(), back.as_primitive::<Float64Type>());
             let reason = format!("more than {s} decimal places for {to}");
-            out.extend(
-                (0..column.len())
-                    .filter(|&r| given.is_valid(r) && back.is_valid(r) && given.value(r) != back.value(r))
-                    .map(|r| (r, reason.clone())),
-            );
+            out = compared_as_floats(column, converted, |given, back| given != back, &reason)?;
         }
         (Float64, Float32 | Float16) | (Float32, Float16) => {
-            let given = cast(column, &Float64)?;
-            let back = cast(converted, &Float64)?;
-            let (given, back) = (given.as_primitive::<Float64Type>(), back.as_primitive::<Float64Type>());
-            let reason = format!("out of range for {to}");
-            out.extend(
-                (0..column.len())
-                    .filter(|&r| {
-                        given.is_valid(r) && given.value(r).is_finite() && !back.value(r).is_finite()
-                    })
-                    .map(|r| (r, reason.clone())),
-            );
+            let overflows = |given: f64, back: f64| given.is_finite() && !back.is_finite();
+            out = compared_as_floats(column, converted, overflows, &format!("out of range for {to}"))?;
         }
         (Utf8 | LargeUtf8 | Utf8View, Timestamp(unit, _)) => {
             let digits = match unit {
@@ -240,6 +224,22 @@ fn differs_after_round_trip(
     let same = arrow_ord::cmp::eq(column, &back)?;
     Ok((0..column.len())
         .filter(|&r| column.is_valid(r) && converted.is_valid(r) && (back.is_null(r) || !same.value(r)))
+        .map(|r| (r, reason.to_owned()))
+        .collect())
+}
+
+/// Rows (valid in both) where `changed(given, back)` holds for `column` and `converted`, both read
+/// as `Float64`.
+fn compared_as_floats(
+    column: &ArrayRef,
+    converted: &ArrayRef,
+    changed: impl Fn(f64, f64) -> bool,
+    reason: &str,
+) -> Result<Vec<(usize, String)>, ArrowError> {
+    let (given, back) = (cast(column, &DataType::Float64)?, cast(converted, &DataType::Float64)?);
+    let (given, back) = (given.as_primitive::<Float64Type>(), back.as_primitive::<Float64Type>());
+    Ok((0..column.len())
+        .filter(|&r| given.is_valid(r) && back.is_valid(r) && changed(given.value(r), back.value(r)))
         .map(|r| (r, reason.to_owned()))
         .collect())
 }
