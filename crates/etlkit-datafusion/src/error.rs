@@ -49,6 +49,52 @@ pub enum DfError {
         /// What failed, when known.
         cause: Option<String>,
     },
+    /// The commit of a two-phase `INSERT INTO` began (the run is `committing`: its partitions are
+    /// only ever committed, never rolled back) and could not be finished here: `committed` of
+    /// `partitions` are visible. Never retryable: re-running the query would insert the committed
+    /// rows again. The partitions still prepared are committed by
+    /// [`recover_prepared`](crate::recover_prepared) or by the next `INSERT INTO` planned on the
+    /// same database.
+    #[error(
+        "INSERT INTO {table}: the commit began but did not finish: {committed} of {partitions} partitions committed          ({reason}); the partitions still prepared are committed by recover_prepared or the next INSERT INTO          planned on this database; re-running the query would insert the committed rows again"
+    )]
+    CommitUnfinished {
+        /// The target table (quoted).
+        table: String,
+        /// Partitions committed.
+        committed: usize,
+        /// Partitions of the query.
+        partitions: usize,
+        /// Why the others are not (yet) committed.
+        reason: String,
+    },
+    /// The connection was lost at the `COMMIT` of a staged `INSERT INTO` and the run ledger could not
+    /// be read to tell whether the server committed. Never retryable: check first. The commit took
+    /// effect if and only if run `run` is no longer in `etlkit.datafusion_runs`.
+    #[error(
+        "INSERT INTO {table}: whether the commit took effect is unknown ({reason}); it did if run {run} is no          longer in etlkit.datafusion_runs: check before re-running the query"
+    )]
+    CommitOutcomeUnknown {
+        /// The target table (quoted).
+        table: String,
+        /// The run id.
+        run: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A scan read a value its column's Arrow type cannot hold (a `numeric` `NaN` or infinity for a
+    /// `Decimal128` column), as [`PgSource`](etlkit_postgres::PgSource) refuses it too.
+    #[error("reading {table}, column `{column}`: value {value} {reason}")]
+    InvalidValue {
+        /// The table (quoted).
+        table: String,
+        /// The column.
+        column: String,
+        /// The value as PostgreSQL sent it.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A plan node could not be encoded or decoded (Ballista / datafusion-proto).
     #[error("plan codec: {reason}")]
     Codec {

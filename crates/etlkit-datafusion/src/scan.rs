@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -14,7 +14,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use etlkit_core::{Context, Source};
+use etlkit_core::{Context, Source, cast_strict};
 use etlkit_postgres::sqlx::{Connection, PgConnection};
 use etlkit_postgres::{PgSource, PgSourceConfig, SourceQuery, TableRef, quote_ident};
 use futures::{StreamExt, TryStreamExt};
@@ -229,8 +229,10 @@ impl DisplayAs for PgScanExec {
 }
 
 /// Casts a batch PgSource decoded from a query to the table's catalog types (a query's `numeric`
-/// comes as text; the table's `numeric(p,s)` is `Decimal128(p,s)`).
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DfError> {
+/// comes as text; the table's `numeric(p,s)` is `Decimal128(p,s)`) with etlkit's one strict cast
+/// ([`etlkit_core::cast_strict`]): a value that does not convert (`NaN`, `Infinity`) is an error
+/// naming the table, column and value, never a NULL.
+fn conform(batch: RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch, DfError> {
     let rows = batch.num_rows();
     let columns: Vec<ArrayRef> = if schema.fields().is_empty() {
         Vec::new()
@@ -240,11 +242,16 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DfErro
             .iter()
             .zip(batch.columns())
             .map(|(f, c)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    cast(c, f.data_type())
-                        .map_err(|source| DfError::Arrow { what: format!("column `{}`", f.name()), source })
+                let arrow = |source| DfError::Arrow { what: format!("column `{}`", f.name()), source };
+                let (converted, bad) = cast_strict(c, f.data_type()).map_err(arrow)?;
+                match bad.first() {
+                    None => Ok(converted),
+                    Some((row, reason)) => Err(DfError::InvalidValue {
+                        table: table.to_owned(),
+                        column: f.name().clone(),
+                        value: array_value_to_string(c, *row).map_err(arrow)?,
+                        reason: reason.clone(),
+                    }),
                 }
             })
             .collect::<Result<_, _>>()?
@@ -302,6 +309,7 @@ impl ExecutionPlan for PgScanExec {
         let snapshot = self.snapshot.clone();
         let schema = self.schema.clone();
         let batch_size = self.batch_size;
+        let table = self.table.quoted();
         let open = async move {
             let pool = match &snapshot {
                 Some(s) => {
@@ -328,7 +336,8 @@ impl ExecutionPlan for PgScanExec {
                     // Holds the snapshot pool until the stream is dropped (then closes it).
                     let _guard = &guard;
                     let schema = schema.clone();
-                    async move { conform(b, &schema).map_err(Into::into) }
+                    let table = table.clone();
+                    async move { conform(b, &schema, &table).map_err(Into::into) }
                 });
             Ok::<_, datafusion::error::DataFusionError>(stream)
         };

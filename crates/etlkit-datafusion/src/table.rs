@@ -5,6 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
+use datafusion::common::metadata::FieldMetadata;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
@@ -51,6 +53,19 @@ impl Default for PgTableOptions {
     }
 }
 
+/// The field metadata key that marks a column an `INSERT` column list left out (see
+/// [`PgTable`]'s `get_column_default`).
+const OMITTED: &str = "etlkit.omitted";
+
+/// What DataFusion fills a column an `INSERT` column list leaves out with: NULL, marked so that
+/// `insert_into` sees which columns were left out (DataFusion keeps a literal's metadata on the
+/// input's field) and writes only the others.
+fn omitted_markers(schema: &SchemaRef) -> Vec<Expr> {
+    let marker =
+        FieldMetadata::from(std::collections::BTreeMap::from([(OMITTED.to_owned(), "true".to_owned())]));
+    schema.fields().iter().map(|_| Expr::Literal(ScalarValue::Null, Some(marker.clone()))).collect()
+}
+
 /// A PostgreSQL table for DataFusion SQL.
 ///
 /// - `SELECT`: a partitioned binary `COPY (SELECT ...) TO STDOUT` read. Partitions are ranges of a
@@ -62,7 +77,9 @@ impl Default for PgTableOptions {
 ///   partition binary-COPYs into its own unlogged staging table through etlkit-postgres's COPY-in
 ///   path and [`CopyEncoder`](etlkit_postgres::CopyEncoder); then one commit step moves every staged
 ///   row into the table in one transaction and drops the staging tables. A query that fails anywhere
-///   leaves the table unchanged and no staging table behind.
+///   leaves the table unchanged and no staging table behind. Columns a column list leaves out
+///   (`INSERT INTO t (id, name) ...`) are not written: a new row gets the column's PostgreSQL
+///   `DEFAULT`, an upserted existing row keeps its value.
 #[derive(Debug)]
 pub struct PgTable {
     connector: Arc<PgConnector>,
@@ -73,6 +90,8 @@ pub struct PgTable {
     primary_key: Vec<String>,
     int_key: Option<String>,
     schema: SchemaRef,
+    /// One marker per column: what an `INSERT` column list leaving the column out fills it with.
+    omitted: Vec<Expr>,
     options: PgTableOptions,
     /// Decoded from a plan sent by another process (a Ballista scheduler): scans are one stream.
     remote: bool,
@@ -132,6 +151,7 @@ impl PgTable {
             columns,
             primary_key,
             int_key,
+            omitted: omitted_markers(&schema),
             schema,
             options,
             remote: false,
@@ -153,7 +173,18 @@ impl PgTable {
         schema: SchemaRef,
         options: PgTableOptions,
     ) -> Self {
-        PgTable { connector, table, namespace, columns, primary_key, int_key, schema, options, remote: true }
+        PgTable {
+            connector,
+            table,
+            namespace,
+            columns,
+            primary_key,
+            int_key,
+            omitted: omitted_markers(&schema),
+            schema,
+            options,
+            remote: true,
+        }
     }
 
     /// The table.
@@ -297,6 +328,13 @@ impl TableProvider for PgTable {
         TableType::Base
     }
 
+    /// A marked NULL: DataFusion fills a column an `INSERT` column list leaves out with it, and
+    /// [`insert_into`](TableProvider::insert_into) then leaves that column to PostgreSQL (its
+    /// `DEFAULT` for new rows; upserted rows keep their value).
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.schema.index_of(column).ok().and_then(|i| self.omitted.get(i))
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -361,11 +399,20 @@ impl TableProvider for PgTable {
                 .max(state.config().target_partitions());
             self.check_prepared_transactions(partitions).await?;
         }
+        // Columns a column list left out come marked (`get_column_default`): not written.
+        let omitted: Vec<String> = input
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| f.metadata().contains_key(OMITTED))
+            .map(|f| f.name().clone())
+            .collect();
         let target = Arc::new(WriteTarget {
             connector: self.connector.clone(),
             table: self.table.clone(),
             namespace: self.namespace.clone(),
-            columns: self.columns.clone(),
+            columns: self.columns.iter().filter(|c| !omitted.contains(&c.name)).cloned().collect(),
+            omitted,
             mode,
             run: run_id(),
             send_buffer: self.options.send_buffer,

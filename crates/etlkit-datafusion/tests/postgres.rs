@@ -566,14 +566,16 @@ async fn prepared_transactions_of_interrupted_runs_are_resolved() {
     ctx.sql("INSERT INTO r VALUES (0)").await.unwrap().create_physical_plan().await.unwrap();
     exec(&pool, "DELETE FROM etlkit.datafusion_runs").await;
     // What crashed processes leave: a run whose commit had begun (one partition committed, one still
-    // prepared), a run that was still writing long ago, and a prepared partition with no run at all
-    // (a retried task's duplicate).
+    // prepared), a run that was still writing long ago, a prepared partition with no run at all
+    // (a retried task's duplicate), and a run whose commit had begun with the partitions it chose
+    // on record, plus a duplicate of one of them it did not choose.
     exec(
         &pool,
-        "INSERT INTO etlkit.datafusion_runs (run, target, state, planned) VALUES
-           ('00000000000000a1', 'r', 'committing', now()),
-           ('00000000000000b2', 'r', 'open', now() - interval '2 days'),
-           ('00000000000000c3', 'r', 'open', now())",
+        "INSERT INTO etlkit.datafusion_runs (run, target, state, planned, gids) VALUES
+           ('00000000000000a1', 'r', 'committing', now(), NULL),
+           ('00000000000000b2', 'r', 'open', now() - interval '2 days', NULL),
+           ('00000000000000c3', 'r', 'open', now(), NULL),
+           ('00000000000000e5', 'r', 'committing', now(), ARRAY['etlkit_stage_00000000000000e5_0_0000eeee'])",
     )
     .await;
     let conn_url = url.clone();
@@ -583,6 +585,8 @@ async fn prepared_transactions_of_interrupted_runs_are_resolved() {
         ("etlkit_stage_00000000000000b2_0_0000bbbb", 2),
         ("etlkit_stage_00000000000000d4_0_0000dddd", 3),
         ("etlkit_stage_00000000000000c3_0_0000cccc", 4),
+        ("etlkit_stage_00000000000000e5_0_0000eeee", 5),
+        ("etlkit_stage_00000000000000e5_0_0000ffff", 6),
     ] {
         use etlkit_postgres::sqlx::Executor;
         conn.execute(AssertSqlSafe(format!(
@@ -591,20 +595,287 @@ async fn prepared_transactions_of_interrupted_runs_are_resolved() {
         .await
         .unwrap();
     }
-    assert_eq!(prepared(&pool).await, 4);
+    assert_eq!(prepared(&pool).await, 6);
     let resolved = etlkit_datafusion::recover_prepared(&pool).await.unwrap();
-    assert_eq!(resolved, 3, "the run in progress (c3) is left alone");
+    assert_eq!(resolved, 5, "the run in progress (c3) is left alone");
     assert_eq!(
         scalar(&pool, "SELECT count(*) FROM r").await,
-        1,
-        "only the committing run's partition committed"
+        2,
+        "only the partitions the committing runs chose committed"
     );
-    assert_eq!(scalar(&pool, "SELECT min(id) FROM r").await, 1);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM r WHERE id IN (1, 5)").await, 2);
     assert_eq!(prepared(&pool).await, 1);
     assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE run = '00000000000000a1'").await,
+        scalar(&pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE run IN ('00000000000000a1', '00000000000000e5')")
+            .await,
         0,
         "a finished commit is forgotten"
     );
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM etlkit.datafusion_runs WHERE run = '00000000000000b2' AND state = 'aborted'"
+        )
+        .await,
+        1,
+        "an abandoned run is aborted before its partitions are rolled back"
+    );
     exec(&pool, "ROLLBACK PREPARED 'etlkit_stage_00000000000000c3_0_0000cccc'").await;
+}
+
+/// The staged batches of an `INSERT`'s write partitions, and its commit node's recipe: what a
+/// distributed engine hands a retried commit task.
+async fn staged_and_target(
+    ctx: &SessionContext,
+    sql: &str,
+) -> (Vec<RecordBatch>, Arc<etlkit_datafusion::WriteTarget>) {
+    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    let commit = (plan.as_ref() as &dyn std::any::Any)
+        .downcast_ref::<etlkit_datafusion::PgCommitExec>()
+        .expect("the plan's root commits");
+    let target = commit.target().clone();
+    let write = plan.children()[0].clone();
+    let staged = datafusion::physical_plan::collect(write, ctx.task_ctx()).await.unwrap();
+    (staged, target)
+}
+
+/// A commit step over already staged batches (a retried commit task re-reads them).
+async fn commit_again(
+    ctx: &SessionContext,
+    staged: &[RecordBatch],
+    target: &Arc<etlkit_datafusion::WriteTarget>,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let input = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+        &[staged.to_vec()],
+        staged[0].schema(),
+        None,
+    )
+    .unwrap();
+    let commit = Arc::new(etlkit_datafusion::PgCommitExec::new(input, target.clone()));
+    datafusion::physical_plan::collect(commit, ctx.task_ctx()).await
+}
+
+async fn open_runs(pool: &PgPool) -> i64 {
+    scalar(pool, "SELECT count(*) FROM etlkit.datafusion_runs WHERE state <> 'aborted'").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_two_phase_commit_that_began_is_finished_whatever_interrupts_it() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE t (id bigint PRIMARY KEY, code varchar(3)); CREATE TABLE other (id bigint)")
+        .await;
+    exec(&pool, "INSERT INTO t VALUES (-1, 'old')").await;
+
+    // 1. Another INSERT INTO planned on the database between two COMMIT PREPAREDs: its planning
+    // resolves prepared transactions, committing this committing run's partitions itself, so this
+    // commit step's next COMMIT PREPARED finds its transaction gone.
+    let other_url = url.clone();
+    let hook = move || {
+        let url = other_url.clone();
+        Box::pin(async move {
+            let ctx = ctx(1);
+            register(&ctx, &url, "other", PgTableOptions::default()).await;
+            ctx.sql("INSERT INTO other VALUES (1)").await.unwrap().collect().await.unwrap();
+        }) as futures::future::BoxFuture<'static, ()>
+    };
+    let (via, fired) =
+        support::proxy(&url, b"", b"COMMIT PREPARED", support::Interfere::Before(Box::new(hook))).await;
+    let ctx = ctx(4);
+    register(&ctx, &via, "t", two_phase()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let out = ctx.sql("INSERT INTO t SELECT id, code FROM good").await.unwrap().collect().await;
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "the other INSERT ran mid-commit");
+    let out = out.unwrap_or_else(|e| panic!("every partition committed, but: {}", chain(&e)));
+    assert_eq!(count_of(&out), 200_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_001, "all four partitions committed");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM other").await, 1);
+    assert_eq!(prepared(&pool).await, 0);
+    assert_eq!(open_runs(&pool).await, 0);
+
+    // 2. The commit step's connection lost right after its first COMMIT PREPARED: the others are
+    // committed on a new connection, never rolled back.
+    exec(&pool, "TRUNCATE t").await;
+    let (via, fired) = support::proxy(&url, b"", b"COMMIT PREPARED", support::Interfere::Cut).await;
+    let ctx = self::ctx(4);
+    register(&ctx, &via, "t", two_phase()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let out = ctx.sql("INSERT INTO t SELECT id, code FROM good").await.unwrap().collect().await;
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "the connection was cut mid-commit");
+    let out = out.unwrap_or_else(|e| panic!("every partition committed, but: {}", chain(&e)));
+    assert_eq!(count_of(&out), 200_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_000, "all four partitions committed");
+    assert_eq!(prepared(&pool).await, 0);
+    assert_eq!(open_runs(&pool).await, 0);
+
+    // 3. A commit task run again after it succeeded (a distributed engine's retry) reports the
+    // commit, and commits nothing twice.
+    exec(&pool, "TRUNCATE t").await;
+    let ctx = self::ctx(4);
+    register(&ctx, &url, "t", two_phase()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let (staged, target) = staged_and_target(&ctx, "INSERT INTO t SELECT id, code FROM good").await;
+    assert_eq!(prepared(&pool).await, 4);
+    for attempt in 0..2 {
+        let out = commit_again(&ctx, &staged, &target)
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {}", chain(&e)));
+        assert_eq!(count_of(&out), 200_000, "attempt {attempt}");
+        assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_000);
+    }
+    assert_eq!(prepared(&pool).await, 0);
+    assert_eq!(open_runs(&pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staged_commit_that_took_effect_is_reported_as_committed() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE t (id bigint PRIMARY KEY, code varchar(3))").await;
+    // 1. The connection lost at COMMIT, after the server committed.
+    let (via, fired) = support::proxy(
+        &url,
+        b"DELETE FROM etlkit.datafusion_runs WHERE run = $1 AND state = 'open'",
+        b"COMMIT\0",
+        support::Interfere::Cut,
+    )
+    .await;
+    let ctx = ctx(4);
+    register(&ctx, &via, "t", PgTableOptions::default()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let out = ctx.sql("INSERT INTO t SELECT id, code FROM good").await.unwrap().collect().await;
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "the connection was cut at COMMIT");
+    let out = out.unwrap_or_else(|e| panic!("the server committed, but: {}", chain(&e)));
+    assert_eq!(count_of(&out), 200_000);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_000);
+    assert_eq!(staging_tables(&pool).await, 0);
+    assert_eq!(open_runs(&pool).await, 0);
+
+    // 2. A commit task run again after it succeeded.
+    exec(&pool, "TRUNCATE t").await;
+    let ctx = self::ctx(4);
+    register(&ctx, &url, "t", PgTableOptions::default()).await;
+    ctx.register_table("good", Arc::new(mem_partitions(None))).unwrap();
+    let (staged, target) = staged_and_target(&ctx, "INSERT INTO t SELECT id, code FROM good").await;
+    assert_eq!(staging_tables(&pool).await, 4);
+    for attempt in 0..2 {
+        let out = commit_again(&ctx, &staged, &target)
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {}", chain(&e)));
+        assert_eq!(count_of(&out), 200_000, "attempt {attempt}");
+        assert_eq!(scalar(&pool, "SELECT count(*) FROM t").await, 200_000);
+    }
+    assert_eq!(staging_tables(&pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upsert_meeting_a_key_in_two_partitions_fails_and_changes_nothing() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE u (id bigint PRIMARY KEY, v text)").await;
+    exec(&pool, "INSERT INTO u VALUES (1, 'old')").await;
+    // Two input files, each with key 1.
+    let dir = std::env::temp_dir().join(format!("etlkit-df-upsert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.csv"), "id,v\n1,a\n2,b\n").unwrap();
+    std::fs::write(dir.join("b.csv"), "id,v\n1,c\n3,d\n").unwrap();
+    let ctx = ctx(2);
+    ctx.register_csv("input", dir.to_str().unwrap(), Default::default()).await.unwrap();
+    register(&ctx, &url, "u", PgTableOptions { upsert_key: vec!["id".into()], ..Default::default() }).await;
+    let sql = "INSERT INTO u SELECT id, v FROM input";
+    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    let write = plan.children()[0].children()[0].clone();
+    assert_eq!(write.name(), "PgWriteExec");
+    assert_eq!(write.properties().output_partitioning().partition_count(), 2, "one partition per file");
+    let err =
+        datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.expect_err("key 1 twice must fail");
+    let chain = chain(&err);
+    assert!(chain.contains("cannot affect row a second time"), "{chain}");
+    assert!(!DfError::find(&err).unwrap().is_retryable(), "{chain}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM u").await, 1, "target unchanged");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM u WHERE v = 'old'").await, 1);
+    assert_eq!(staging_tables(&pool).await, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_refuses_numeric_nan_naming_table_column_and_value() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE n (id int PRIMARY KEY, amount numeric(12,2))").await;
+    exec(&pool, "INSERT INTO n SELECT i, i * 1.5 FROM generate_series(1, 1000) i; UPDATE n SET amount = 'NaN' WHERE id = 700").await;
+    // PgSource on the same table refuses it too.
+    let source = PgSource::new(
+        pool.clone(),
+        PgSourceConfig { query: SourceQuery::Table(TableRef::new("n")), batch_size: 1000 },
+    )
+    .await
+    .unwrap();
+    let read: Result<Vec<RecordBatch>, _> =
+        Box::new(source).into_stream(Default::default()).try_collect().await;
+    assert!(read.is_err());
+    for partitions in [1, 3] {
+        let ctx = ctx(partitions);
+        register(&ctx, &url, "n", PgTableOptions::default()).await;
+        let err = ctx
+            .sql("SELECT * FROM n")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .expect_err("NaN does not fit Decimal128(12, 2)");
+        let chain = chain(&err);
+        assert!(chain.contains("\"n\"") && chain.contains("amount") && chain.contains("NaN"), "{chain}");
+        assert!(matches!(DfError::find(&err), Some(DfError::InvalidValue { .. })), "{chain}");
+        assert!(!DfError::find(&err).unwrap().is_retryable());
+    }
+    // Without the NaN the same scan reads every value.
+    exec(&pool, "UPDATE n SET amount = 1050 WHERE id = 700").await;
+    let ctx = ctx(3);
+    register(&ctx, &url, "n", PgTableOptions::default()).await;
+    let out = ctx.sql("SELECT count(amount) FROM n").await.unwrap().collect().await.unwrap();
+    let n =
+        out[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+    assert_eq!(n, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn columns_an_insert_leaves_out_get_their_default_and_upserts_keep_them() {
+    let (pool, url) = fresh().await;
+    exec(&pool, "CREATE TABLE d (id bigint PRIMARY KEY, name text, note text NOT NULL DEFAULT 'dflt', made int DEFAULT 7)")
+        .await;
+    let ctx = ctx(2);
+    register(&ctx, &url, "d", PgTableOptions::default()).await;
+    let out = ctx.sql("INSERT INTO d (id, name) VALUES (1, 'a'), (2, 'b')").await.unwrap().collect().await;
+    let out = out.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(count_of(&out), 2);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM d WHERE note = 'dflt' AND made = 7").await, 2);
+    // Named NULLs are written as NULL.
+    ctx.sql("INSERT INTO d (id, name, made) VALUES (3, 'c', NULL)").await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM d WHERE id = 3 AND made IS NULL AND note = 'dflt'").await,
+        1
+    );
+
+    // Upsert: existing rows keep what the statement leaves out; new rows get the defaults.
+    exec(&pool, "UPDATE d SET note = 'kept', made = 1").await;
+    let up = self::ctx(2);
+    register(&up, &url, "d", PgTableOptions { upsert_key: vec!["id".into()], ..Default::default() }).await;
+    let out = up.sql("INSERT INTO d (id, name) VALUES (1, 'A'), (4, 'd')").await.unwrap().collect().await;
+    let out = out.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(count_of(&out), 2);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM d WHERE id = 1 AND name = 'A' AND note = 'kept' AND made = 1")
+            .await,
+        1
+    );
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM d WHERE id = 4 AND note = 'dflt' AND made = 7").await, 1);
+
+    // Two-phase: the COPY names only the given columns.
+    let tp = self::ctx(2);
+    register(&tp, &url, "d", two_phase()).await;
+    tp.sql("INSERT INTO d (id, name) VALUES (5, 'e')").await.unwrap().collect().await.unwrap();
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM d WHERE id = 5 AND note = 'dflt' AND made = 7").await, 1);
+    // What docs/datafusion.md says of types: DataFusion's planner casts to the table's types with
+    // SQL cast semantics before the sink sees the values (2.7 into an integer column is 2).
+    ctx.sql("INSERT INTO d (id, made) SELECT 6, CAST(2.7 AS DOUBLE)").await.unwrap().collect().await.unwrap();
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM d WHERE id = 6 AND made = 2").await, 1);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM d").await, 6);
+    assert_eq!(staging_tables(&pool).await, 0);
 }
