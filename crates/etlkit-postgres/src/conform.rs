@@ -6,7 +6,9 @@
 //! overflowing `real`, a time of day into a `date`, an integer a float cannot hold exactly.
 //! Dictionary columns are converted as their values. Two exceptions follow PostgreSQL: a value with
 //! more decimal places than a `numeric(p, s)` column's scale is rounded to it, and timestamps follow
-//! [`NanosPolicy`] for sub-microsecond digits. Values that do not fit produce
+//! [`NanosPolicy`] for sub-microsecond digits. Text timestamps are instants: an offset is applied
+//! (`2024-06-01T23:30:00-05:00` is `2024-06-02 04:30` UTC, also in a `timestamp` column, where
+//! PostgreSQL's own text input would drop the offset); text without one is taken as UTC. Values that do not fit produce
 //! [`PgError::InvalidValue`] naming the row, the column and the value.
 
 use std::collections::HashMap;

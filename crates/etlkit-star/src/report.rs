@@ -24,7 +24,9 @@ pub struct StarReport {
     /// Rows rejected (unparseable, or a value that does not convert to its target type).
     pub rejected: u64,
     /// Members each dimension table gained from the input rows (by table; role-playing roles share
-    /// one count). Lookup rows are counted in `lookup_rows`.
+    /// one count). Lookup rows are counted in `lookup_rows`. A member another job created at the
+    /// same moment (two jobs sharing a dimension, not under one exclusive bulk lock) is counted by
+    /// both: the dimension store cannot tell which insert won.
     pub members_created: BTreeMap<String, u64>,
     /// Rows read from attribute lookups (upserted into their dimensions).
     pub lookup_rows: u64,
