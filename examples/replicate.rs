@@ -37,7 +37,7 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     eprintln!(
         "usage: replicate [--source-url URL] [--target-url URL] [--schema public] [--tables a,b] [--workers N] \
-         [--verify] [--progress-secs S] [--chunk-kib K] [--no-resume]\n\
+         [--verify] [--progress-secs S] [--chunk-kib K] [--lock-timeout-secs S] [--no-resume]\n\
          (without --source-url / --target-url: the environment variables {SOURCE_ENV} / {TARGET_ENV})"
     );
     ExitCode::from(2)
@@ -90,6 +90,11 @@ async fn main() -> ExitCode {
                 "--chunk-kib" => {
                     cfg.chunk_bytes =
                         value()?.parse::<usize>().map_err(|e| format!("--chunk-kib: {e}"))? << 10
+                }
+                "--lock-timeout-secs" => {
+                    let s: f64 = value()?.parse().map_err(|e| format!("--lock-timeout-secs: {e}"))?;
+                    cfg.lock_timeout =
+                        Duration::try_from_secs_f64(s).map_err(|e| format!("--lock-timeout-secs: {e}"))?;
                 }
                 "--verify" => cfg.verify = true,
                 "--no-resume" => cfg.resume = false,

@@ -33,6 +33,15 @@ pub struct ReplicateConfig {
     /// Bytes of the source's COPY stream per `CopyData` message to the target (8 KiB ..= 64 MiB).
     /// Default: 1 MiB.
     pub chunk_bytes: usize,
+    /// How long a source session waits for a lock on a source table. The run locks every selected
+    /// table in `ACCESS SHARE` mode right after taking its snapshot and holds the locks to the end
+    /// (as `pg_dump` does), so a `TRUNCATE` or a rewriting `ALTER TABLE` on the source waits for the
+    /// run instead of emptying the table under the snapshot; each table's copy, check and
+    /// verification locks it again on its own session. A lock not granted in time (another session
+    /// holds, or queues for, an exclusive lock on the table) fails the run with
+    /// [`ReplicationError::SourceBusy`](crate::ReplicationError::SourceBusy) naming the table, rather
+    /// than waiting forever. 1 ms ..= 24 days. Default: 60 s.
+    pub lock_timeout: Duration,
     /// How often a unit of work that failed with a retryable error (a lost connection, a deadlock,
     /// a serialization failure, a server shutdown: [`PgError::is_retryable`]) is tried again, and
     /// the back-off between tries. The units: a table's copy (a new target transaction on new
@@ -71,6 +80,7 @@ impl Default for ReplicateConfig {
             resume: true,
             progress_interval: Duration::from_secs(5),
             chunk_bytes: 1 << 20,
+            lock_timeout: Duration::from_secs(60),
             retry: DEFAULT_RETRY,
             ledger: TableRef::qualified("etlkit", "replication_ledger"),
             application_name: "etlkit-replicate".into(),
@@ -104,6 +114,9 @@ impl ReplicateConfig {
             return bad("progress_interval", "must be positive");
         }
         check_chunk_bytes(self.chunk_bytes)?;
+        if !(Duration::from_millis(1)..=Duration::from_secs(24 * 86_400)).contains(&self.lock_timeout) {
+            return bad("lock_timeout", "must be between 1 ms and 24 days");
+        }
         match self.retry.validate() {
             Ok(()) => {}
             Err(PgError::InvalidConfig { field, reason }) => {
@@ -156,6 +169,7 @@ mod tests {
             (ReplicateConfig { tables: vec!["a".into(), "a".into()], ..ok.clone() }, "tables"),
             (ReplicateConfig { schema: String::new(), ..ok.clone() }, "schema"),
             (ReplicateConfig { retry: slow_first, ..ok.clone() }, "retry.max_backoff"),
+            (ReplicateConfig { lock_timeout: Duration::ZERO, ..ok.clone() }, "lock_timeout"),
         ] {
             match cfg.validate() {
                 Err(ReplicationError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),

@@ -45,6 +45,31 @@ pub enum ReplicationError {
         /// Why.
         reason: String,
     },
+    /// Row-level security applies to these source tables for the role the run connects as: a copy
+    /// would read only the rows the policies let that role see, and verification (same role) would
+    /// agree with it. Refused before anything is written. Every source session also runs with
+    /// `row_security = off`, so a policy that starts applying during the run fails the read instead of
+    /// filtering it.
+    #[error(
+        "row-level security hides rows of {} from the source role, so a copy would be incomplete: \
+         connect to the source as a role with BYPASSRLS (or a superuser), or as the owner of the \
+         tables if they do not FORCE ROW LEVEL SECURITY",
+        tables.join(", ")
+    )]
+    RowSecurity {
+        /// The tables (quoted).
+        tables: Vec<String>,
+    },
+    /// Another session truncated, rewrote, dropped or exclusively locked a source table around the
+    /// run's snapshot, so the run cannot read it consistently (or would wait behind it). Nothing of
+    /// this table was written; running again (which resumes) can succeed once that session is done.
+    #[error("source table {table}: {reason}")]
+    SourceBusy {
+        /// The table (quoted).
+        table: String,
+        /// What happened and what to do.
+        reason: String,
+    },
     /// The source's binary COPY stream of a table is malformed, or the target loaded a different
     /// number of rows than the source sent.
     #[error("copying {table}: {reason}")]
@@ -121,9 +146,12 @@ pub struct PostDataFailed {
 impl ReplicationError {
     /// Whether running the replication again (which resumes) can succeed: the database error
     /// behind it is transient ([`PgError::is_retryable`]: a lost connection, a deadlock, a
-    /// serialization failure, a server shutdown). Schema and configuration errors are not.
+    /// serialization failure, a server shutdown), or another session's lock or rewrite of a source
+    /// table got in the way ([`ReplicationError::SourceBusy`]). Schema and configuration errors are
+    /// not.
     pub fn is_retryable(&self) -> bool {
-        self.postgres().is_some_and(PgError::is_retryable)
+        matches!(self, ReplicationError::SourceBusy { .. })
+            || self.postgres().is_some_and(PgError::is_retryable)
     }
 
     /// The database error behind this one, if any.

@@ -26,12 +26,20 @@
 //!
 //! ## What [`replicate`] does, in order
 //!
-//! 1. **Snapshot and catalog.** A coordinator session on the source opens a `REPEATABLE READ`
+//! 1. **Snapshot, catalog and locks.** A coordinator session on the source opens a `REPEATABLE READ`
 //!    transaction and exports its snapshot (`pg_export_snapshot`); every table is read — and verified —
 //!    in that one snapshot, so the copy is consistent across tables even while the source is written
-//!    to (as `pg_dump -j` does). Tables, columns (types, defaults, identity, generated columns,
-//!    collations), primary keys, unique, check, exclusion and foreign-key constraints, indexes and the
-//!    sequences behind defaults are read from the catalog.
+//!    to (as `pg_dump -j` does). Tables, columns (types, defaults, identity with its sequence options,
+//!    generated columns, collations), primary keys, unique, check, exclusion and foreign-key
+//!    constraints, indexes and the sequences behind defaults are read from the catalog. Then, as
+//!    `pg_dump` does, the coordinator locks every selected table in `ACCESS SHARE` mode and holds the
+//!    locks until the run ends: `TRUNCATE` and table-rewriting `ALTER TABLE` are not MVCC-safe (a
+//!    table truncated after the snapshot looks empty in it), so they wait for the run instead. A lock
+//!    not granted within [`ReplicateConfig::lock_timeout`], or a table truncated or rewritten between
+//!    the snapshot and its lock, is [`ReplicationError::SourceBusy`] naming the table (run again).
+//!    Every source session runs with `row_security = off`, and tables where row-level security applies
+//!    to the source role are refused ([`ReplicationError::RowSecurity`]): a copy would hold only the
+//!    rows the policies show, and verification, reading as the same role, would agree with it.
 //! 2. **Plan.** Foreign keys between the selected tables give dependency levels (topological order);
 //!    a foreign-key cycle between tables becomes one unit of the plan. A table starts once every table
 //!    it references is finished (a superset of "level by level"), biggest first, at most `workers` at a
@@ -85,8 +93,12 @@
 //!
 //! ## Limits
 //!
-//! Ordinary tables only (partitioned tables are refused by name); user-defined types (enums,
-//! domains), extensions, views, functions, triggers, grants and comments are not created — create
+//! Ordinary tables only: partitioned tables, partitions and tables in an inheritance hierarchy
+//! (parents and children) are refused by name. On tables with row-level security the source role
+//! must bypass it: a superuser, a role with `BYPASSRLS`, or the tables' owner when they do not
+//! `FORCE ROW LEVEL SECURITY`. While a run goes on, `TRUNCATE`, `ALTER TABLE`, `VACUUM FULL` and
+//! other exclusive locks on its source tables wait for it. User-defined types (enums, domains),
+//! extensions, views, functions, triggers, grants and comments are not created — create
 //! them in the target first. The target schema has the source schema's name.
 
 mod config;

@@ -28,6 +28,43 @@ async fn exec(conn: &mut PgConnection, sql: String, action: &'static str, what: 
     Ok(())
 }
 
+/// Settings of every source session, before its transaction: `row_security = off`, so that a
+/// row-level security policy that would filter what the session reads makes the read fail ("query
+/// would be affected by row-level security policy") instead of silently returning fewer rows — a
+/// filtered copy would verify too, the checksum being computed by the same role (`pg_dump` does
+/// the same).
+const SOURCE_SESSION_SETTINGS: &str = "SET row_security = off";
+
+/// `SET LOCAL lock_timeout` to `timeout` (validated: 1 ms ..= 24 days), inside a transaction.
+fn set_lock_timeout(timeout: Duration) -> String {
+    format!("SET LOCAL lock_timeout = '{}ms'", timeout.as_millis())
+}
+
+/// Locks `table` (quoted) in `ACCESS SHARE` mode in the source session's transaction, waiting at
+/// most the session's `lock_timeout`. A lock not granted in time is
+/// [`ReplicationError::SourceBusy`] with `busy` as its reason; a table that no longer exists under
+/// its name (dropped or renamed since the snapshot) too.
+async fn lock_source_table(
+    conn: &mut PgConnection,
+    table: &str,
+    busy: impl FnOnce() -> String,
+) -> Result<()> {
+    let sql = format!("LOCK TABLE ONLY {table} IN ACCESS SHARE MODE");
+    match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            Err(ReplicationError::SourceBusy { table: table.to_owned(), reason: busy() })
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            Err(ReplicationError::SourceBusy {
+                table: table.to_owned(),
+                reason: "it was dropped or renamed just as the run took its snapshot; run again".into(),
+            })
+        }
+        Err(e) => Err(db("locking the source table", table, e)),
+    }
+}
+
 /// Everything the table jobs share.
 struct Run<'a> {
     config: &'a ReplicateConfig,
@@ -37,24 +74,45 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// A source session inside the exported snapshot.
-    async fn source_session(&self) -> Result<PgConnection> {
+    /// A source session inside the exported snapshot (with [`SOURCE_SESSION_SETTINGS`]), holding an
+    /// `ACCESS SHARE` lock on `table` (quoted), the table it reads.
+    ///
+    /// The coordinator holds that lock already, so the table cannot be truncated or rewritten; but
+    /// another session queued for an exclusive lock on it (a `TRUNCATE` waiting for the run) makes
+    /// every new reader wait behind it — and it waits for the run. So the lock is taken here, before
+    /// reading, within [`ReplicateConfig::lock_timeout`], and a timeout is
+    /// [`ReplicationError::SourceBusy`] naming the table instead of a run that never ends.
+    async fn source_session(&self, table: &str) -> Result<PgConnection> {
         let mut conn = open(&self.config.source, &self.config.application_name).await?;
         exec(
             &mut conn,
             format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                self.snapshot.replace('\'', "''")
+                "{SOURCE_SESSION_SETTINGS}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                 SET TRANSACTION SNAPSHOT '{}'; {}",
+                self.snapshot.replace('\'', "''"),
+                set_lock_timeout(self.config.lock_timeout)
             ),
             "joining the replication snapshot",
             &self.config.source.redacted(),
         )
         .await?;
+        let timeout = self.config.lock_timeout;
+        lock_source_table(&mut conn, table, || {
+            format!(
+                "waited {timeout:?} (`lock_timeout`) to read it: another session is queued for an \
+                 exclusive lock on it (TRUNCATE, ALTER TABLE, ...) behind this run's lock, and new \
+                 readers wait behind that session; cancel it (or let it time out), then run again \
+                 (finished tables are resumed)"
+            )
+        })
+        .await?;
         Ok(conn)
     }
 
-    /// The source side of a table's copy. The query form reads exactly this table (ONLY) and works
-    /// under row-level security; it measured as fast as `COPY table TO` (docs/benchmarks.md).
+    /// The source side of a table's copy. The query form reads exactly this table (ONLY); it
+    /// measured as fast as `COPY table TO` (docs/benchmarks.md). Row-level security cannot filter
+    /// it: the run refuses tables where it applies, and source sessions run with
+    /// `row_security = off`.
     fn copy_out(&self, index: usize) -> String {
         let t = &self.schema.tables[index];
         let list = column_list(t.copy_columns().map(|c| c.name.as_str()));
@@ -68,7 +126,7 @@ impl Run<'_> {
         let qualified = self.schema.qualified(&self.schema.tables[index].name);
         let ((rows, fingerprint), _) =
             retrying(&self.config.retry, "checking against the source", &qualified, || async {
-                let mut source = self.source_session().await?;
+                let mut source = self.source_session(&qualified).await?;
                 let read = pipe::fingerprint(&mut source, &self.copy_out(index), &qualified).await?;
                 exec(&mut source, "COMMIT".into(), "ending the source transaction", &qualified).await?;
                 Ok(read)
@@ -104,7 +162,7 @@ impl Run<'_> {
         let qualified = self.schema.qualified(&t.name);
         let list = column_list(t.copy_columns().map(|c| c.name.as_str()));
         let cols = if list.is_empty() { String::new() } else { format!(" ({list})") };
-        let mut source = self.source_session().await?;
+        let mut source = self.source_session(&qualified).await?;
         let mut target = open(&self.config.target, &self.config.application_name).await?;
         let referenced: bool = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' \
@@ -169,7 +227,7 @@ impl Run<'_> {
         let sql = verify::checksum_sql(&qualified, t.columns.iter().map(|c| c.name.as_str()));
         let (verification, _) = retrying(&self.config.retry, "verifying", &qualified, || async {
             let src = async {
-                let mut conn = self.source_session().await?;
+                let mut conn = self.source_session(&qualified).await?;
                 exec(&mut conn, verify::SESSION_SETTINGS.into(), "setting up verification", &qualified)
                     .await?;
                 verify::checksum(&mut conn, &sql, &qualified).await
@@ -228,7 +286,9 @@ where
 
 /// Replicates `config.schema` (or `config.tables` of it) from `config.source` into `config.target`.
 ///
-/// Phases: (1) export a source snapshot and read the catalog; (2) plan foreign-key levels (a cycle
+/// Phases: (1) export a source snapshot, read the catalog and lock the selected source tables in
+/// `ACCESS SHARE` mode until the run ends (refusing tables that row-level security filters for the
+/// source role); (2) plan foreign-key levels (a cycle
 /// is one unit); (3) choose the tables to copy (with the tables referencing them) and refuse, before
 /// writing, a cycle whose keys the target enforces (unless an earlier run loaded it) or a table
 /// still referenced from outside the run; (4) create missing tables (columns, defaults, identity,
@@ -262,7 +322,11 @@ pub async fn replicate(
     let mut coord = open(&config.source, &config.application_name).await?;
     exec(
         &mut coord,
-        "SET search_path = pg_catalog; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".into(),
+        format!(
+            "SET search_path = pg_catalog; {SOURCE_SESSION_SETTINGS}; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
+            set_lock_timeout(config.lock_timeout)
+        ),
         "opening the replication snapshot",
         &src_name,
     )
@@ -275,6 +339,7 @@ pub async fn replicate(
     let ledger_here = config.ledger.schema.as_deref().unwrap_or("public") == config.schema;
     let exclude = ledger_here.then_some(config.ledger.name.as_str());
     let schema = schema::read_schema(&mut coord, &config.schema, &config.tables, exclude).await?;
+    lock_source_tables(&mut coord, &schema, config.lock_timeout).await?;
     let run = Run { config, schema, snapshot, on_progress };
     let schema = &run.schema;
 
@@ -693,12 +758,78 @@ pub async fn replicate(
     Ok(report)
 }
 
+/// Locks every table of `schema` in `ACCESS SHARE` mode in the coordinator's transaction (held
+/// until the run ends, as `pg_dump` does): `TRUNCATE` and the rewriting forms of `ALTER TABLE` are not
+/// MVCC-safe — a table truncated and reloaded after the snapshot would look empty in it, and its copy
+/// and verification (same snapshot) would agree on zero rows. With the lock they wait for the run.
+/// Then, with the locks held:
+///
+/// - a table rewritten between the snapshot and its lock (its file in the snapshot's catalog is not
+///   the current one) is refused ([`ReplicationError::SourceBusy`]: run again);
+/// - tables where row-level security applies to this role are refused
+///   ([`ReplicationError::RowSecurity`]): the copy would hold only the rows the policies show.
+async fn lock_source_tables(
+    coord: &mut PgConnection,
+    schema: &SourceSchema,
+    timeout: Duration,
+) -> Result<()> {
+    for t in &schema.tables {
+        lock_source_table(coord, &schema.qualified(&t.name), || {
+            format!(
+                "could not lock it in ACCESS SHARE mode within {timeout:?} (`lock_timeout`): another \
+                 session holds or is queued for an exclusive lock on it (TRUNCATE, ALTER TABLE, VACUUM \
+                 FULL, CLUSTER, LOCK TABLE); let that session finish or raise `lock_timeout`, then run \
+                 again"
+            )
+        })
+        .await?;
+    }
+    let oids: Vec<i64> = schema.tables.iter().map(|t| t.oid).collect();
+    let db = |e| db("reading the source catalog", quote_ident(&schema.schema), e);
+    // `pg_class` read by a query shows the snapshot's row; `pg_relation_filenode` reads the
+    // current catalog.
+    let rewritten: Option<String> = sqlx::query(
+        "SELECT relname::text FROM pg_class WHERE oid = ANY($1::int8[]::oid[]) \
+         AND relfilenode IS DISTINCT FROM pg_relation_filenode(oid) ORDER BY relname LIMIT 1",
+    )
+    .bind(&oids)
+    .fetch_optional(&mut *coord)
+    .await
+    .map_err(db)?
+    .map(|r| r.get(0));
+    if let Some(name) = rewritten {
+        return Err(ReplicationError::SourceBusy {
+            table: schema.qualified(&name),
+            reason: "it was truncated or rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, CLUSTER) just as \
+                     the run took its snapshot, so the snapshot cannot see its rows; run again"
+                .into(),
+        });
+    }
+    let filtered: Vec<String> = sqlx::query(
+        "SELECT relname::text FROM pg_class WHERE oid = ANY($1::int8[]::oid[]) \
+         AND row_security_active(oid) ORDER BY relname",
+    )
+    .bind(&oids)
+    .fetch_all(&mut *coord)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| schema.qualified(&r.get::<String, _>(0)))
+    .collect();
+    if !filtered.is_empty() {
+        return Err(ReplicationError::RowSecurity { tables: filtered });
+    }
+    Ok(())
+}
+
 /// Copies `columns` of `table` from `source` to the same-named table and columns on `target` by
 /// binary COPY, bytes piped as they arrive (`COPY (SELECT ...) TO STDOUT` into `COPY ... FROM
 /// STDIN`), `chunk_bytes` per message; returns the rows loaded. The building block of
 /// [`replicate`], for callers who manage the connections and transactions themselves (the copy
 /// runs in whatever transaction each connection is in). Both tables must have the same column
-/// types.
+/// types. The source rows are the ones the source session's role may see: where row-level security
+/// applies to it, set `row_security = off` on the source session first, so that PostgreSQL refuses
+/// the read instead of filtering it ([`replicate`] does).
 pub async fn pipe_table(
     source: &mut PgConnection,
     target: &mut PgConnection,
@@ -777,6 +908,41 @@ mod tests {
     use super::*;
 
     fn send<T: Send>(_: &T) {}
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_truncated_between_the_snapshot_and_its_lock_is_refused() {
+        let url = tokio::task::spawn_blocking(|| {
+            let pg = etlkit_testkit::PgServer::start().unwrap();
+            (pg.fresh_database().unwrap(), pg)
+        });
+        let (url, _pg) = url.await.unwrap();
+        let mut other = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE kept (id int); CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // The coordinator's steps up to its locks, with a TRUNCATE between the snapshot and the lock.
+        let mut coord = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("SET search_path = pg_catalog; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut coord)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_export_snapshot()").fetch_one(&mut coord).await.unwrap();
+        let schema = schema::read_schema(&mut coord, "public", &[], None).await.unwrap();
+        sqlx::raw_sql("TRUNCATE t").execute(&mut other).await.unwrap();
+        let err = lock_source_tables(&mut coord, &schema, Duration::from_secs(5)).await.unwrap_err();
+        match &err {
+            ReplicationError::SourceBusy { table, reason } => {
+                assert_eq!(table, "\"public\".\"t\"");
+                assert!(
+                    reason.contains("truncated or rewritten") && reason.contains("run again"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected SourceBusy, got {other:?}"),
+        }
+        assert!(err.is_retryable());
+    }
 
     #[test]
     fn runs_can_be_spawned() {

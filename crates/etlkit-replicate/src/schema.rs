@@ -29,6 +29,9 @@ pub(crate) struct Column {
     pub collation: Option<String>,
     /// The sequence behind a `serial` or identity column (`pg_get_serial_sequence`), quoted.
     pub serial_sequence: Option<String>,
+    /// For an identity column: its sequence's options (`START WITH 1 INCREMENT BY 2 ...`; the type is
+    /// the column's), given to the identity clause so the target's sequence counts the same way.
+    pub identity_options: Option<String>,
 }
 
 /// A constraint: `p`rimary key, `u`nique, `f`oreign key, `c`heck or e`x`clusion.
@@ -62,6 +65,8 @@ pub(crate) struct Sequence {
 /// One table of the source schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
+    /// The source's `pg_class` oid.
+    pub oid: i64,
     pub name: String,
     pub unlogged: bool,
     pub columns: Vec<Column>,
@@ -97,6 +102,10 @@ pub(crate) struct SourceSchema {
 
 /// Reads `schema` (all ordinary tables, or only `selected`; never `exclude`) from the source catalog. Runs on the
 /// connection holding the exported snapshot, after `SET search_path = pg_catalog`.
+///
+/// Partitioned tables, partitions and tables that take part in table inheritance (as a parent or a
+/// child) are refused with [`ReplicationError::UnsupportedTable`]: their rows and constraints are
+/// spread over several tables, and a copy table by table would turn them into unrelated tables.
 pub(crate) async fn read_schema(
     conn: &mut PgConnection,
     schema: &str,
@@ -106,7 +115,17 @@ pub(crate) async fn read_schema(
     let db = |e| db("reading the source catalog", quote_ident(schema), e);
     let rows = sqlx::query(
         "SELECT c.oid::int8, c.relname::text, c.relkind::text, c.relpersistence::text, \
-                c.relispartition, pg_total_relation_size(c.oid)::int8 \
+                c.relispartition, pg_total_relation_size(c.oid)::int8, \
+                (SELECT string_agg(format('\"%s\".\"%s\"', replace(pn.nspname, '\"', '\"\"'), \
+                        replace(p.relname, '\"', '\"\"')), ', ' \
+                        ORDER BY pn.nspname, p.relname) \
+                 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
+                 JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid), \
+                (SELECT string_agg(format('\"%s\".\"%s\"', replace(kn.nspname, '\"', '\"\"'), \
+                        replace(k.relname, '\"', '\"\"')), ', ' \
+                        ORDER BY kn.nspname, k.relname) \
+                 FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid \
+                 JOIN pg_namespace kn ON kn.oid = k.relnamespace WHERE i.inhparent = c.oid) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname",
     )
@@ -131,8 +150,26 @@ pub(crate) async fn read_schema(
                     .into(),
             });
         }
+        // Partitions were refused above: what is left in pg_inherits is table inheritance.
+        let parents: Option<String> = r.get(6);
+        let children: Option<String> = r.get(7);
+        if parents.is_some() || children.is_some() {
+            let related = match (parents, children) {
+                (Some(p), Some(c)) => format!("it inherits from {p} and is inherited by {c}"),
+                (Some(p), None) => format!("it inherits from {p}"),
+                (None, c) => format!("it is inherited by {}", c.unwrap_or_default()),
+            };
+            return Err(ReplicationError::UnsupportedTable {
+                table: format!("{}.{}", quote_ident(schema), quote_ident(&name)),
+                reason: format!(
+                    "table inheritance is not replicated ({related}; copied table by table they would \
+                     become unrelated tables): select the other tables"
+                ),
+            });
+        }
         oids.push(r.get::<i64, _>(0));
         tables.push(Table {
+            oid: r.get(0),
             name,
             unlogged: r.get::<String, _>(3) == "u",
             columns: Vec::new(),
@@ -177,17 +214,21 @@ pub(crate) async fn read_schema(
             generated: r.get(6),
             collation: r.get(7),
             serial_sequence: None,
+            identity_options: None,
         });
     }
-    // The sequence behind serial and identity columns; its schema and name come from the catalog so
-    // they are quoted uniformly.
+    // The sequence behind serial and identity columns (with its options); its schema and name come
+    // from the catalog so they are quoted uniformly.
     let seqs = sqlx::query(
-        "SELECT a.attrelid::int8, a.attname::text, sn.nspname::text, s.relname::text \
+        "SELECT a.attrelid::int8, a.attname::text, sn.nspname::text, s.relname::text, \
+                format_type(sq.seqtypid, NULL), sq.seqstart, sq.seqincrement, sq.seqmin, sq.seqmax, \
+                sq.seqcache, sq.seqcycle \
          FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_class s ON s.oid = pg_get_serial_sequence(quote_ident(n.nspname) || '.' || \
               quote_ident(c.relname), a.attname)::regclass \
          JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+         JOIN pg_sequence sq ON sq.seqrelid = s.oid \
          WHERE a.attrelid = ANY($1::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped",
     )
     .bind(&oids)
@@ -201,6 +242,9 @@ pub(crate) async fn read_schema(
             format!("{}.{}", quote_ident(&r.get::<String, _>(2)), quote_ident(&r.get::<String, _>(3)));
         if let Some(c) = table.columns.iter_mut().find(|c| c.name == col) {
             c.serial_sequence = Some(quoted);
+            if !c.identity.is_empty() {
+                c.identity_options = Some(sequence_options(&r, 4, false));
+            }
         }
     }
 
@@ -282,7 +326,6 @@ pub(crate) async fn read_schema(
     let sequences = seq_rows
         .into_iter()
         .map(|r| {
-            let cycle: bool = r.get(8);
             let owner: Option<String> = r.get(9);
             let owner_col: Option<String> = r.get(10);
             Sequence {
@@ -291,16 +334,7 @@ pub(crate) async fn read_schema(
                     quote_ident(&r.get::<String, _>(0)),
                     quote_ident(&r.get::<String, _>(1))
                 ),
-                options: format!(
-                    "AS {} START WITH {} INCREMENT BY {} MINVALUE {} MAXVALUE {} CACHE {}{}",
-                    r.get::<String, _>(2),
-                    r.get::<i64, _>(3),
-                    r.get::<i64, _>(4),
-                    r.get::<i64, _>(5),
-                    r.get::<i64, _>(6),
-                    r.get::<i64, _>(7),
-                    if cycle { " CYCLE" } else { "" }
-                ),
+                options: sequence_options(&r, 2, true),
                 owned_by: owner.zip(owner_col),
             }
         })
@@ -309,13 +343,30 @@ pub(crate) async fn read_schema(
     Ok(SourceSchema { schema: schema.to_owned(), tables, sequences })
 }
 
+/// Sequence options (`[AS bigint] START WITH 1 INCREMENT BY 1 MINVALUE ... CACHE 1 [CYCLE]`) from
+/// `format_type(seqtypid)`, `seqstart`, `seqincrement`, `seqmin`, `seqmax`, `seqcache` and
+/// `seqcycle`, read from `row` as seven columns starting at `first`. `AS` only `with_type`: an
+/// identity clause takes its type from the column and refuses another `AS`.
+fn sequence_options(row: &sqlx::postgres::PgRow, first: usize, with_type: bool) -> String {
+    let type_clause = if with_type { format!("AS {} ", row.get::<String, _>(first)) } else { String::new() };
+    format!(
+        "{type_clause}START WITH {} INCREMENT BY {} MINVALUE {} MAXVALUE {} CACHE {}{}",
+        row.get::<i64, _>(first + 1),
+        row.get::<i64, _>(first + 2),
+        row.get::<i64, _>(first + 3),
+        row.get::<i64, _>(first + 4),
+        row.get::<i64, _>(first + 5),
+        if row.get::<bool, _>(first + 6) { " CYCLE" } else { "" }
+    )
+}
+
 impl SourceSchema {
     /// `schema.table`, quoted.
     pub(super) fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
     }
 
-    /// `CREATE TABLE` with columns, defaults, identity, generated columns, `NOT NULL` and validated
+    /// `CREATE TABLE` with columns, defaults, identity (with its sequence's options), generated columns, `NOT NULL` and validated
     /// `CHECK` constraints. Keys, indexes and foreign keys come after the data ([`Self::post_data`]).
     pub(super) fn create_table_sql(&self, t: &Table) -> String {
         let mut parts: Vec<String> = t
@@ -327,9 +378,13 @@ impl SourceSchema {
                     s.push_str(" COLLATE ");
                     s.push_str(coll);
                 }
+                let identity = |kind: &str| match &c.identity_options {
+                    Some(options) => format!(" GENERATED {kind} AS IDENTITY ({options})"),
+                    None => format!(" GENERATED {kind} AS IDENTITY"),
+                };
                 match (c.identity.as_str(), c.generated.as_str(), &c.default) {
-                    ("a", _, _) => s.push_str(" GENERATED ALWAYS AS IDENTITY"),
-                    ("d", _, _) => s.push_str(" GENERATED BY DEFAULT AS IDENTITY"),
+                    ("a", _, _) => s.push_str(&identity("ALWAYS")),
+                    ("d", _, _) => s.push_str(&identity("BY DEFAULT")),
                     (_, "s", Some(expr)) => s.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED")),
                     (_, _, Some(expr)) => s.push_str(&format!(" DEFAULT {expr}")),
                     _ => {}

@@ -635,3 +635,236 @@ async fn a_resumed_run_recopies_a_table_whose_source_changed() {
     let badges = report.tables.iter().find(|t| t.table == "badges").unwrap();
     assert_eq!(badges.status, TableStatus::Recopied);
 }
+
+/// Runs `sql` on `url` on a thread of its own (callable from a progress callback), returning the
+/// database error's message, if any.
+fn run_elsewhere(url: &str, sql: &str) -> std::thread::JoinHandle<Result<(), String>> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut c = PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// A source with a `big` table (copied first with one worker) and a `small` one (10 rows).
+async fn big_and_small_source() -> String {
+    let source = fresh().await;
+    exec(
+        &source,
+        "CREATE TABLE big (id int PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g; \
+         CREATE TABLE small (id int PRIMARY KEY, v text); \
+         INSERT INTO small SELECT g, 'old ' || g FROM generate_series(1, 10) g; \
+         ANALYZE;",
+    )
+    .await;
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_on_the_source_during_a_run_waits_and_the_replica_holds_the_snapshot_rows() {
+    let source = big_and_small_source().await;
+    let target = fresh().await;
+    let cfg = ReplicateConfig { workers: 1, verify: true, ..config(&source, &target) };
+    // Once `big` is copied (and before `small` is), another session truncates and reloads `small`.
+    let reload = Mutex::new(None);
+    let on_progress = |p: &TableProgress<'_>| {
+        if p.done && p.table == "big" {
+            let sql = "SET lock_timeout = '300ms'; BEGIN; TRUNCATE small; \
+                       INSERT INTO small SELECT g, 'new ' || g FROM generate_series(1, 3) g; COMMIT";
+            *reload.lock().unwrap() = Some(run_elsewhere(&source, sql).join().unwrap());
+        }
+    };
+    let report = replicate(&cfg, &on_progress).await.unwrap();
+    // The replica holds the rows of the snapshot (not an empty table, verified as such).
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(scalar(&target, "SELECT count(*) FROM small WHERE v LIKE 'old %'").await, 10);
+    assert_eq!(scalar(&target, "SELECT count(*) FROM small").await, 10);
+    let small = report.tables.iter().find(|t| t.table == "small").unwrap();
+    assert_eq!(small.rows, 10);
+    // The run holds ACCESS SHARE locks on the source tables: the TRUNCATE could not get its lock.
+    let reload = reload.into_inner().unwrap().expect("big was copied");
+    assert!(reload.as_ref().is_err_and(|e| e.contains("lock timeout")), "{reload:?}");
+    // Once the run is over, the locks are gone.
+    run_elsewhere(&source, "SET lock_timeout = '5s'; TRUNCATE small").join().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_queued_behind_the_run_fails_the_run_naming_the_table_instead_of_hanging() {
+    let source = big_and_small_source().await;
+    let target = fresh().await;
+    let app = "etlkit-queued-truncate";
+    let cfg = ReplicateConfig {
+        workers: 1,
+        lock_timeout: Duration::from_millis(300),
+        application_name: app.into(),
+        ..config(&source, &target)
+    };
+    // Once `big` is copied, another session queues a TRUNCATE of `small` behind the run's lock
+    // (no lock timeout of its own): a new reader of `small` would wait behind it, forever.
+    let truncate = Mutex::new(None);
+    let on_progress = |p: &TableProgress<'_>| {
+        if p.done && p.table == "big" {
+            let sql =
+                "SET application_name = 'queued-truncate'; SET statement_timeout = '60s'; TRUNCATE small";
+            *truncate.lock().unwrap() = Some(run_elsewhere(&source, sql));
+            let source = source.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
+                                   'queued-truncate' AND wait_event_type = 'Lock'";
+                    for _ in 0..1000 {
+                        if scalar(&source, waiting).await > 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    panic!("the TRUNCATE did not wait for the run's lock");
+                })
+            })
+            .join()
+            .unwrap();
+        }
+    };
+    let run = tokio::time::timeout(Duration::from_secs(30), replicate(&cfg, &on_progress));
+    let err = run.await.expect("the run hangs behind the queued TRUNCATE").unwrap_err();
+    match &err {
+        ReplicationError::SourceBusy { table, reason } => {
+            assert_eq!(table, "\"public\".\"small\"");
+            assert!(reason.contains("lock_timeout") && reason.contains("run again"), "{reason}");
+        }
+        other => panic!("expected SourceBusy, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("\"small\""), "{err}");
+    // The run's locks are released with its sessions: the TRUNCATE goes through.
+    let truncate = truncate.into_inner().unwrap().expect("big was copied");
+    tokio::task::spawn_blocking(move || truncate.join().unwrap()).await.unwrap().unwrap();
+    assert_eq!(scalar(&source, "SELECT count(*) FROM small").await, 0);
+    // `big` is finished; `small` was never loaded.
+    assert_eq!(scalar(&target, "SELECT count(*) FROM big").await, 2000);
+    assert_eq!(scalar(&target, "SELECT count(*) FROM small").await, 0);
+}
+
+/// `url` connecting as `role` (`SET ROLE` at connection start, from the superuser's session).
+fn as_role(url: &str, role: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20role%3D{role}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_that_hides_rows_from_the_source_role_is_refused_naming_the_table() {
+    let source = fresh().await;
+    let role = "etl_rls_owner";
+    exec(
+        &source,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             ALTER ROLE {role} NOBYPASSRLS; \
+             CREATE TABLE notes (id int PRIMARY KEY, visible bool NOT NULL); \
+             INSERT INTO notes SELECT g, g % 2 = 0 FROM generate_series(1, 10) g; \
+             CREATE TABLE plain (id int PRIMARY KEY); INSERT INTO plain VALUES (1); \
+             ALTER TABLE notes OWNER TO {role}; ALTER TABLE plain OWNER TO {role}; \
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY only_visible ON notes USING (visible);"
+        ),
+    )
+    .await;
+    let owner = as_role(&source, role);
+    // The policy hides half the rows from the owner (FORCE).
+    assert_eq!(scalar(&owner, "SELECT count(*) FROM notes").await, 5);
+    let target = fresh().await;
+    let cfg = ReplicateConfig { verify: true, ..config(&owner, &target) };
+    let err = replicate(&cfg, &no_progress).await.unwrap_err();
+    match &err {
+        ReplicationError::RowSecurity { tables } => assert_eq!(tables, &["\"public\".\"notes\""]),
+        other => panic!("expected RowSecurity, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("\"notes\"") && msg.contains("BYPASSRLS"), "{msg}");
+    assert!(!err.is_retryable());
+    // Refused before writing anything.
+    assert_eq!(scalar(&target, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, 0);
+
+    // As the error says: a role with BYPASSRLS copies every row.
+    exec(&source, &format!("ALTER ROLE {role} BYPASSRLS")).await;
+    let report = replicate(&cfg, &no_progress).await;
+    exec(&source, &format!("ALTER ROLE {role} NOBYPASSRLS")).await;
+    let report = report.unwrap();
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(scalar(&target, "SELECT count(*) FROM notes").await, 10);
+    assert_eq!(scalar(&target, "SELECT count(*) FROM plain").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_in_an_inheritance_hierarchy_are_refused_naming_the_tables() {
+    let source = fresh().await;
+    exec(
+        &source,
+        "CREATE TABLE base (id int, v text CHECK (v <> '')); \
+         CREATE TABLE kid (extra int) INHERITS (base); \
+         CREATE TABLE other (id int PRIMARY KEY); \
+         INSERT INTO base VALUES (1, 'a'); INSERT INTO kid VALUES (2, 'b', 7); INSERT INTO other VALUES (1);",
+    )
+    .await;
+    let target = fresh().await;
+    let err = replicate(&config(&source, &target), &no_progress).await.unwrap_err();
+    match &err {
+        ReplicationError::UnsupportedTable { table, reason } => {
+            assert_eq!(table, "\"public\".\"base\"");
+            assert!(reason.contains("inherited by \"public\".\"kid\""), "{reason}");
+        }
+        other => panic!("expected UnsupportedTable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("inheritance"), "{err}");
+    let kid_only = ReplicateConfig { tables: vec!["kid".into()], ..config(&source, &target) };
+    match replicate(&kid_only, &no_progress).await.unwrap_err() {
+        ReplicationError::UnsupportedTable { table, reason } => {
+            assert_eq!(table, "\"public\".\"kid\"");
+            assert!(reason.contains("inherits from \"public\".\"base\""), "{reason}");
+        }
+        other => panic!("expected UnsupportedTable, got {other:?}"),
+    }
+    // Refused before writing anything; the other tables replicate.
+    assert_eq!(scalar(&target, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, 0);
+    let rest = ReplicateConfig { tables: vec!["other".into()], verify: true, ..config(&source, &target) };
+    assert!(replicate(&rest, &no_progress).await.unwrap().verified);
+    assert_eq!(
+        strings(&target, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'").await,
+        ["other"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_columns_keep_their_sequence_options() {
+    let source = fresh().await;
+    exec(
+        &source,
+        "CREATE TABLE odd (id int GENERATED BY DEFAULT AS IDENTITY (START WITH 1 INCREMENT BY 2) \
+             PRIMARY KEY, v text); \
+         CREATE TABLE down (id bigint GENERATED ALWAYS AS IDENTITY (START WITH -1 INCREMENT BY -1 \
+             MINVALUE -1000 MAXVALUE -1 CACHE 3 CYCLE) PRIMARY KEY, v text); \
+         INSERT INTO odd (v) SELECT 'o' FROM generate_series(1, 3); \
+         INSERT INTO down (v) SELECT 'd' FROM generate_series(1, 3);",
+    )
+    .await;
+    let target = fresh().await;
+    let report =
+        replicate(&ReplicateConfig { verify: true, ..config(&source, &target) }, &no_progress).await.unwrap();
+    assert!(report.verified, "{report:#?}");
+    let options = "SELECT tablename || ' ' || s.data_type::text || ' ' || s.start_value || ' ' || \
+                   s.increment_by || ' ' || s.min_value || ' ' || s.max_value || ' ' || s.cache_size || \
+                   ' ' || s.cycle FROM (VALUES ('odd'), ('down')) t (tablename) \
+                   JOIN pg_sequences s ON format('%I.%I', s.schemaname, s.sequencename) = \
+                   pg_get_serial_sequence(t.tablename, 'id') ORDER BY 1";
+    let source_options = strings(&source, options).await;
+    assert_eq!(source_options.len(), 2);
+    assert_eq!(strings(&target, options).await, source_options);
+    // The next ids follow the source's scheme: odd numbers, counting down.
+    assert_eq!(scalar(&target, "INSERT INTO odd (v) VALUES ('n') RETURNING id::int8").await, 7);
+    assert_eq!(scalar(&target, "INSERT INTO down (v) VALUES ('n') RETURNING id").await, -4);
+}
