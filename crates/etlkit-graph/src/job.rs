@@ -444,7 +444,7 @@ impl GraphJob {
         phase: Phase,
         pass: &Pass,
         colour: bool,
-        first: Option<Arc<Vec<u64>>>,
+        first: Option<Arc<FirstRows>>,
         rejects: Arc<OnceRejects>,
     ) -> Result<LoadStats> {
         let wrap = |source| GraphJobError::Source { phase, pass: pass.name.clone(), source };
@@ -454,9 +454,12 @@ impl GraphJob {
         }
         let failed = |source| GraphJobError::Pass { phase, pass: pass.name.clone(), source };
         let mut transforms: Vec<Arc<dyn Transform>> = Vec::new();
-        if let Some(bitmap) = first {
+        if let Some(first) = &first {
             source = Box::new(RowNumbers::new(source, FIRST_ROW).map_err(wrap)?);
-            transforms.push(Arc::new(KeepFirstRows { bitmap }));
+            transforms.push(Arc::new(KeepFirstRows {
+                first: first.clone(),
+                key: self.config.first_row_per.clone(),
+            }));
         }
         if let Some(f) = &pass.prepare {
             transforms.extend(f().map_err(failed)?);
@@ -493,14 +496,26 @@ impl GraphJob {
         for t in transforms {
             pipeline = pipeline.transform_arc(t);
         }
-        pipeline.run().await.map_err(failed)
+        let stats = pipeline.run().await.map_err(failed)?;
+        if let Some(first) = &first
+            && stats.rows_read != first.rows
+        {
+            return Err(failed(etlkit_core::Error::InvalidConfig {
+                field: "first_row_per",
+                reason: format!(
+                    "the source gave {} rows, {} in the first-rows pass: {UNSTABLE_SOURCE}",
+                    stats.rows_read, first.rows
+                ),
+            }));
+        }
+        Ok(stats)
     }
 }
 
 impl GraphJob {
     /// The pre-pass of [`GraphJobConfig::first_row_per`]: the numbers of the rows that are the first
-    /// of their key, as a bitmap.
-    async fn first_rows(&self, rejects: Arc<OnceRejects>) -> Result<(Vec<u64>, LoadStats)> {
+    /// of their key, and each one's key.
+    async fn first_rows(&self, rejects: Arc<OnceRejects>) -> Result<(FirstRows, LoadStats)> {
         let (phase, pass) = (Phase::FirstRows, "first_rows".to_owned());
         let source =
             (self.source)().map_err(|source| GraphJobError::Source { phase, pass: pass.clone(), source })?;
@@ -509,7 +524,7 @@ impl GraphJob {
             pass: pass.clone(),
             source,
         })?;
-        let sink = Arc::new(BitmapSink::default());
+        let sink = Arc::new(BitmapSink { key: self.config.first_row_per.clone(), rows: Mutex::default() });
         let stats = Pipeline::new(source, sink.clone())
             .rejects(rejects)
             // The row number differs between any two rows: not a conflict, but the row to name.
@@ -524,15 +539,83 @@ impl GraphJob {
             .run()
             .await
             .map_err(|source| GraphJobError::Pass { phase, pass, source })?;
-        let bitmap = std::mem::take(&mut *sink.bits.lock().expect("bitmap poisoned"));
-        Ok((bitmap, stats))
+        let kept = std::mem::take(&mut *sink.rows.lock().expect("first rows poisoned"));
+        Ok((FirstRows::new(kept, stats.rows_read), stats))
     }
 }
 
-/// Sets bit `n - 1` for each row number `n` it is given.
-#[derive(Default)]
+/// What a later pass needs of a source that is read again: the same rows in the same order.
+const UNSTABLE_SOURCE: &str = "`first_row_per` needs a source that gives the same rows in the same \
+     order every time it is opened (e.g. no files added meanwhile, a Parquet source with \
+     `preserve_order`, a query with ORDER BY)";
+
+/// The first row of each `first_row_per` key, found by the pre-pass: a bitmap of row numbers, and
+/// the hash of each first row's key, so a later pass that reads another row at that number (a
+/// source giving its rows in another order) fails instead of keeping the wrong rows.
+struct FirstRows {
+    /// Bit `n - 1` set: row `n` is the first of its key.
+    bits: Vec<u64>,
+    /// Set bits in the words before each word (the rank of a row among the first rows).
+    ranks: Vec<u64>,
+    /// The key hash of each first row, in row order.
+    keys: Vec<u64>,
+    /// Rows the pre-pass read.
+    rows: u64,
+}
+
+impl FirstRows {
+    fn new(mut kept: Vec<(u64, u64)>, rows: u64) -> Self {
+        kept.sort_unstable_by_key(|(n, _)| *n);
+        let mut bits = vec![0u64; (rows as usize).div_ceil(64)];
+        for &(n, _) in &kept {
+            let i = (n - 1) as usize;
+            if bits.len() <= i / 64 {
+                bits.resize(i / 64 + 1, 0);
+            }
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        let mut ranks = Vec::with_capacity(bits.len());
+        let mut before = 0u64;
+        for w in &bits {
+            ranks.push(before);
+            before += u64::from(w.count_ones());
+        }
+        FirstRows { bits, ranks, keys: kept.into_iter().map(|(_, k)| k).collect(), rows }
+    }
+
+    /// The key hash row `n` had in the pre-pass, if it was the first of its key.
+    fn key_of(&self, n: u64) -> Option<u64> {
+        let i = n.checked_sub(1)? as usize;
+        let word = *self.bits.get(i / 64)?;
+        let below = 1u64 << (i % 64);
+        (word & below != 0).then(|| {
+            let rank = self.ranks[i / 64] + u64::from((word & (below - 1)).count_ones());
+            self.keys[rank as usize]
+        })
+    }
+}
+
+/// The hash of each row's `key` columns (their arrow-row encoding, hashed with fixed keys).
+fn key_hashes(batch: &RecordBatch, key: &[String]) -> etlkit_core::Result<Vec<u64>> {
+    use std::hash::{Hash, Hasher};
+    let columns = key.iter().map(|c| batch.schema().index_of(c).map(|i| batch.column(i).clone()));
+    let columns = columns.collect::<std::result::Result<Vec<_>, _>>()?;
+    let fields = columns.iter().map(|c| arrow_row::SortField::new(c.data_type().clone())).collect();
+    let rows = arrow_row::RowConverter::new(fields)?.convert_columns(&columns)?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let mut h = std::hash::DefaultHasher::new();
+            row.as_ref().hash(&mut h);
+            h.finish()
+        })
+        .collect())
+}
+
+/// Collects the number and key hash of each row it is given (the first rows).
 struct BitmapSink {
-    bits: Mutex<Vec<u64>>,
+    key: Vec<String>,
+    rows: Mutex<Vec<(u64, u64)>>,
 }
 
 #[async_trait::async_trait]
@@ -542,15 +625,10 @@ impl etlkit_core::Sink for BitmapSink {
     }
 
     async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
-        let rows = row_numbers(&batch)?;
-        let mut bits = self.bits.lock().expect("bitmap poisoned");
-        for &n in rows.values() {
-            let i = (n - 1) as usize;
-            if bits.len() <= i / 64 {
-                bits.resize(i / 64 + 1, 0);
-            }
-            bits[i / 64] |= 1 << (i % 64);
-        }
+        let numbers = row_numbers(&batch)?;
+        let keys = key_hashes(&batch, &self.key)?;
+        let mut rows = self.rows.lock().expect("first rows poisoned");
+        rows.extend(numbers.values().iter().copied().zip(keys));
         Ok(batch.num_rows() as u64)
     }
 }
@@ -566,9 +644,11 @@ fn row_numbers(batch: &RecordBatch) -> etlkit_core::Result<&arrow_array::UInt64A
 }
 
 /// Keeps the rows whose number is set in the first-rows bitmap (the others count as
-/// de-duplicated) and removes the row-number column.
+/// de-duplicated), checking each kept row has the key the pre-pass saw there, and removes the
+/// row-number column.
 struct KeepFirstRows {
-    bitmap: Arc<Vec<u64>>,
+    first: Arc<FirstRows>,
+    key: Vec<String>,
 }
 
 impl Transform for KeepFirstRows {
@@ -583,11 +663,26 @@ impl Transform for KeepFirstRows {
 
     fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
         let rows = row_numbers(&batch)?;
-        let bit = |n: u64| {
-            let i = (n - 1) as usize;
-            self.bitmap.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-        };
-        let keep: BooleanArray = rows.values().iter().map(|&n| Some(bit(n))).collect();
+        let expected: Vec<Option<u64>> = rows.values().iter().map(|&n| self.first.key_of(n)).collect();
+        if let Some(&n) = rows.values().iter().find(|&&n| n > self.first.rows) {
+            return Err(etlkit_core::Error::InvalidConfig {
+                field: "first_row_per",
+                reason: format!("row {n} was not in the first-rows pass: {UNSTABLE_SOURCE}"),
+            });
+        }
+        if expected.iter().any(Option::is_some) {
+            let keys = key_hashes(&batch, &self.key)?;
+            if let Some(r) = (0..keys.len()).find(|&r| expected[r].is_some_and(|k| k != keys[r])) {
+                return Err(etlkit_core::Error::InvalidConfig {
+                    field: "first_row_per",
+                    reason: format!(
+                        "row {} has another key than in the first-rows pass: {UNSTABLE_SOURCE}",
+                        rows.value(r)
+                    ),
+                });
+            }
+        }
+        let keep: BooleanArray = expected.iter().map(|k| Some(k.is_some())).collect();
         let dropped = keep.false_count() as u64;
         let batch = if dropped == 0 {
             batch
@@ -623,12 +718,18 @@ impl Transform for SkipNullKeys {
     }
 
     fn apply(&self, batch: RecordBatch, ctx: &Context) -> etlkit_core::Result<Vec<RecordBatch>> {
-        let cols: Vec<_> = self.columns.iter().filter_map(|c| batch.column_by_name(c)).collect();
-        if cols.iter().all(|c| c.null_count() == 0) {
+        // Logical nulls: a `Null`-typed column or a dictionary's null values are NULL keys too.
+        let nulls: Vec<_> = self
+            .columns
+            .iter()
+            .filter_map(|c| batch.column_by_name(c))
+            .filter_map(|c| c.logical_nulls())
+            .collect();
+        if nulls.iter().all(|n| n.null_count() == 0) {
             return Ok(vec![batch]);
         }
         let keep: BooleanArray =
-            (0..batch.num_rows()).map(|i| Some(cols.iter().all(|c| c.is_valid(i)))).collect();
+            (0..batch.num_rows()).map(|i| Some(nulls.iter().all(|n| n.is_valid(i)))).collect();
         ctx.keep_rows(&keep);
         Ok(vec![arrow_select::filter::filter_record_batch(&batch, &keep)?])
     }

@@ -350,3 +350,38 @@ async fn first_row_per_record_is_found_once_and_every_pass_reads_only_those_rows
     assert_eq!(count(w, "MATCH (:Person)-[r:LIVES_IN]->(:City) RETURN count(r)").await, 5);
     assert_eq!((report.nodes_created, report.relationships_created), (9, 11));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_row_per_refuses_a_source_that_reads_other_rows_the_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.csv");
+    std::fs::write(&first, MESSY).unwrap();
+    // The same rows, p4 and p5 in each other's place; and the same rows and one more.
+    let swapped = dir.path().join("swapped.csv");
+    let (p4, p5) = ("p4,Di,A,B|C,Go;Rust,", "p5,Ed,A|B,C,,,p4\n");
+    let at4 = MESSY.find(p4).unwrap();
+    let line4 = &MESSY[at4..at4 + MESSY[at4..].find('\n').unwrap() + 1];
+    std::fs::write(&swapped, MESSY.replacen(line4, "@", 1).replacen(p5, line4, 1).replacen('@', p5, 1))
+        .unwrap();
+    let longer = dir.path().join("longer.csv");
+    std::fs::write(&longer, format!("{MESSY}p7,Gus,A,B,,,p6\n")).unwrap();
+    for (again, why) in [(swapped, "has another key"), (longer, "was not in the first-rows pass")] {
+        let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, b) = (csv_input(csv(&first)), csv_input(csv(&again)));
+        let source = move || match opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => a(),
+            _ => b(),
+        };
+        let writer = Arc::new(GraphWriter::connect(graph_config(1)).unwrap());
+        let model = GraphModel {
+            entities: vec![],
+            main: vec![Pass::node("people", people())],
+            relationships: vec![],
+        };
+        let config =
+            GraphJobConfig { batch_size: 100, first_row_per: vec!["id".into()], ..Default::default() };
+        let err = GraphJob::new(writer, model, source).config(config).run(|_| {}).await.unwrap_err();
+        let msg = etlkit_core::Report::of(&err).to_string();
+        assert!(msg.contains(why) && msg.contains("same order every time"), "{msg}");
+    }
+}

@@ -726,6 +726,22 @@ impl PgCopySink {
         Ok(stats)
     }
 
+    /// Rolls back every idle connection's open unit (closing the connection if that fails) and
+    /// forgets the connections.
+    async fn roll_back_open_units(&self) {
+        let writers = std::mem::take(&mut *self.idle.lock().expect("sink state poisoned"));
+        for mut w in writers {
+            if w.in_tx
+                && let Some(conn) = w.conn.as_mut()
+            {
+                match exec(conn, "ROLLBACK".into()).await {
+                    Ok(()) => w.in_tx = false,
+                    Err(_) => self.discard(&mut w).await,
+                }
+            }
+        }
+    }
+
     /// Stats so far (the same counters `finish` returns, for committed units only).
     pub fn committed_counts(&self) -> (u64, u64, u64) {
         let t = self.tally.lock().expect("sink state poisoned");
@@ -740,6 +756,9 @@ impl Sink for PgCopySink {
     }
 
     async fn start(&self, schema: &SchemaRef) -> etlkit_core::Result<()> {
+        // A run cancelled without `finish` or `abort` (its future dropped) leaves its open units on
+        // idle connections: they belong to no run now, and must not be committed by this one.
+        self.roll_back_open_units().await;
         // A new plan for each run: its schema (and the table) may differ from the last run's.
         let plan = self.make_plan(schema).await.map_err(|e| e.into_stage(Stage::Sink, self.name()))?;
         self.plan.set(schema, plan);
@@ -764,17 +783,7 @@ impl Sink for PgCopySink {
     }
 
     async fn abort(&self) {
-        let writers = std::mem::take(&mut *self.idle.lock().expect("sink state poisoned"));
-        for mut w in writers {
-            if w.in_tx
-                && let Some(conn) = w.conn.as_mut()
-            {
-                match exec(conn, "ROLLBACK".into()).await {
-                    Ok(()) => w.in_tx = false,
-                    Err(_) => self.discard(&mut w).await,
-                }
-            }
-        }
+        self.roll_back_open_units().await;
         if let Err(e) = self.rebuild_indexes().await {
             tracing::error!(table = %self.quoted, error = %e, "could not rebuild dropped indexes after abort");
         }

@@ -927,3 +927,26 @@ async fn an_upsert_refuses_null_keys_and_the_last_row_wins_whatever_the_workers(
     let v: String = sqlx::query_scalar("SELECT v FROM u WHERE ext = 'k'").fetch_one(&pool).await.unwrap();
     assert_eq!(v, "059");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_leaves_nothing_for_the_next_run_of_the_sink_to_commit() {
+    let (pool, _) = fresh_pool("etlkit-cancelled").await;
+    exec(&pool, "CREATE TABLE cx (id bigint, v text); INSERT INTO cx VALUES (0, 'old')").await;
+    let sink = Arc::new(sink(&pool, "cx", WriteMode::Truncate));
+    // A run that wrote a batch and was then dropped (its future cancelled): neither `finish` nor
+    // `abort` ran, and its open transaction sits on an idle connection.
+    let cancelled = ids(1..4, "cancelled");
+    sink.start(&cancelled.schema()).await.unwrap();
+    sink.write(cancelled, &Context::default()).await.unwrap();
+    // The next run of the same sink stores its own rows only.
+    let stats = run(sink.clone(), vec![ids(10..12, "next")], 1).await.unwrap();
+    assert_eq!(stats.rows_written, 2);
+    let rows: Vec<(i64, String)> = sqlx::query("SELECT id, v FROM cx ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(10, "next".to_owned()), (11, "next".to_owned())]);
+}

@@ -205,6 +205,8 @@ impl DedupByKey {
         let pick =
             |idx: &[usize]| -> Vec<ArrayRef> { idx.iter().map(|&i| batch.column(i).clone()).collect() };
         let key_cols: Vec<ArrayRef> = pick(&codec.key_idx).into_iter().map(same_zero).collect();
+        // Logical nulls: a `Null`-typed column or a dictionary's null values are NULL keys too.
+        let key_nulls: Vec<_> = key_cols.iter().map(|c| c.logical_nulls()).collect();
         let other_cols = pick(&codec.other_idx);
         let mut keys = codec.keys.empty_rows(CHUNK.min(n), 0);
         let mut others = codec.others.as_ref().map(|c| c.empty_rows(CHUNK.min(n), 0));
@@ -228,7 +230,7 @@ impl DedupByKey {
             let Seen { shards, len: distinct, hasher } = &mut *seen;
             for j in 0..len {
                 let i = at + j;
-                if key_cols.iter().any(|c| c.is_null(i)) {
+                if key_nulls.iter().any(|n| n.as_ref().is_some_and(|n| n.is_null(i))) {
                     keep.push(true);
                     continue;
                 }

@@ -178,6 +178,26 @@ fn float_keys_zero_and_minus_zero_are_one_key() {
 }
 
 #[test]
+fn keys_in_a_null_typed_or_dictionary_column_that_are_null_pass_untouched() {
+    // pyarrow types an all-None column as `null`: each of its values is a NULL key, so no row is a
+    // repeat of another (arrow's `is_null` says false for those).
+    let dict: arrow_array::DictionaryArray<arrow_array::types::Int32Type> =
+        vec![Some("x"), None, None, Some("x")].into_iter().collect();
+    let b = RecordBatch::try_from_iter([
+        ("id", Arc::new(StringArray::from(vec!["1", "2", "3", "1"])) as ArrayRef),
+        ("tenant", Arc::new(arrow_array::NullArray::new(4)) as ArrayRef),
+        ("code", Arc::new(dict) as ArrayRef),
+    ])
+    .unwrap();
+    for key in [vec!["tenant"], vec!["id", "tenant"], vec!["code"]] {
+        let ctx = Context::default();
+        let out = DedupByKey::new(key.clone()).apply(b.clone(), &ctx).unwrap().remove(0);
+        let want = if key == ["code"] { 3 } else { 4 };
+        assert_eq!((out.num_rows(), ctx.deduplicated()), (want, 4 - want as u64), "{key:?}");
+    }
+}
+
+#[test]
 fn json_numbers_keep_the_text_they_were_written_with() {
     let b = strings(&[
         ("id", vec![Some("a"), Some("b")]),
