@@ -211,9 +211,12 @@ pub struct GraphJobConfig {
     pub colour_relationships: bool,
     /// Key columns of one input record (e.g. `learner_id`). When not empty, a pre-pass reads the input
     /// once, keeps the first row of each key (an exact [`DedupByKey`], in input order) and records the
-    /// kept rows' numbers in a bitmap (1 bit per input row); every pass then reads only those rows
-    /// (the others count as de-duplicated). The key set lives during the pre-pass only, instead of
-    /// one per pass in each pass's `prepare`. Default: empty (no pre-pass).
+    /// kept rows' numbers in a bitmap (1 bit per input row) with a 64-bit hash of each kept row's
+    /// key; every pass then reads only those rows (the others count as de-duplicated). The key set
+    /// lives during the pre-pass only, instead of one per pass in each pass's `prepare`. The source
+    /// must give the same rows in the same order each time it is opened: a pass that finds another
+    /// key at a kept row's number, or another number of rows, fails (before writing that batch, or
+    /// at the end of the pass) instead of loading the wrong rows. Default: empty (no pre-pass).
     pub first_row_per: Vec<String>,
 }
 
