@@ -527,7 +527,10 @@ impl GraphJob {
             pass: pass.clone(),
             source,
         })?;
-        let sink = Arc::new(BitmapSink { key: self.config.first_row_per.clone(), rows: Mutex::default() });
+        let sink = Arc::new(BitmapSink {
+            key: self.config.first_row_per.clone(),
+            first: Mutex::new(FirstRows::default()),
+        });
         let stats = Pipeline::new(source, sink.clone())
             .rejects(rejects)
             // The row number differs between any two rows: not a conflict, but the row to name.
@@ -536,14 +539,17 @@ impl GraphJob {
                 batch_size: self.config.batch_size,
                 workers: 1,
                 transform_concurrency: 1,
+                // The first rows arrive in row order (FirstRows::push).
+                preserve_order: true,
                 channel_capacity: self.config.channel_capacity,
                 ..Default::default()
             })
             .run()
             .await
             .map_err(|source| GraphJobError::Pass { phase, pass, source })?;
-        let kept = std::mem::take(&mut *sink.rows.lock().expect("first rows poisoned"));
-        Ok((FirstRows::new(kept, stats.rows_read), stats))
+        let mut first = std::mem::take(&mut *sink.first.lock().expect("first rows poisoned"));
+        first.finish(stats.rows_read);
+        Ok((first, stats))
     }
 }
 
@@ -555,6 +561,7 @@ const UNSTABLE_SOURCE: &str = "`first_row_per` needs a source that gives the sam
 /// The first row of each `first_row_per` key, found by the pre-pass: a bitmap of row numbers, and
 /// the hash of each first row's key, so a later pass that reads another row at that number (a
 /// source giving its rows in another order) fails instead of keeping the wrong rows.
+#[derive(Default)]
 struct FirstRows {
     /// Bit `n - 1` set: row `n` is the first of its key.
     bits: Vec<u64>,
@@ -567,23 +574,42 @@ struct FirstRows {
 }
 
 impl FirstRows {
-    fn new(mut kept: Vec<(u64, u64)>, rows: u64) -> Self {
-        kept.sort_unstable_by_key(|(n, _)| *n);
-        let mut bits = vec![0u64; (rows as usize).div_ceil(64)];
-        for &(n, _) in &kept {
-            let i = (n - 1) as usize;
-            if bits.len() <= i / 64 {
-                bits.resize(i / 64 + 1, 0);
-            }
-            bits[i / 64] |= 1 << (i % 64);
+    /// Records row `n` (numbers ascending) as the first of the key hashed `key`.
+    fn push(&mut self, n: u64, key: u64) -> etlkit_core::Result<()> {
+        let i = n.checked_sub(1).map(|i| i as usize);
+        let Some(i) = i.filter(|&i| i / 64 + 1 >= self.bits.len() && !self.set(i)) else {
+            return Err(etlkit_core::Error::InvalidConfig {
+                field: "first_row_per",
+                reason: format!("first rows out of order at row {n}"),
+            });
+        };
+        if self.bits.len() <= i / 64 {
+            self.bits.resize(i / 64 + 1, 0);
         }
-        let mut ranks = Vec::with_capacity(bits.len());
+        self.bits[i / 64] |= 1 << (i % 64);
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// Whether bit `i` or a later one in its word is set (so `i` would not come in order).
+    fn set(&self, i: usize) -> bool {
+        self.bits.get(i / 64).is_some_and(|w| w >> (i % 64) != 0)
+    }
+
+    /// After the pre-pass, which read `rows` rows: the ranks for [`FirstRows::key_of`].
+    fn finish(&mut self, rows: u64) {
+        self.rows = rows;
+        self.keys.shrink_to_fit();
         let mut before = 0u64;
-        for w in &bits {
-            ranks.push(before);
-            before += u64::from(w.count_ones());
-        }
-        FirstRows { bits, ranks, keys: kept.into_iter().map(|(_, k)| k).collect(), rows }
+        self.ranks = self
+            .bits
+            .iter()
+            .map(|w| {
+                let rank = before;
+                before += u64::from(w.count_ones());
+                rank
+            })
+            .collect();
     }
 
     /// The key hash row `n` had in the pre-pass, if it was the first of its key.
@@ -615,10 +641,10 @@ fn key_hashes(batch: &RecordBatch, key: &[String]) -> etlkit_core::Result<Vec<u6
         .collect())
 }
 
-/// Collects the number and key hash of each row it is given (the first rows).
+/// Records the number and key hash of each row it is given (the first rows, in row order).
 struct BitmapSink {
     key: Vec<String>,
-    rows: Mutex<Vec<(u64, u64)>>,
+    first: Mutex<FirstRows>,
 }
 
 #[async_trait::async_trait]
@@ -630,8 +656,10 @@ impl etlkit_core::Sink for BitmapSink {
     async fn write(&self, batch: RecordBatch, _ctx: &Context) -> etlkit_core::Result<u64> {
         let numbers = row_numbers(&batch)?;
         let keys = key_hashes(&batch, &self.key)?;
-        let mut rows = self.rows.lock().expect("first rows poisoned");
-        rows.extend(numbers.values().iter().copied().zip(keys));
+        let mut first = self.first.lock().expect("first rows poisoned");
+        for (&n, key) in numbers.values().iter().zip(keys) {
+            first.push(n, key)?;
+        }
         Ok(batch.num_rows() as u64)
     }
 }
