@@ -9,7 +9,9 @@
 //!  after flush_interval          (T threads)
 //! ```
 //!
-//! Every arrow is a bounded channel of `channel_capacity` batches, so memory stays bounded.
+//! Every arrow is a bounded channel of `channel_capacity` batches, so memory stays bounded; with
+//! `preserve_order`, the source also runs at most `transform_concurrency + 2 * channel_capacity`
+//! batches ahead of the oldest batch the reorder task has not passed on (it parks the others).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -20,6 +22,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -188,6 +191,10 @@ impl Pipeline {
         let cap = config.channel_capacity;
 
         let (src_tx, src_rx) = async_channel::bounded(cap);
+        // Reordering parks batches that finished before an earlier one: the source may run at most
+        // this many batches ahead of the oldest one not yet passed on, so parked batches stay bounded.
+        let window = (config.preserve_order && config.transform_concurrency > 1 && !transforms.is_empty())
+            .then(|| Arc::new(Semaphore::new(config.transform_concurrency + 2 * cap)));
         let sink_rx = if transforms.is_empty() {
             src_rx
         } else {
@@ -202,7 +209,7 @@ impl Pipeline {
             let (out_tx, sink_rx) = if config.preserve_order && config.transform_concurrency > 1 {
                 let (reorder_tx, reorder_rx) = async_channel::bounded(cap);
                 tasks.spawn(
-                    guarded(Stage::Transform, reorder(reorder_rx, tx))
+                    guarded(Stage::Transform, reorder(reorder_rx, tx, window.clone()))
                         .instrument(tracing::info_span!("etlkit.reorder")),
                 );
                 (reorder_tx, rx)
@@ -226,7 +233,7 @@ impl Pipeline {
         tasks.spawn(
             guarded(
                 Stage::Source,
-                source_task(source, src_ctx.clone(), config.clone(), src_tx, counters.clone()),
+                source_task(source, src_ctx.clone(), config.clone(), src_tx, window, counters.clone()),
             )
             .instrument(tracing::info_span!("etlkit.source", name = %source_name)),
         );
@@ -358,15 +365,17 @@ async fn source_task(
     ctx: Context,
     config: PipelineConfig,
     tx: Tx,
+    window: Option<Arc<Semaphore>>,
     counters: Arc<RunCounters>,
 ) -> Result<()> {
+    let out = Emitter { tx, window, seq: 0 };
     let schema: SchemaRef = source.schema();
     let name: Arc<str> = source.name().into();
     let mut stream = source.into_tracked_stream(ctx);
     // Rows of a source that does not track origins are numbered 1, 2, ... under its name.
     let mut next_row = 1u64;
     let mut rebatcher = Rebatcher::new(schema.clone(), config.batch_size, config.max_batch_bytes);
-    let mut seq: Seq = 0;
+    let mut out = out;
     let mut pending_since: Option<tokio::time::Instant> = None;
     loop {
         let next = match pending_since {
@@ -377,7 +386,7 @@ async fn source_task(
                     Err(_elapsed) => {
                         pending_since = None;
                         if let Some(b) = rebatcher.flush_tracked()?
-                            && !emit(&tx, &mut seq, b, &counters).await
+                            && !out.emit(b, &counters).await
                         {
                             return Ok(());
                         }
@@ -403,7 +412,7 @@ async fn source_task(
         let ready = rebatcher.push_tracked(batch, Some(origins))?;
         let emitted = !ready.is_empty();
         for b in ready {
-            if !emit(&tx, &mut seq, b, &counters).await {
+            if !out.emit(b, &counters).await {
                 return Ok(());
             }
         }
@@ -414,18 +423,35 @@ async fn source_task(
         };
     }
     if let Some(b) = rebatcher.flush_tracked()? {
-        emit(&tx, &mut seq, b, &counters).await;
+        out.emit(b, &counters).await;
     }
     Ok(())
 }
 
-/// Sends one batch downstream; false when downstream has gone (it failed or was aborted; the
-/// supervisor reports why).
-async fn emit(tx: &Tx, seq: &mut Seq, batch: Tracked, counters: &RunCounters) -> bool {
-    counters.source_rows.fetch_add(batch.0.num_rows() as u64, Ordering::Relaxed);
-    let s = *seq;
-    *seq += 1;
-    tx.send((s, vec![batch])).await.is_ok()
+/// The source's end of its channel: numbers the batches and, when reordering, waits for room in
+/// the reorder window.
+struct Emitter {
+    tx: Tx,
+    window: Option<Arc<Semaphore>>,
+    seq: Seq,
+}
+
+impl Emitter {
+    /// Sends one batch downstream; false when downstream has gone (it failed or was aborted; the
+    /// supervisor reports why).
+    async fn emit(&mut self, batch: Tracked, counters: &RunCounters) -> bool {
+        if let Some(window) = &self.window {
+            // Given back by the reorder task when it passes this batch on.
+            match window.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return false,
+            }
+        }
+        counters.source_rows.fetch_add(batch.0.num_rows() as u64, Ordering::Relaxed);
+        let s = self.seq;
+        self.seq += 1;
+        self.tx.send((s, vec![batch])).await.is_ok()
+    }
 }
 
 struct TransformStage {
@@ -604,8 +630,9 @@ fn declared_schema(t: &dyn Transform, declared: &SchemaRef, batch: RecordBatch) 
     RecordBatch::try_new(declared.clone(), batch.columns().to_vec()).map_err(|e| broken(e.to_string()))
 }
 
-/// Restores source order after parallel transforms (only with `preserve_order`).
-async fn reorder(rx: Rx, tx: Tx) -> Result<()> {
+/// Restores source order after parallel transforms (only with `preserve_order`). Each batch passed
+/// on gives its place in `window` back to the source.
+async fn reorder(rx: Rx, tx: Tx, window: Option<Arc<Semaphore>>) -> Result<()> {
     let mut next: Seq = 0;
     let mut parked: BTreeMap<Seq, Vec<Tracked>> = BTreeMap::new();
     while let Ok((seq, batches)) = rx.recv().await {
@@ -614,6 +641,9 @@ async fn reorder(rx: Rx, tx: Tx) -> Result<()> {
             next += 1;
             if tx.send((next - 1, batches)).await.is_err() {
                 return Ok(());
+            }
+            if let Some(window) = &window {
+                window.add_permits(1);
             }
         }
     }

@@ -393,6 +393,42 @@ async fn preserve_order_restores_source_order_after_parallel_transforms() {
     assert!(gauge.max() > 1, "transforms really ran in parallel");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserve_order_parks_a_bounded_number_of_batches_behind_a_slow_one() {
+    // Batch 0 takes long; the others are quick. Without a bound, the other transform threads would
+    // run through the whole input while batch 0 sleeps, and the reorder task would park all of it.
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_by_slow = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, seen) = (started.clone(), seen_by_slow.clone());
+    let t = FnTransform::same_schema("slow-first", move |b: RecordBatch| {
+        s.fetch_add(1, Ordering::SeqCst);
+        if b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0) == 0 {
+            std::thread::sleep(Duration::from_millis(400));
+            seen.store(s.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        Ok(b)
+    });
+    let sink = Arc::new(MemorySink::new());
+    let cfg = PipelineConfig {
+        batch_size: 10,
+        workers: 1,
+        transform_concurrency: 3,
+        channel_capacity: 2,
+        preserve_order: true,
+        ..Default::default()
+    };
+    Pipeline::new(memory_source(source_batches(2_000, &[10])), sink.clone())
+        .transform(t)
+        .config(cfg)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(id_values(&sink.committed()), (0..2_000).collect::<Vec<_>>());
+    // The window: 3 + 2 * 2 batches from the source, plus what the channels hold.
+    let ahead = seen_by_slow.load(Ordering::SeqCst);
+    assert!(ahead <= 3 + 2 * 2 + 2, "{ahead} of 200 batches went through while batch 0 was transformed");
+}
+
 struct OrderSensitive;
 impl Transform for OrderSensitive {
     fn name(&self) -> &str {
