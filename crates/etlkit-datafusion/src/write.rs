@@ -546,14 +546,7 @@ async fn close_run(target: &WriteTarget, cause: &DataFusionError) {
     let closed = async {
         let pool = target.connector.pool().await?;
         let mut conn = pool.acquire().await.map_err(|e| DfError::db("connecting", table.clone(), e))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {LEDGER} SET state = 'aborted', cause = $2 WHERE run = $1 AND state = 'open'"
-        )))
-        .bind(&target.run)
-        .bind(&cause)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| DfError::db("aborting the run", table.clone(), e))?;
+        abort_if_open(&mut conn, target, &cause).await?;
         // Read after the UPDATE, which waited for whoever held the row: `committing` is final.
         if run_state(&mut conn, target).await?.as_deref() == Some("committing") {
             return Ok(());
@@ -1084,6 +1077,19 @@ async fn commit(target: &WriteTarget, staged: &[String], staged_rows: u64) -> Re
     Ok(rows)
 }
 
+/// Sets the run `aborted` (with its cause) if it is still `open`; waits for whoever holds its row.
+async fn abort_if_open(conn: &mut PgConnection, target: &WriteTarget, cause: &str) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {LEDGER} SET state = 'aborted', cause = $2 WHERE run = $1 AND state = 'open'"
+    )))
+    .bind(&target.run)
+    .bind(cause)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| DfError::db("aborting the run", target.table.quoted(), e))?;
+    Ok(())
+}
+
 /// The staged commit's `COMMIT` failed with `err`: the server may have committed all the same (a
 /// connection lost after the server committed). The ledger tells, on a new connection: the run is
 /// aborted if still `open` (waiting, at most a minute, for the lost transaction to end); its row
@@ -1098,14 +1104,7 @@ async fn settle_commit(target: &WriteTarget, err: DfError, rows: u64) -> Result<
         let mut conn = pool.acquire().await.map_err(|e| DfError::db("connecting", table.clone(), e))?;
         exec(&mut conn, "BEGIN".into(), "checking the run", &table).await?;
         exec(&mut conn, "SET LOCAL lock_timeout = '60s'".into(), "checking the run", &table).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {LEDGER} SET state = 'aborted', cause = $2 WHERE run = $1 AND state = 'open'"
-        )))
-        .bind(&target.run)
-        .bind(&cause)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| DfError::db("aborting the run", table.clone(), e))?;
+        abort_if_open(&mut conn, target, &cause).await?;
         let state = run_state(&mut conn, target).await?;
         exec(&mut conn, "COMMIT".into(), "checking the run", &table).await?;
         Ok::<_, DfError>(state)
