@@ -81,8 +81,12 @@ impl<'a> Columns<'a> {
                 DataType::Utf8View => a.as_string_view().value(row).hash(&mut h),
                 _ => match self.value(c, row) {
                     Ok(BoltType::Integer(i)) => i.value.hash(&mut h),
-                    // 0.0 and -0.0 are one key to the server: one lock group.
-                    Ok(BoltType::Float(f)) => (f.value + 0.0).to_bits().hash(&mut h),
+                    // Cypher's `7 = 7.0` holds: a whole float is in its integer's lock group.
+                    Ok(BoltType::Float(f)) if f.value.fract() == 0.0 && f.value.abs() < 9.2e18 => {
+                        (f.value as i64).hash(&mut h)
+                    }
+                    // 0.0 and -0.0 are one key to the server: one lock group (whole, so above).
+                    Ok(BoltType::Float(f)) => f.value.to_bits().hash(&mut h),
                     Ok(BoltType::Boolean(b)) => b.value.hash(&mut h),
                     _ => 0u8.hash(&mut h),
                 },
@@ -211,5 +215,19 @@ mod tests {
             Columns::resolve("(:T)".into(), &["nope"], &batch),
             Err(GraphError::MissingColumn { .. })
         ));
+    }
+
+    #[test]
+    fn keys_the_server_finds_equal_share_a_lock_group() {
+        // Cypher: 7 = 7.0 and 0.0 = -0.0; a node reached by both must be locked by one group.
+        let batch = RecordBatch::try_from_iter([
+            ("i", Arc::new(Int64Array::from(vec![7, 0, 7])) as ArrayRef),
+            ("f", Arc::new(arrow_array::Float64Array::from(vec![7.0, -0.0, 7.5])) as ArrayRef),
+        ])
+        .unwrap();
+        let cols = Columns::resolve("(:T)".into(), &["i", "f"], &batch).unwrap();
+        assert_eq!(cols.hash(0..1, 0), cols.hash(1..2, 0));
+        assert_eq!(cols.hash(0..1, 1), cols.hash(1..2, 1));
+        assert_ne!(cols.hash(0..1, 2), cols.hash(1..2, 2));
     }
 }
