@@ -23,8 +23,8 @@ use arrow_schema::{ArrowError, DataType, TimeUnit};
 /// - a value the cast would change rather than convert: a fraction into an integer (`2.5` → `2`),
 ///   more decimal places than a decimal's scale (text, a float or a decimal of a larger scale), an
 ///   integer a float cannot hold exactly (`2^53 + 1` into `Float64`), a finite float that overflows
-///   a narrower float, sub-unit precision into a coarser timestamp (nanoseconds into microseconds,
-///   from a timestamp or from text), a time of day into a date (for a zoned timestamp, the time of
+///   a narrower float, sub-unit precision into a coarser timestamp or time of day (nanoseconds into
+///   microseconds, from a timestamp, a `Time64` or text), a time of day into a date (for a zoned timestamp, the time of
 ///   day in its zone; for text, any time but midnight UTC).
 ///
 /// A column already of type `to` is returned as is, with no bad rows. `Err` only when arrow has no
@@ -172,7 +172,9 @@ fn changed_values(
                 }
             }
         }
-        (Timestamp(from, _), Timestamp(into, _)) if ticks_per_second(from) > ticks_per_second(into) => {
+        (Timestamp(from, _), Timestamp(into, _)) | (Time64(from), Time64(into) | Time32(into))
+            if ticks_per_second(from) > ticks_per_second(into) =>
+        {
             let unit = ticks_per_second(from) / ticks_per_second(into);
             out = multiples_of(column, unit, &format!("finer than {to}"))?;
         }
@@ -330,6 +332,8 @@ mod tests {
         assert_eq!(bad_rows(Arc::new(cents.clone()), DataType::Int64), [1]);
         assert_eq!(bad_rows(Arc::new(cents.clone()), DataType::Decimal128(10, 1)), Vec::<usize>::new());
         assert_eq!(bad_rows(Arc::new(cents), DataType::Decimal128(10, 0)), [1]);
+        let times = arrow_array::Time64NanosecondArray::from(vec![Some(5_000), Some(5_001), None]);
+        assert_eq!(bad_rows(Arc::new(times), DataType::Time64(TimeUnit::Microsecond)), [1]);
         let nanos =
             TimestampNanosecondArray::from(vec![Some(5_000), Some(5_001), None, Some(-7_000), Some(-7_001)]);
         assert_eq!(bad_rows(Arc::new(nanos), DataType::Timestamp(TimeUnit::Microsecond, None)), [1, 4]);

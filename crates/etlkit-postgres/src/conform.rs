@@ -5,8 +5,8 @@
 //! COPY refuses `2.5` for `integer` or `1e39` for `real` — a fraction into an integer, a float
 //! overflowing `real`, a time of day into a `date`, an integer a float cannot hold exactly.
 //! Dictionary columns are converted as their values. Two exceptions follow PostgreSQL: a value with
-//! more decimal places than a `numeric(p, s)` column's scale is rounded to it, and timestamps follow
-//! [`NanosPolicy`] for sub-microsecond digits. Text timestamps are instants: an offset is applied
+//! more decimal places than a `numeric(p, s)` column's scale is rounded to it, and timestamps and
+//! times of day follow [`NanosPolicy`] for sub-microsecond digits. Text timestamps are instants: an offset is applied
 //! (`2024-06-01T23:30:00-05:00` is `2024-06-02 04:30` UTC, also in a `timestamp` column, where
 //! PostgreSQL's own text input would drop the offset); text without one is taken as UTC. Values that do not fit produce
 //! [`PgError::InvalidValue`] naming the row, the column and the value.
@@ -27,7 +27,7 @@ use pgpq::pg_schema::PostgresType;
 use crate::catalog::{PgType, TableColumn};
 use crate::error::{PgError, Result};
 
-/// What to do with timestamps carrying nanoseconds (PostgreSQL stores microseconds).
+/// What to do with timestamps and times of day carrying nanoseconds (PostgreSQL stores microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NanosPolicy {
     /// Refuse a value with a non-zero sub-microsecond part (error naming row, column, value).
@@ -235,7 +235,9 @@ impl Conformer {
             (PgType::Timestamp | PgType::Timestamptz, DataType::Timestamp(..)) => {
                 return checked_cast(plan, input, first_row);
             }
-            (PgType::Timestamp | PgType::Timestamptz, _) if self.nanos == NanosPolicy::Truncate => {
+            (PgType::Timestamp | PgType::Timestamptz | PgType::Time, _)
+                if self.nanos == NanosPolicy::Truncate =>
+            {
                 return checked_cast(plan, input, first_row);
             }
             _ => {}

@@ -832,6 +832,11 @@ async fn values_a_cast_would_change_are_refused_and_numeric_rounds_as_postgresql
     // A float that overflows `real` (PostgreSQL's text COPY refuses it too).
     let msg = refused("r", Arc::new(Float64Array::from(vec![1.5, 1e39]))).await;
     assert!(msg.starts_with("memory:2, column `r`: value \"1e39\" does not fit column type `real`"), "{msg}");
+    // Nanoseconds of a time of day (PostgreSQL's `time` keeps microseconds).
+    exec(&pool, "ALTER TABLE c ADD COLUMN t time").await;
+    let times = arrow_array::Time64NanosecondArray::from(vec![1_000, 1_001]);
+    let msg = refused("t", Arc::new(times)).await;
+    assert!(msg.starts_with("memory:2, column `t`:") && msg.contains("finer than"), "{msg}");
     // A time of day into a date.
     let noon = TimestampMicrosecondArray::from(vec![0, 43_200_000_000]);
     let msg = refused("day", Arc::new(noon)).await;
