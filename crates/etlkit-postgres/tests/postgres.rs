@@ -37,6 +37,14 @@ async fn exec(pool: &PgPool, sql: &str) {
     sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
 }
 
+/// Every row `sql` returns, as `T` (a tuple of its columns).
+async fn rows<T>(pool: &PgPool, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(AssertSqlSafe(sql.to_owned())).fetch_all(pool).await.unwrap()
+}
+
 async fn count(pool: &PgPool, table: &str) -> i64 {
     sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(pool).await.unwrap().get(0)
 }
@@ -322,13 +330,7 @@ async fn bad_values_fail_with_row_column_and_value_and_nothing_is_committed() {
     let s = Arc::new(PgCopySink::new(pool.clone(), cfg).unwrap());
     run(s, vec![batch(vec![1, 2], vec!["ok", "a\0b"], vec![1_500, 2_000])], 1).await.unwrap();
     let rows: Vec<(String, i64)> =
-        sqlx::query("SELECT s, (extract(epoch FROM at) * 1e6)::int8 FROM t ORDER BY n")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        rows(&pool, "SELECT s, (extract(epoch FROM at) * 1e6)::int8 FROM t ORDER BY n").await;
     assert_eq!(rows, vec![("ok".to_owned(), 1), ("a\u{fffd}b".to_owned(), 2)]);
 }
 
@@ -351,14 +353,7 @@ async fn hostile_identifiers_are_plain_names() {
     let stats = run(Arc::new(sink(&pool, HOSTILE, mode)), vec![batch], 1).await.unwrap();
     assert_eq!((stats.counter("inserted"), stats.counter("duplicate_keys")), (2, 1));
     let quoted = etlkit_postgres::quote_ident(HOSTILE);
-    let rows: Vec<(i64, String)> =
-        sqlx::query(AssertSqlSafe(format!("SELECT {quoted}, v FROM {quoted} ORDER BY 1")))
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+    let rows: Vec<(i64, String)> = rows(&pool, &format!("SELECT {quoted}, v FROM {quoted} ORDER BY 1")).await;
     assert_eq!(rows, vec![(1, "a".to_owned()), (2, "c".to_owned())], "last duplicate wins");
     assert_eq!(count(&pool, "y").await, 0, "table y still exists");
     // The COPY source reads it too.
@@ -737,13 +732,7 @@ async fn invalid_rows_can_go_to_the_reject_output() {
             (Some(3), Some("s".to_owned()))
         ]
     );
-    let rows: Vec<(i32, String)> = sqlx::query("SELECT n, s FROM r ORDER BY n")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows: Vec<(i32, String)> = rows(&pool, "SELECT n, s FROM r ORDER BY n").await;
     assert_eq!(rows, vec![(1, "a".to_owned()), (3, "d".to_owned())]);
 }
 
@@ -789,13 +778,7 @@ async fn a_reused_sink_plans_each_run_for_its_own_columns() {
     run(sink.clone(), vec![people([("first", "Ada"), ("last", "Lovelace")])], 1).await.unwrap();
     // The same sink, another column order: each value still lands in its own column.
     run(sink.clone(), vec![people([("last", "Hopper"), ("first", "Grace")])], 1).await.unwrap();
-    let rows: Vec<(String, String)> = sqlx::query("SELECT first, last FROM p ORDER BY first")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows: Vec<(String, String)> = rows(&pool, "SELECT first, last FROM p ORDER BY first").await;
     assert_eq!(rows, [("Ada".into(), "Lovelace".into()), ("Grace".into(), "Hopper".into())]);
     // A batch whose columns differ from those the run started with is refused, not written.
     let started = people([("first", "A"), ("last", "B")]);
@@ -946,12 +929,6 @@ async fn a_cancelled_run_leaves_nothing_for_the_next_run_of_the_sink_to_commit()
     // The next run of the same sink stores its own rows only.
     let stats = run(sink.clone(), vec![ids(10..12, "next")], 1).await.unwrap();
     assert_eq!(stats.rows_written, 2);
-    let rows: Vec<(i64, String)> = sqlx::query("SELECT id, v FROM cx ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows: Vec<(i64, String)> = rows(&pool, "SELECT id, v FROM cx ORDER BY id").await;
     assert_eq!(rows, [(10, "next".to_owned()), (11, "next".to_owned())]);
 }
